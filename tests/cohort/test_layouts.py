@@ -1,0 +1,159 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cohort.errors import BatchReport, CohortError
+from cohort.io import write_volume
+from cohort.layouts import NnUNetWriter, case_done, detect_layout, open_cohort, write_case, write_manifest
+
+
+def test_abdomenatlas_write_read_roundtrip(tmp_path, make_case):
+    case = make_case("BDMAP_00000001")
+    case.meta.update({"generator": "phantom", "seed": 3})
+    write_case(case, tmp_path)
+    assert case_done(tmp_path, "BDMAP_00000001")
+    write_manifest(tmp_path)
+    cohort = open_cohort(tmp_path)
+    assert cohort.layout == "abdomenatlas" and cohort.ids() == ["BDMAP_00000001"]
+    back = cohort.refs[0].load()
+    assert np.array_equal(back.label, case.label)
+    assert np.abs(back.ct - case.ct).max() <= 0.5  # stored as int16 HU
+    assert back.meta["seed"] == 3 and back.meta["generator"] == "phantom"
+    rows = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert rows[0]["case_id"] == "BDMAP_00000001"
+    via_manifest = open_cohort(tmp_path / "manifest.jsonl").refs[0].load()
+    assert np.array_equal(via_manifest.label, case.label)
+    with pytest.raises(CohortError, match="already exists"):
+        write_case(case, tmp_path)
+
+
+def test_write_case_is_atomic(tmp_path, make_case, monkeypatch):
+    import cohort.layouts.abdomenatlas as aa
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(aa, "write_json", boom)
+    with pytest.raises(OSError):
+        write_case(make_case("c1"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_case_refuses_to_overwrite_its_input(tmp_path, make_case):
+    write_case(make_case("c1"), tmp_path)
+    case = open_cohort(tmp_path).refs[0].load()
+    with pytest.raises(CohortError, match="refusing to overwrite the input"):
+        write_case(case, tmp_path, overwrite=True)
+
+
+def test_abdomenatlas_per_organ_masks(tmp_path, make_case):
+    case = make_case()
+    d = tmp_path / "BDMAP_1"
+    write_volume(d / "ct.nii.gz", case.ct, case.affine)
+    for name, idx in [("liver", 5), ("kidney_left", 3), ("liver_tumor", 27)]:
+        write_volume(d / "segmentations" / f"{name}.nii.gz", (case.label == idx).astype(np.uint8), case.affine)
+    back = open_cohort(tmp_path).refs[0].load()
+    assert np.array_equal(back.label, case.label)
+    write_volume(d / "segmentations" / "brain.nii.gz", np.zeros(case.shape, np.uint8), case.affine)
+    with pytest.raises(CohortError, match="brain.nii.gz: mask name 'brain.nii.gz' is not a known label"):
+        open_cohort(tmp_path).refs[0].load()
+
+
+def test_msd_task03_mapping(tmp_path, make_case):
+    case = make_case()
+    src = np.zeros(case.shape, np.uint8)
+    src[case.label == 5] = 1
+    src[case.label == 27] = 2
+    write_volume(tmp_path / "imagesTr" / "liver_0.nii.gz", case.ct, case.affine)
+    write_volume(tmp_path / "labelsTr" / "liver_0.nii.gz", src, case.affine)
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "name": "Liver", "labels": {"0": "background", "1": "liver", "2": "cancer"},
+        "training": [{"image": "./imagesTr/liver_0.nii.gz", "label": "./labelsTr/liver_0.nii.gz"}]}))
+    assert detect_layout(tmp_path) == "msd"
+    back = open_cohort(tmp_path).refs[0].load()
+    assert set(np.unique(back.label)) == {0, 5, 27}
+    assert (back.label == 27).sum() == (case.label == 27).sum()
+
+
+def test_nnunet_write_then_read(tmp_path, make_case):
+    w = NnUNetWriter(tmp_path, 501, "Liver", ["liver", "liver_lesion", "kidney_left"])
+    w.add(make_case("a"))
+    w.add(make_case("b", seed=1))
+    root = w.finish()
+    ds = json.loads((root / "dataset.json").read_text())
+    assert ds["channel_names"] == {"0": "CT"} and ds["numTraining"] == 2
+    assert ds["labels"] == {"background": 0, "liver": 1, "liver_lesion": 2, "kidney_left": 3}
+    assert (root / "imagesTr" / "a_0000.nii.gz").exists() and (root / "labelsTr" / "a.nii.gz").exists()
+    raw = np.asanyarray(nib.load(str(root / "labelsTr" / "a.nii.gz")).dataobj)
+    assert set(np.unique(raw)) == {0, 1, 2, 3}
+    cohort = open_cohort(root)
+    assert cohort.layout == "nnunet" and cohort.ids() == ["a", "b"]
+    assert np.array_equal(cohort.refs[0].load().label, make_case("a").label)
+
+
+def test_kits23_split_and_cyst(tmp_path):
+    shape = (40, 20, 10)
+    ct = np.full(shape, -1000, np.float32)
+    ct[4:36, 2:18, :] = 40  # body, centred at x ~ 19.5
+    seg = np.zeros(shape, np.uint8)
+    seg[6:12, 6:12, 2:8] = 1  # low x -> patient's left in RAS+
+    seg[28:34, 6:12, 2:8] = 1
+    seg[29:31, 7:9, 3:5] = 2
+    seg[7:9, 7:9, 3:5] = 3
+    d = tmp_path / "case_00000"
+    write_volume(d / "imaging.nii.gz", ct, np.eye(4))
+    write_volume(d / "segmentation.nii.gz", seg, np.eye(4))
+    case = open_cohort(tmp_path).refs[0].load()
+    assert open_cohort(tmp_path).layout == "kits23"
+    assert (case.label[6:12, 6:12, 2:8] == 3).all()  # kidney_left incl. cyst
+    assert ((case.label[28:34, 6:12, 2:8] == 4) | (case.label[28:34, 6:12, 2:8] == 29)).all()
+    assert (case.label == 29).sum() == 8 and case.meta["kits_cyst_voxels"] == 8
+
+
+def test_manifest_csv_with_mapping(tmp_path, make_case):
+    case = make_case()
+    src = np.where(case.label == 5, 7, np.where(case.label == 27, 9, 0)).astype(np.uint8)
+    write_volume(tmp_path / "img.nii.gz", case.ct, case.affine)
+    write_volume(tmp_path / "lab.nii.gz", src, case.affine)
+    (tmp_path / "m.csv").write_text('case_id,ct,label,mapping\nx,img.nii.gz,lab.nii.gz,"{""7"": ""liver"", ""9"": ""liver_tumor""}"\n')
+    back = open_cohort(tmp_path / "m.csv").refs[0].load()
+    assert set(np.unique(back.label)) == {0, 5, 27}
+
+
+def test_batch_reports_every_bad_case_and_continues(tmp_path, make_case):
+    write_case(make_case("good1"), tmp_path)
+    write_case(make_case("good2", seed=2), tmp_path)
+    # mismatched grid
+    c = make_case("badgrid")
+    write_volume(tmp_path / "badgrid" / "ct.nii.gz", c.ct, c.affine)
+    write_volume(tmp_path / "badgrid" / "combined_labels.nii.gz", c.label[:-1], c.affine[:, :])
+    # mismatched affine
+    write_volume(tmp_path / "badaff" / "ct.nii.gz", c.ct, c.affine)
+    aff = c.affine.copy()
+    aff[0, 3] += 5
+    write_volume(tmp_path / "badaff" / "combined_labels.nii.gz", c.label, aff)
+    # unknown label value
+    lab = c.label.copy()
+    lab[0, 0, 0] = 99
+    write_volume(tmp_path / "badlab" / "ct.nii.gz", c.ct, c.affine)
+    write_volume(tmp_path / "badlab" / "combined_labels.nii.gz", lab, c.affine)
+    # corrupt CT
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ct.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    report = BatchReport()
+    loaded = [case.case_id for case in open_cohort(tmp_path).iter_cases(report)]
+    assert loaded == ["good1", "good2"]
+    assert not report.ok
+    assert "does not match CT shape" in report.failed["badgrid"]
+    assert "not on the same grid" in report.failed["badaff"]
+    assert "label values [99] have no mapping" in report.failed["badlab"]
+    assert "corrupt" in report.failed and "ct.nii.gz" in report.failed["corrupt"]
+
+
+def test_detect_layout_errors(tmp_path):
+    with pytest.raises(CohortError, match="no known cohort layout"):
+        detect_layout(tmp_path)
+    with pytest.raises(CohortError, match="does not exist"):
+        detect_layout(tmp_path / "missing")

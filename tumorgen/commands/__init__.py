@@ -1,0 +1,1 @@
+"""One module per `tumorgen` subcommand group; see tumorgen.cli."""
