@@ -52,7 +52,7 @@ class Grid:
 
     @staticmethod
     def from_options(fov_mm: tuple[float, float, float], spacing: tuple[float, float, float],
-                     shape: tuple[int, int, int] | None = None) -> "Grid":
+                     shape: tuple[int, int, int] | None = None) -> Grid:
         """Grid from a field of view and spacing (voxels = round(fov / spacing)), or from an explicit shape."""
         if shape is None:
             shape = tuple(max(4, int(round(f / s))) for f, s in zip(fov_mm, spacing))  # type: ignore[assignment]

@@ -17,7 +17,10 @@ Radiology 2010).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 #: Mean HU of each tissue before contrast (unenhanced CT).
 BASE_HU: dict[str, float] = {
@@ -115,7 +118,7 @@ class SiteProfile:
         phase = PHASE_SHIFT_HU[self.phase]
         return {t: v + phase.get(t, 0.0) + self.hu_shift.get(t, 0.0) for t, v in BASE_HU.items()}
 
-    def with_(self, **changes: Any) -> "SiteProfile":
+    def with_(self, **changes: Any) -> SiteProfile:
         """A copy with some fields changed (e.g. ``spacing_mm=(1.5, 1.5, 1.5)``)."""
         return replace(self, **changes)
 
@@ -124,7 +127,7 @@ class SiteProfile:
             "name": self.name, "phase": self.phase, "noise_sigma_hu": self.noise_sigma_hu,
             "noise_corr_mm": self.noise_corr_mm, "spacing_mm": list(self.spacing_mm),
             "fov_mm": list(self.fov_mm), "blur_mm": self.blur_mm, "slice_blur": self.slice_blur,
-            "hu_shift": dict(self.hu_shift), "hu_offset": self.hu_offset,
+            "hu_shift": dict(self.hu_shift), "hu_offset": self.hu_offset, "description": self.description,
         }
 
 
@@ -141,7 +144,7 @@ _SITES = {
     ),
     "C": SiteProfile(
         name="C", phase="delayed", noise_sigma_hu=32.0, noise_corr_mm=1.4,
-        spacing_mm=(1.6, 1.6, 3.0), blur_mm=1.4, hu_offset=18.0, hu_shift={"fat": 25.0, "visceral_fat": 25.0},
+        spacing_mm=(1.6, 1.6, 3.0), blur_mm=1.4, hu_offset=18.0, hu_shift={"fat": 12.0, "visceral_fat": 12.0},
         description="out-of-distribution: delayed phase, high noise, +18 HU calibration offset, coarse grid",
     ),
 }
@@ -150,11 +153,55 @@ _SITES = {
 SITES: dict[str, SiteProfile] = _SITES
 
 
-def get_site(site: str | SiteProfile) -> SiteProfile:
-    """A :class:`SiteProfile` from a built-in name ("A", "B", "C") or a profile itself."""
+def get_site(site: str | SiteProfile, extra: dict[str, SiteProfile] | None = None) -> SiteProfile:
+    """A :class:`SiteProfile` from a name or a profile itself.
+
+    Names are looked up in ``extra`` (e.g. from :func:`load_sites`) first, then
+    among the built-in sites ("A", "B", "C", case-insensitive).
+    """
     if isinstance(site, SiteProfile):
         return site
+    if extra and str(site) in extra:
+        return extra[str(site)]
     key = str(site).strip().upper()
     if key not in SITES:
-        raise ValueError(f"unknown phantom site {site!r}; built-in sites: {', '.join(SITES)}")
+        known = list(SITES) + list(extra or {})
+        raise ValueError(f"unknown phantom site {site!r}; known sites: {', '.join(known)}")
     return SITES[key]
+
+
+def load_sites(path: str | Path) -> dict[str, SiteProfile]:
+    """Extra sites from a YAML file (values only), e.g. ``configs/demo/phantom_sites.yaml``.
+
+    Layout: ``sites: {NAME: {base: A, phase: ..., noise_sigma_hu: ..., ...}}``;
+    ``base`` (optional) names a built-in site whose values the entry starts
+    from. Unknown keys, wrong types and unknown phases raise
+    :class:`cohort.config.ConfigError` naming the file and the key.
+    """
+    from cohort.config import ConfigError, from_dict
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: sites file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict) or set(data) != {"sites"} or not isinstance(data["sites"], dict):
+        raise ConfigError(f"{path}: expected a top-level mapping with the single key 'sites'")
+    out: dict[str, SiteProfile] = {}
+    for name, entry in data["sites"].items():
+        where = f"{path}: sites.{name}"
+        entry = dict(entry or {})
+        base = entry.pop("base", None)
+        values: dict[str, Any] = {}
+        if base is not None:
+            if str(base).upper() not in SITES:
+                raise ConfigError(f"{where}.base: unknown built-in site {base!r}; built-in: {', '.join(SITES)}")
+            values = SITES[str(base).upper()].as_dict()
+            values.pop("description", None)
+        values.update(entry)
+        values["name"] = str(name)
+        values.setdefault("description", f"from {path.name}")
+        out[str(name)] = from_dict(SiteProfile, values, source=where)
+    return out

@@ -1,0 +1,284 @@
+"""Tumors for the phantom: placement inside the organ, irregular shape, varied appearance.
+
+A lesion is an ellipsoid with a smooth random radial deformation, placed
+where the organ is deep enough to hold it and clipped to the organ's
+footprint, so every lesion voxel was organ (or a vessel inside it) before the
+tumor went in. Its size is calibrated so the measured maximum axial diameter
+(:func:`cohort.lesions.max_axial_diameter_mm`) matches the request.
+Appearances cover the usual enhancement patterns (hypo-/hyper-attenuating,
+rim-enhancing, necrotic core, heterogeneous); their contrast to the organ is
+drawn from ranges that overlap the organ's own HU, so a global threshold
+cannot segment them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cohort import labels as L
+from cohort.lesions import EARLY_TUMOR_DIAMETER_MM, max_axial_diameter_mm
+from cohort.phantom.fields import Grid, smooth_field, smoothstep
+
+APPEARANCES: tuple[str, ...] = ("hypo", "hyper", "rim", "necrotic", "heterogeneous")
+TUMOR_ORGANS: tuple[str, ...] = ("liver", "pancreas", "kidney", "kidney_left", "kidney_right")
+
+#: Where each organ's tumors may grow (vocabulary names): the organ plus vessels running inside it.
+FOOTPRINT: dict[str, tuple[str, ...]] = {
+    "liver": ("liver", "hepatic_vessel"),
+    "pancreas": ("pancreas",),
+    "kidney_left": ("kidney_left",),
+    "kidney_right": ("kidney_right",),
+}
+
+#: Reference tissue (for HU) of each organ.
+ORGAN_TISSUE: dict[str, str] = {"liver": "liver", "pancreas": "pancreas",
+                                "kidney_left": "kidney_cortex", "kidney_right": "kidney_cortex"}
+
+#: Appearance frequencies per organ type when none is requested (PDAC is mostly hypo-attenuating,
+#: renal cell carcinoma often heterogeneous/hyper-enhancing, liver lesions span all patterns).
+APPEARANCE_PRIOR: dict[str, tuple[float, ...]] = {
+    "liver": (0.35, 0.15, 0.2, 0.15, 0.15),
+    "pancreas": (0.6, 0.05, 0.1, 0.1, 0.15),
+    "kidney": (0.25, 0.2, 0.15, 0.15, 0.25),
+}
+
+
+@dataclass(frozen=True)
+class TumorRequest:
+    """One lesion to insert.
+
+    organ: "liver", "pancreas", "kidney" (either side) or "kidney_left"/"kidney_right";
+    diameter_mm: target maximum axial diameter (mm); appearance: one of
+    :data:`APPEARANCES`, or None to draw one from the organ's prior.
+    """
+
+    organ: str
+    diameter_mm: float
+    appearance: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.organ not in TUMOR_ORGANS:
+            raise ValueError(f"TumorRequest: organ {self.organ!r} has no phantom tumors; choose from {TUMOR_ORGANS}")
+        if not (self.diameter_mm > 0):
+            raise ValueError(f"TumorRequest: diameter_mm must be > 0, got {self.diameter_mm}")
+        if self.appearance is not None and self.appearance not in APPEARANCES:
+            raise ValueError(f"TumorRequest: unknown appearance {self.appearance!r}; choose from {APPEARANCES}")
+
+    @property
+    def organ_type(self) -> str:
+        return "kidney" if self.organ.startswith("kidney") else self.organ
+
+
+#: Size-band factors for random tumors per organ type: the phantom's pancreas and kidneys are
+#: smaller than the liver, so their lesions are mostly early ones.
+RANDOM_SIZE_FACTOR: dict[str, float] = {"liver": 1.0, "pancreas": 0.45, "kidney": 0.5}
+
+
+def random_requests(rng: np.random.Generator, organs: tuple[str, ...] = ("liver", "pancreas", "kidney"),
+                    n: int | None = None) -> list[TumorRequest]:
+    """1-3 lesions with a size mix: ~45% 5-20 mm (early), ~35% 20-35 mm, ~20% 35-55 mm (liver;
+    pancreas and kidney bands scaled by :data:`RANDOM_SIZE_FACTOR`).
+
+    Diameters are targets; a lesion bigger than its organ can hold is shrunk
+    to fit at insertion (recorded as ``shrunk``).
+    """
+    if not organs:
+        raise ValueError("random tumors need at least one organ type")
+    n = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])) if n is None else n
+    out = []
+    for _ in range(n):
+        organ = str(organs[int(rng.integers(len(organs)))])
+        band = rng.choice(3, p=[0.45, 0.35, 0.2])
+        lo, hi = ((5.0, EARLY_TUMOR_DIAMETER_MM), (20.0, 35.0), (35.0, 55.0))[band]
+        # the miniature pancreas and kidneys hold less: scale their bands down so most requests fit
+        f = RANDOM_SIZE_FACTOR.get(organ, 1.0)
+        out.append(TumorRequest(organ, round(float(rng.uniform(max(lo * f, 5.0), hi * f)), 1), None))
+    return out
+
+
+@dataclass
+class PlacedTumor:
+    """A lesion after insertion; ``as_dict`` is what goes into the case sidecar."""
+
+    organ: str
+    organ_name: str
+    label: int
+    requested_diameter_mm: float
+    target_diameter_mm: float
+    appearance: str
+    shrunk: bool
+    contrast_hu: float
+    edge_mm: float
+    voxels: int
+    volume_ml: float
+    max_axial_diameter_mm: float
+    centroid_vox: tuple[float, float, float]
+    early: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _appearance_field(rng, appearance: str, rho: np.ndarray, n1: np.ndarray, n2: np.ndarray,
+                      organ_hu: float) -> tuple[np.ndarray, float]:
+    """Tumor HU in its crop from its normalised radius ``rho`` (0 centre, 1 edge) and two noise fields.
+
+    Returns (HU float32, nominal contrast vs the organ in HU).
+    """
+    U = rng.uniform
+    if appearance == "hypo":
+        delta = -U(12.0, 70.0)
+        hu = organ_hu + delta + U(4.0, 12.0) * n1
+    elif appearance == "hyper":
+        delta = U(12.0, 55.0)
+        hu = organ_hu + delta + U(4.0, 12.0) * n1
+    elif appearance == "rim":
+        rim, core, width = U(25.0, 80.0), -U(15.0, 55.0), U(0.15, 0.3)
+        s = smoothstep(1.0 - width - 0.12, 1.0 - width + 0.05, rho + 0.08 * n2)
+        hu = organ_hu + core + (rim - core) * s + U(4.0, 10.0) * n1
+        delta = core
+    elif appearance == "necrotic":
+        viable, fluid, frac = -U(0.0, 25.0), U(5.0, 25.0), U(0.4, 0.7)
+        s = smoothstep(frac - 0.08, frac + 0.08, rho + 0.2 * n2)  # 0 in the core, 1 in the viable rim
+        hu = (fluid + U(2.0, 6.0) * n1) * (1 - s) + (organ_hu + viable + U(5.0, 12.0) * n1) * s
+        delta = fluid - organ_hu
+    elif appearance == "heterogeneous":
+        delta = U(-20.0, 20.0)
+        hu = organ_hu + delta + U(15.0, 30.0) * n1 + U(8.0, 20.0) * n2
+    else:  # pragma: no cover - guarded by TumorRequest
+        raise ValueError(appearance)
+    return np.asarray(hu, np.float32), float(delta)
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
+    objs = ndimage.find_objects(mask.astype(np.uint8))
+    return objs[0] if objs else None
+
+
+def insert_tumors(hu: np.ndarray, label: np.ndarray, grid: Grid, tissue_hu: dict[str, float],
+                  requests: list[TumorRequest], rng: np.random.Generator,
+                  instance: np.ndarray | None = None) -> list[PlacedTumor]:
+    """Insert lesions into ``hu`` (float32 HU, (X, Y, Z), before blur and noise) and ``label`` in place.
+
+    instance: optional uint8 (X, Y, Z) map that receives lesion i (0-based) as i + 1.
+
+    Lesions never overlap (each keeps a 2 mm gap from the ones before it).
+    Raises ValueError naming the request when its organ is absent from the grid.
+    """
+    sp = np.asarray(grid.spacing, np.float64)
+    occupied = np.zeros(label.shape, bool)
+    placed: list[PlacedTumor] = []
+    for req in requests:
+        # geometry draws come first and in a fixed order, whatever the organ turns out to hold
+        side_draw = rng.uniform()
+        appearance = req.appearance or str(rng.choice(APPEARANCES, p=APPEARANCE_PRIOR[req.organ_type]))
+        elong = (1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.1))
+        yaw, wob, edge_mm, pick = rng.uniform(0, np.pi), rng.uniform(0.04, 0.16), rng.uniform(0.5, 2.0), rng.uniform()
+        sub_seed = int(rng.integers(2**31))
+
+        if req.organ == "kidney":
+            sides = ["kidney_left", "kidney_right"] if side_draw < 0.5 else ["kidney_right", "kidney_left"]
+        else:
+            sides = [req.organ]
+        best = None
+        for organ_name in sides:
+            fp_labels = [L.NAME_TO_INDEX[n] for n in FOOTPRINT[organ_name]]
+            fp = np.isin(label, fp_labels) & ~occupied
+            bb = _bbox(fp)
+            if bb is None:
+                continue
+            bb = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(bb, label.shape))
+            dt = ndimage.distance_transform_edt(fp[bb], sampling=sp)
+            if best is None or dt.max() > best[3].max():
+                best = (organ_name, fp, bb, dt)
+            if dt.max() * 2.0 >= req.diameter_mm * 0.8:
+                best = (organ_name, fp, bb, dt)
+                break
+        if best is None:
+            raise ValueError(f"cannot place {req}: no {req.organ} voxels free on this grid "
+                             f"(shape {grid.shape}, spacing {grid.spacing} mm)")
+        organ_name, fp, bb, dt = best
+
+        # room needed: the in-plane radius, allowing the contour wobble to be clipped a little
+        r_target = req.diameter_mm / 2.0
+        need = r_target * max(elong) * (1.0 + wob) * 0.85
+        shrunk = False
+        if dt.max() < need:
+            shrunk = True
+            r_target = max(dt.max() / (max(elong) * (1.0 + wob) * 0.85), 0.75 * float(sp.min()))
+            need = min(dt.max(), r_target * max(elong) * (1.0 + wob) * 0.85)
+        cand = np.flatnonzero(dt.ravel() >= need)
+        ci = np.unravel_index(cand[min(int(pick * len(cand)), len(cand) - 1)], dt.shape)
+        center = np.array([ci[a] + bb[a].start for a in range(3)])
+
+        # crop around the centre, big enough for the largest calibrated shape
+        half_mm = r_target * max(elong) * (1.0 + wob) * 1.6 + 2.0 * sp.max()
+        half = np.ceil(half_mm / sp).astype(int)
+        csl = tuple(slice(max(int(center[a] - half[a]), 0), min(int(center[a] + half[a] + 1), label.shape[a]))
+                    for a in range(3))
+        axes_mm = [(np.arange(csl[a].start, csl[a].stop) - center[a]) * sp[a] for a in range(3)]
+        dx, dy, dz = np.meshgrid(*[a.astype(np.float32) for a in axes_mm], indexing="ij", sparse=True)
+        c, s = np.cos(yaw), np.sin(yaw)
+        u = (c * dx + s * dy) / elong[0]
+        v = (-s * dx + c * dy) / elong[1]
+        w = dz / elong[2]
+        sub = np.random.default_rng(sub_seed)
+        bounds = tuple((float(a[0]) - 1.0, float(a[-1]) + 1.0) for a in axes_mm)
+        corr = max(r_target * 0.7, 2.0)
+        shape_noise = smooth_field(sub, tuple(axes_mm), bounds, corr)
+        n1 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.25, 1.5))
+        n2 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.5, 2.0))
+        rho0 = np.sqrt(u * u + v * v + w * w) * (1.0 + wob * shape_noise)  # mm; the lesion is rho <= r
+
+        # calibrate the radius so the measured axial diameter (unclipped) hits the target
+        # (a few secant-like steps; near the voxel size the measure jumps, so keep the best one seen)
+        r, tried = r_target, []
+        for _ in range(3):
+            meas = max_axial_diameter_mm(rho0 <= r, sp)
+            tried.append((abs(meas - 2.0 * r_target), r))
+            r *= (2.0 * r_target) / max(meas, 1e-3)
+        r = min(tried)[1]
+        rho = rho0 / np.float32(r)
+        fp_c = fp[csl]
+        lesion = (rho <= 1.0) & fp_c
+        if not lesion.any():  # tiny organ: fall back to the centre voxel
+            lesion = np.zeros_like(fp_c)
+            lesion[tuple(int(center[a] - csl[a].start) for a in range(3))] = True
+        organ_hu = tissue_hu[ORGAN_TISSUE[organ_name]]
+        t_hu, contrast = _appearance_field(rng, appearance, rho, n1, n2, organ_hu)
+        # soft margin (well-circumscribed to infiltrative), confined to the organ footprint
+        edge = min(edge_mm, 0.4 * r)  # a small lesion still reaches its full contrast inside
+        wgt = np.clip(0.5 + (1.0 - rho) * np.float32(r / edge), 0.0, 1.0) * fp_c
+        wgt = np.maximum(wgt, lesion)
+        hu_c = hu[csl]
+        hu_c += wgt * (t_hu - hu_c)
+        lab = L.lesion_index_for(organ_name)
+        label[csl][lesion] = lab
+        if instance is not None:
+            instance[csl][lesion] = len(placed) + 1
+        occupied[csl] |= ndimage.binary_dilation(lesion, iterations=max(1, int(round(2.0 / sp.min()))))
+
+        placed.append(PlacedTumor(
+            organ=req.organ_type, organ_name=organ_name, label=lab, requested_diameter_mm=float(req.diameter_mm),
+            target_diameter_mm=round(2.0 * float(r_target), 2), appearance=appearance, shrunk=shrunk,
+            contrast_hu=round(contrast, 1), edge_mm=round(float(edge_mm), 2), voxels=0, volume_ml=0.0,
+            max_axial_diameter_mm=0.0, centroid_vox=(0.0, 0.0, 0.0), early=True,
+        ))
+        measure(placed[-1], lesion, sp, [sl.start for sl in csl])
+    return placed
+
+
+def measure(t: PlacedTumor, lesion: np.ndarray, spacing, offset=(0, 0, 0)) -> None:
+    """Fill a lesion's size record from its mask (``offset``: voxel index of the mask's corner)."""
+    sp = np.asarray(spacing, np.float64)
+    vox = int(lesion.sum())
+    diam = float(max_axial_diameter_mm(lesion, sp)) if vox else 0.0
+    idx = np.argwhere(lesion).mean(0) + np.asarray(offset) if vox else np.zeros(3)
+    t.voxels = vox
+    t.volume_ml = round(vox * float(np.prod(sp)) / 1000.0, 4)
+    t.max_axial_diameter_mm = round(diam, 3)
+    t.centroid_vox = tuple(round(float(x), 2) for x in idx)
+    t.early = diam <= EARLY_TUMOR_DIAMETER_MM
