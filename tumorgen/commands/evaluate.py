@@ -13,7 +13,7 @@ DEFAULT_CONFIG = "evaluation/metrics.yaml"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="DSC, NSD, patient/tumor/early-tumor sensitivity, specificity and AUC with 95% CIs",
+        help="DSC, NSD, patient/tumor/early-tumor sensitivity, specificity and AUC with 95%% CIs",
         description="Evaluate <case id>.nii.gz label maps in PRED against the ground-truth cohort GT (any layout). "
                     "Writes cases.csv, lesions.csv, summary.json, summary.md and metrics.yaml to OUT. Missing or "
                     "mismatched cases are reported and make the exit status 1; the other cases are still evaluated.",

@@ -1,0 +1,109 @@
+"""Offline cohort synthesis and the `tumorgen synthesize` command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cohort.case import Case
+from cohort.io import read_image, read_label
+from cohort.layouts import open_cohort, write_case
+from generative.tumors import CASynthesizer, RuleSynthesizer, TumorSpec, synthesize_cohort
+from generative.tumors.offline import case_rng, output_id
+from generative.tumors.toy import toy_liver
+from tumorgen.cli import main
+
+torch.set_num_threads(1)
+LESION = 27
+
+
+def healthy_cohort(root, n=3, bad=False, size=24):
+    aff = np.diag([1.5, 1.5, 1.5, 1.0])
+    for i in range(n):
+        ct, lab = toy_liver(size, seed=i)
+        write_case(Case(f"H{i:02d}", ct, lab, aff, {"kind": "real", "site": "T", "source": {"dataset": "toy"}}), root)
+    if bad:
+        ct, lab = toy_liver(size, seed=9)
+        lab[:] = 0
+        write_case(Case("NOLIVER", ct, lab, aff, {"kind": "real"}), root)
+    return root
+
+
+def test_rules_cohort_with_provenance_resume_and_bad_case(tmp_path):
+    src = healthy_cohort(tmp_path / "healthy", bad=True)
+    out = tmp_path / "synth"
+    rep = synthesize_cohort(src, out, RuleSynthesizer(), TumorSpec("liver", size="small", count=1), seed=4,
+                            progress=False)
+    assert sorted(rep.done) == ["H00_rules_00", "H01_rules_00", "H02_rules_00"]
+    assert list(rep.failed) == ["NOLIVER_rules_00"] and "none of the spec organs ['liver']" in rep.failed["NOLIVER_rules_00"]
+    meta = json.loads((out / "H01_rules_00" / "case.json").read_text())
+    assert meta["kind"] == "synthetic" and meta["generator"] == "rules" and meta["seed"] == 4
+    assert meta["source"]["case_id"] == "H01" and meta["site"] == "T"
+    t = meta["tumors"][0]
+    assert t["organ"] == "liver" and t["voxels"] > 0 and t["max_axial_diameter_mm"] > 0 and "early" in t
+    lab, _ = read_label(out / "H01_rules_00" / "combined_labels.nii.gz")
+    assert int((lab == LESION).sum()) == sum(x["voxels"] for x in meta["tumors"])
+    assert len(open_cohort(out)) == 3
+    assert (out / "manifest.jsonl").exists() and (out / "tumors.csv").read_text().count("\n") == 4
+    summary = json.loads((out / "synthesis_summary.json").read_text())
+    assert summary["tumors"] == 3 and summary["cases_with_tumors"] == 3
+    # resume: nothing redone
+    rep2 = synthesize_cohort(src, out, RuleSynthesizer(), TumorSpec("liver", size="small", count=1), seed=4,
+                             progress=False)
+    assert rep2.done == [] and sorted(rep2.skipped) == sorted(rep.done)
+
+
+def test_results_do_not_depend_on_order_or_subset(tmp_path):
+    src = healthy_cohort(tmp_path / "healthy", n=3)
+    spec = TumorSpec("liver", steps=15)
+    synthesize_cohort(src, tmp_path / "all", CASynthesizer(), spec, seed=1, n_per_case=2, progress=False)
+    # only the third case, in a separate run: same output
+    refs = open_cohort(src).refs
+    single = tmp_path / "one"
+    healthy_cohort(tmp_path / "h_one", n=0)
+    write_case(refs[2].load(), tmp_path / "h_one")
+    synthesize_cohort(tmp_path / "h_one", single, CASynthesizer(), spec, seed=1, n_per_case=2, progress=False)
+    for k in range(2):
+        cid = output_id("H02", "ca", k)
+        a, _ = read_image(tmp_path / "all" / cid / "ct.nii.gz")
+        b, _ = read_image(single / cid / "ct.nii.gz")
+        assert np.array_equal(a, b)
+    a0, _ = read_label(tmp_path / "all" / "H02_ca_00" / "combined_labels.nii.gz")
+    a1, _ = read_label(tmp_path / "all" / "H02_ca_01" / "combined_labels.nii.gz")
+    assert not np.array_equal(a0, a1)  # k gives an independent draw
+    assert case_rng(1, "H02", 0).random() == case_rng(1, "H02", 0).random() != case_rng(1, "H02", 1).random()
+
+
+def test_source_with_lesion_is_rejected(tmp_path):
+    root = tmp_path / "h"
+    ct, lab = toy_liver(24)
+    lab[12, 12, 12] = LESION
+    write_case(Case("SICK", ct, lab, np.diag([1.5, 1.5, 1.5, 1.0]), {}), root)
+    rep = synthesize_cohort(root, tmp_path / "o", RuleSynthesizer(), TumorSpec("liver"), progress=False)
+    assert "not healthy" in rep.failed["SICK_rules_00"]
+
+
+@pytest.mark.parametrize("method", ["ca", "rules"])
+def test_cli_synthesize(tmp_path, method):
+    src = healthy_cohort(tmp_path / "healthy", n=2)
+    out = tmp_path / f"out_{method}"
+    spec = "organ=liver,steps=12" if method == "ca" else "organ=liver,size=tiny,count=2"
+    rc = main(["synthesize", "--method", method, "--healthy", str(src), "--out", str(out), "--spec", spec,
+               "--seed", "2", "--no-progress"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [f"H00_{method}_00", f"H01_{method}_00"]
+    assert "method: " + method in (out / "synthesis_config.yaml").read_text()
+    rows = (out / "tumors.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,generator,organ") and len(rows) > 2
+
+
+def test_cli_bad_spec_and_config_errors(tmp_path, capsys):
+    src = healthy_cohort(tmp_path / "healthy", n=1)
+    rc = main(["synthesize", "--method", "ca", "--healthy", str(src), "--out", str(tmp_path / "o"),
+               "--spec", "organ=liver,colour=red"])
+    assert rc == 2
+    rc = main(["synthesize", "--method", "ca", "--healthy", str(src), "--out", str(tmp_path / "o"),
+               "--set", "ca.no_such_key=1"])
+    assert rc == 2
+    assert "no_such_key" in capsys.readouterr().err
