@@ -1,0 +1,317 @@
+"""The scaling study: segmentation quality against the number of real scans, per synthetic source.
+
+A grid of cells, (number of real tumor CTs) x (synthetic source) x (synthetic
+ratio) x (seed). Each cell trains segmentation on the real subset plus its
+synthetic source, predicts the fixed in-distribution (ID) and
+out-of-distribution (OOD) test cohorts and evaluates them. A cell is its own
+run folder; it counts as finished when ``cell.json`` exists, so a rerun skips
+finished cells and a killed study resumes (training resumes from its last
+checkpoint, prediction skips written cases). Cells can run as separate
+processes (``tumorgen scaling run --cell ID``).
+
+The phantom-world version of the paper's setting (Bassi et al., Table 5 /
+Figure 8): tumor-annotated real cases come from site A only and are few;
+healthy cases with organ masks come from several sites; synthetic tumors are
+inserted into those healthy cases; the OOD test set is a site never seen with
+tumors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cohort.config import load_config, save_config
+from cohort.errors import BatchReport
+from cohort.io import read_json, write_json
+
+console = Console(stderr=True)
+NONE = "none"
+
+
+@dataclass
+class PhantomCohort:
+    """A phantom cohort the study generates itself (cohort.phantom)."""
+
+    site: str = "A"
+    n: int = 8
+    tumor_fraction: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class CohortSource:
+    """A cohort given by ``path`` (any layout), or generated from ``phantom``."""
+
+    path: str | None = None
+    phantom: PhantomCohort | None = None
+
+
+@dataclass
+class SyntheticSource:
+    """A synthetic source of the grid: an existing cohort/manifest (``path``) or one the
+    study makes from the healthy cohorts with a baseline ``method`` ("ca" | "rules")."""
+
+    name: str = "ca"
+    path: str | None = None
+    method: str | None = None
+    accepted_only: bool = False
+    organs: list[str] = field(default_factory=lambda: ["liver"])
+    per_case: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Grid:
+    real_sizes: list[int] = field(default_factory=lambda: [2, 4, 8])
+    sources: list[str] = field(default_factory=lambda: [NONE])
+    ratios: list[float] = field(default_factory=lambda: [3.0])  # synthetic : real sampling weight
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class ScalingConfig:
+    name: str = "scaling"
+    real_train: CohortSource = field(default_factory=lambda: CohortSource(phantom=PhantomCohort("A", 8, 1.0, 100)))
+    healthy: list[CohortSource] = field(default_factory=list)
+    test_id: CohortSource = field(default_factory=lambda: CohortSource(phantom=PhantomCohort("A", 6, 0.5, 900)))
+    test_ood: CohortSource = field(default_factory=lambda: CohortSource(phantom=PhantomCohort("C", 6, 0.5, 950)))
+    synthetic: list[SyntheticSource] = field(default_factory=list)
+    grid: Grid = field(default_factory=Grid)
+    phantom_spacing_mm: float = 1.5
+    segmentation: str = "segmentation/demo.yaml"  # a path, or relative to the shipped configs/
+    segmentation_set: list[str] = field(default_factory=list)  # --set overrides for every cell
+    metrics: str | None = None
+    metrics_set: list[str] = field(default_factory=list)
+    tta: bool = False
+
+
+@dataclass(frozen=True)
+class Cell:
+    n_real: int
+    source: str
+    ratio: float
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"real{self.n_real:03d}_{self.source}_x{self.ratio:g}_seed{self.seed}"
+
+
+def load_scaling_config(path: str | Path | None, overrides: list[str] | None = None) -> ScalingConfig:
+    cfg = load_config(ScalingConfig, path, overrides or [])
+    names = [s.name for s in cfg.synthetic]
+    for s in cfg.grid.sources:
+        if s != NONE and s not in names:
+            raise ValueError(f"{path}: grid.sources names {s!r}, which is not among synthetic[].name {names}")
+    for s in cfg.synthetic:
+        if (s.path is None) == (s.method is None):
+            raise ValueError(f"{path}: synthetic source {s.name!r} needs exactly one of path or method")
+        if s.method is not None and s.method not in ("ca", "rules"):
+            raise ValueError(f"{path}: synthetic source {s.name!r}: method must be 'ca' or 'rules'")
+    if any(n < 1 for n in cfg.grid.real_sizes):
+        raise ValueError(f"{path}: grid.real_sizes must be >= 1")
+    return cfg
+
+
+def cells(cfg: ScalingConfig) -> list[Cell]:
+    """Every cell of the grid; a source of "none" has one cell per size and seed (ratio 0)."""
+    out = []
+    for seed in cfg.grid.seeds:
+        for n in sorted(cfg.grid.real_sizes):
+            for src in cfg.grid.sources:
+                ratios = [0.0] if src == NONE else cfg.grid.ratios
+                out += [Cell(n, src, float(r), seed) for r in ratios]
+    return out
+
+
+def _config_path(p: str) -> Path:
+    from cohort.config import config_dir
+
+    path = Path(p)
+    return path if path.exists() else config_dir() / p
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _materialise(src: CohortSource, out: Path, spacing: float, what: str) -> Path:
+    """The cohort's folder, generating phantoms into ``out`` when asked (resumable)."""
+    if src.path is not None:
+        return Path(src.path)
+    if src.phantom is None:
+        raise ValueError(f"{what}: give a path or a phantom spec")
+    from cohort.phantom import generate_cohort
+
+    p = src.phantom
+    report = generate_cohort(out, site=p.site, n=p.n, tumor_fraction=p.tumor_fraction, seed=p.seed,
+                             spacing=spacing)
+    if not report.ok:
+        raise RuntimeError(f"{what}: phantom generation failed:\n{report.summary()}")
+    return out
+
+
+@dataclass
+class StudyData:
+    real_train: Path
+    healthy: list[Path]
+    test_id: Path
+    test_ood: Path
+    synthetic: dict[str, Path]
+    accepted_only: dict[str, bool]
+
+
+def prepare_data(cfg: ScalingConfig, out: Path) -> StudyData:
+    """Generate (or point at) every cohort the cells share; make the baseline synthetic cohorts."""
+    d = out / "data"
+    sp = cfg.phantom_spacing_mm
+    real = _materialise(cfg.real_train, d / "real_train", sp, "real_train")
+    healthy = [_materialise(h, d / f"healthy_{i}", sp, f"healthy[{i}]") for i, h in enumerate(cfg.healthy)]
+    tid = _materialise(cfg.test_id, d / "test_id", sp, "test_id")
+    tood = _materialise(cfg.test_ood, d / "test_ood", sp, "test_ood")
+    synthetic: dict[str, Path] = {}
+    accepted: dict[str, bool] = {}
+    for s in cfg.synthetic:
+        accepted[s.name] = s.accepted_only
+        if s.path is not None:
+            synthetic[s.name] = Path(s.path)
+            continue
+        if not healthy:
+            raise ValueError(f"synthetic source {s.name!r} ({s.method}) needs healthy cohorts to insert tumors into")
+        target = d / f"synthetic_{s.name}"
+        make_baseline_cohort(s, healthy, target)
+        synthetic[s.name] = target
+    return StudyData(real, healthy, tid, tood, synthetic, accepted)
+
+
+def make_baseline_cohort(s: SyntheticSource, healthy: list[Path], target: Path) -> Path:
+    """CA or rule-based tumors inserted into every healthy case (resumable)."""
+    from generative.tumors import make_synthesizer, synthesize_cohort
+    from generative.tumors.base import TumorSpec
+
+    synth = make_synthesizer(s.method)
+    specs = [TumorSpec(organ=o) for o in s.organs]
+    report = BatchReport()
+    for h in healthy:
+        report.merge(synthesize_cohort(h, target, synth, specs, seed=s.seed, n_per_case=s.per_case))
+    if not report.done and not report.skipped:
+        raise RuntimeError(f"synthetic source {s.name!r}: no case could be synthesized:\n{report.summary()}")
+    return target
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def cell_config(cfg: ScalingConfig, cell: Cell, data: StudyData):
+    """The segmentation config of one cell: the shared base plus this cell's sources and seed."""
+    from segmentation.config import SourceConfig, load_seg_config, validate
+
+    seg = load_seg_config(_config_path(cfg.segmentation), list(cfg.segmentation_set))
+    sources = [SourceConfig(name="real", path=str(data.real_train), kind="real", weight=1.0, max_cases=cell.n_real)]
+    if cell.source != NONE:
+        sources.append(SourceConfig(name=cell.source, path=str(data.synthetic[cell.source]), kind="synthetic",
+                                    weight=float(cell.ratio), accepted_only=data.accepted_only.get(cell.source, False)))
+    seg.sources = sources
+    # validation: held out from the real subset would shrink tiny subsets; use the ID test's
+    # first cases only for monitoring (never for model selection), so every cell trains on n_real.
+    seg.val_sources = [SourceConfig(name="val", path=str(data.test_id), kind="real", max_cases=2)]
+    seg.data.seed = cell.seed
+    seg.train.seed = cell.seed
+    return validate(seg, f"cell {cell.id}")
+
+
+def run_cell(cfg: ScalingConfig, cell: Cell, data: StudyData, out: Path, show: bool = True) -> dict[str, Any]:
+    """Train, predict ID and OOD, evaluate; write ``cell.json`` last. Resumable."""
+    from evaluation.evaluate import evaluate_cohort, load_metrics_config
+    from segmentation.predict import predict_cohort
+    from segmentation.train import train_segmentation
+
+    cdir = out / "cells" / cell.id
+    done = cdir / "cell.json"
+    if done.exists():
+        return read_json(done)
+    cdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    seg_cfg = cell_config(cfg, cell, data)
+    model = train_segmentation(seg_cfg, cdir / "seg", resume=True, show=show)
+    t_train = time.perf_counter() - t0
+    mcfg = load_metrics_config(_config_path(cfg.metrics) if cfg.metrics else None, list(cfg.metrics_set))
+    result: dict[str, Any] = {"cell": cell.id, "n_real": cell.n_real, "source": cell.source, "ratio": cell.ratio,
+                              "seed": cell.seed, "train_seconds": round(t_train, 1)}
+    counts = cdir / "seg" / "source_counts.json"
+    if counts.exists():
+        result["source_counts"] = read_json(counts)
+    for split, gt in (("id", data.test_id), ("ood", data.test_ood)):
+        pred_dir = cdir / f"pred_{split}"
+        rep = predict_cohort(model, gt, pred_dir, tta=cfg.tta, save_prob=True, overwrite=False, show=show)
+        if not rep.ok:
+            raise RuntimeError(f"cell {cell.id}: prediction failed on {split}:\n{rep.summary()}")
+        summary, erep = evaluate_cohort(pred_dir, gt, cdir / f"eval_{split}", mcfg)
+        if not erep.ok:
+            raise RuntimeError(f"cell {cell.id}: evaluation failed on {split}:\n{erep.summary()}")
+        result[split] = headline(read_json(cdir / f"eval_{split}" / "summary.json"))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(done, result)
+    return result
+
+
+def run_study(cfg: ScalingConfig, out: str | Path, only: list[str] | None = None, show: bool = True) -> BatchReport:
+    """Run every (or the named) unfinished cell. Failed cells are reported; the rest go on."""
+    from rich.progress import Progress
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "scaling.yaml")
+    data = prepare_data(cfg, out)
+    todo = [c for c in cells(cfg) if only is None or c.id in only]
+    if only:
+        unknown = set(only) - {c.id for c in todo}
+        if unknown:
+            raise ValueError(f"unknown cell id(s) {sorted(unknown)}; `tumorgen scaling run --list` lists them")
+    report = BatchReport()
+    with Progress(disable=not show) as prog:
+        task = prog.add_task("scaling cells", total=len(todo))
+        for c in todo:
+            if (out / "cells" / c.id / "cell.json").exists():
+                report.skipped.append(c.id)
+            else:
+                prog.update(task, description=f"cell {c.id}")
+                try:
+                    run_cell(cfg, c, data, out, show=show)
+                    report.done.append(c.id)
+                except Exception as e:  # one broken cell must not stop the grid
+                    report.fail(c.id, f"{type(e).__name__}: {e}")
+            prog.advance(task)
+    return report
+
+
+# ----------------------------------------------------------------------------- numbers
+
+#: The headline metrics of Table 5, as (key in a cell's result, label for reports)
+HEADLINE = (
+    ("dsc", "DSC"),
+    ("nsd", "NSD"),
+    ("patient_sensitivity", "patient sens."),
+    ("patient_specificity", "patient spec."),
+    ("tumor_sensitivity", "tumor sens."),
+    ("early_tumor_sensitivity", "early tumor sens."),
+)
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """Pick the pooled (all lesion types) headline numbers out of an evaluation summary.json."""
+    overall = summary.get("overall", summary)
+    out: dict[str, Any] = {}
+    for key, _ in HEADLINE:
+        v = overall.get(key)
+        if isinstance(v, dict):
+            out[key] = v.get("value")
+            out[key + "_ci"] = [v.get("ci_low"), v.get("ci_high")]
+            out[key + "_n"] = v.get("n")
+        else:
+            out[key] = v
+    return out

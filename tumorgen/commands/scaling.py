@@ -1,0 +1,56 @@
+"""`tumorgen scaling run|report --config configs/evaluation/scaling.yaml`."""
+
+from __future__ import annotations
+
+import argparse
+
+from tumorgen.commands._common import add_set_argument, console, report_exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scaling", help="the real-vs-synthetic scaling study (grid of segmentation runs)")
+    ssub = p.add_subparsers(dest="scaling_command", metavar="ACTION")
+    run = ssub.add_parser("run", help="run every unfinished cell of the grid (resumable)")
+    run.add_argument("--config", default="evaluation/scaling.yaml",
+                     help="scaling YAML (a path, or relative to the shipped configs/)")
+    run.add_argument("--out", required=True, help="study folder (one subfolder per cell)")
+    run.add_argument("--cell", action="append", default=None, help="run only this cell id (repeatable)")
+    run.add_argument("--list", action="store_true", help="list the cell ids and whether they are finished")
+    add_set_argument(run)
+    run.set_defaults(func=cmd_run)
+    rep = ssub.add_parser("report", help="tables, curves and an HTML page from finished cells")
+    rep.add_argument("--out", required=True, help="study folder")
+    rep.set_defaults(func=cmd_report)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cohort.config import config_dir
+    from evaluation.scaling import cells, load_scaling_config, run_study
+
+    path = Path(args.config)
+    path = path if path.exists() else config_dir() / args.config
+    cfg = load_scaling_config(path, args.overrides)
+    if args.list:
+        for c in cells(cfg):
+            done = (Path(args.out) / "cells" / c.id / "cell.json").exists()
+            print(f"{c.id}\t{'finished' if done else 'todo'}")
+        return 0
+    report = run_study(cfg, args.out, only=args.cell)
+    console.print(f"study folder: {args.out}; `tumorgen scaling report --out {args.out}` writes the tables and curves")
+    return report_exit(report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evaluation.scaling_report import write_report
+
+    try:
+        page = write_report(args.out)
+    except FileNotFoundError as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    print((page.parent / "table.md").read_text())
+    console.print(f"report: {page}")
+    return 0
