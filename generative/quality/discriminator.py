@@ -1,0 +1,155 @@
+"""The tumor discriminator: a small 3D CNN that says how real a tumor looks.
+
+Input: a tumor-centred crop (B, 2, S, S, S), channel 0 windowed CT in [0, 1],
+channel 1 the tumor mask (see :mod:`generative.quality.crops`). Output: one
+logit per crop (B,); ``sigmoid(logit)`` is P(real).
+
+The idea follows FreeTumor (Wu et al., "FreeTumor: Large-Scale Generative
+Tumor Synthesis", Luffy03/FreeTumor), which uses an adversarial
+discriminator to judge synthetic tumors; this one is trained after the fact,
+on real tumors against a generator's output, so any generator can be filtered.
+
+A saved model is a folder: ``config.json`` (constructor arguments plus the
+crop settings it was trained with) and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from monai.networks.blocks import Convolution
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cohort.errors import CohortError
+from cohort.io import atomic_path, write_json
+from generative.quality.crops import CropConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+#: written beside the model by training: held-out scores (calibrated policy, audit) and the HU check's bounds
+CALIBRATION_NAME = "calibration.json"
+HU_BOUNDS_NAME = "hu_bounds.json"
+
+
+@dataclass
+class ModelConfig:
+    """Discriminator architecture. One stride-2 block per entry of ``channels``."""
+
+    in_channels: int = 2
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    #: "batch" keeps absolute intensity information (instance norm would erase a wrong-HU tumor's offset)
+    norm: Literal["batch", "instance", "none"] = "batch"
+    dropout: float = 0.2
+
+
+class TumorDiscriminator(nn.Module):
+    """(B, C, D, H, W) crop -> (B,) logit of P(real).
+
+    A stem convolution, then one stride-2 convolution block per level, global
+    pooling inside the tumor mask at every level plus global pooling, and a linear head. Built from MONAI's ``Convolution`` block.
+    """
+
+    def __init__(self, in_channels: int = 2, channels: list[int] | tuple[int, ...] = (16, 32, 64),
+                 norm: Literal["batch", "instance", "none"] = "batch", dropout: float = 0.2):
+        super().__init__()
+        self.config = {"in_channels": int(in_channels), "channels": [int(c) for c in channels],
+                       "norm": str(norm), "dropout": float(dropout)}
+        norm_arg = None if norm in ("none", "", None) else norm
+        layers: list[nn.Module] = [Convolution(3, in_channels, channels[0], strides=1, kernel_size=3,
+                                               act=("leakyrelu", {"negative_slope": 0.2}), norm=norm_arg)]
+        prev = channels[0]
+        for ch in channels:
+            layers.append(Convolution(3, prev, ch, strides=2, kernel_size=3,
+                                      act=("leakyrelu", {"negative_slope": 0.2}), norm=norm_arg))
+            prev = ch
+        self.features = nn.ModuleList(layers)
+        self.drop = nn.Dropout(dropout)
+        # masked means at every level (stem included) + the global mean of the last level
+        self.head = nn.Linear(channels[0] + sum(channels) + prev, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, D, H, W), channel -1 the tumor mask -> logits (B,).
+
+        The head sees the mean of the features inside the tumor at every level
+        (the mask downsampled to each feature grid) plus the mean over the whole
+        crop (context). Pooling inside the tumor at full resolution matters: a
+        5 mm tumor is a few voxels of a 32^3 crop and vanishes in a global mean.
+        """
+        mask = x[:, -1:].float()
+        h = x
+        pooled = []
+        for layer in self.features:
+            h = layer(h)  # (B, F, d, h, w)
+            m = nn.functional.adaptive_avg_pool3d(mask, h.shape[2:])  # tumor fraction per feature voxel
+            pooled.append((h * m).sum((2, 3, 4)) / m.sum((2, 3, 4)).clamp_min(1e-3))
+        pooled.append(h.mean((2, 3, 4)))
+        return self.head(self.drop(torch.cat(pooled, dim=1))).squeeze(1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """P(real) for (N, C, D, H, W) crops, in eval mode, batched; returns (N,) float32 on CPU."""
+        was = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        out = [torch.sigmoid(self(x[i:i + batch_size].to(dev).float())).float().cpu()
+               for i in range(0, len(x), batch_size)]
+        self.train(was)
+        return torch.cat(out) if out else torch.zeros(0)
+
+    # ------------------------------------------------------------ saving
+    def save_pretrained(self, out_dir: str | Path, crop: CropConfig | None = None,
+                        extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (atomic per file)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
+        cfg: dict[str, Any] = {"model": dict(self.config), "class": type(self).__name__}
+        if crop is not None:
+            cfg["crop"] = asdict(crop)
+        if extra:
+            cfg.update(extra)
+        write_json(out_dir / CONFIG_NAME, cfg)
+        return out_dir
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> TumorDiscriminator:
+        """Rebuild from a folder written by :meth:`save_pretrained` (no training YAML needed)."""
+        model_dir = Path(model_dir)
+        cfg = read_model_config(model_dir)
+        weights = model_dir / WEIGHTS_NAME
+        if not weights.exists():
+            raise CohortError(weights, "discriminator weights missing (expected model.safetensors beside config.json)")
+        model = cls(**cfg["model"])
+        try:
+            model.load_state_dict(load_file(str(weights), device=str(map_location)))
+        except RuntimeError as e:
+            raise CohortError(weights, f"weights do not fit the architecture in config.json ({e})") from e
+        model.eval()
+        return model
+
+
+def read_model_config(model_dir: str | Path) -> dict[str, Any]:
+    """The discriminator folder's ``config.json`` as a dict; errors name the file."""
+    path = Path(model_dir) / CONFIG_NAME
+    if not path.exists():
+        raise CohortError(path, "not a discriminator folder: config.json missing (train one with `tumorgen filter train`)")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CohortError(path, f"invalid JSON ({e})") from e
+    if "model" not in cfg:
+        raise CohortError(path, "config.json has no 'model' section")
+    return cfg
+
+
+def crop_config_of(model_dir: str | Path) -> CropConfig:
+    """The crop settings a saved discriminator was trained with."""
+    cfg = read_model_config(model_dir)
+    return CropConfig(**cfg.get("crop", {}))

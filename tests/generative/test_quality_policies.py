@@ -1,0 +1,73 @@
+"""Policies and metrics on hand-made scores: each accepts and rejects exactly as specified."""
+
+import math
+
+import numpy as np
+import pytest
+
+from generative.quality.metrics import auc, roc_curve
+from generative.quality.policies import PolicyConfig, PolicyError, apply_policy, case_score, cutoff_for, decide
+
+
+def test_threshold_policy_accepts_at_or_above_threshold():
+    cut, ds = apply_policy(PolicyConfig(kind="threshold", threshold=0.5), [0.2, 0.5, 0.51, 0.99, None])
+    assert cut.value == 0.5
+    assert [d.accepted for d in ds] == [False, True, True, True, True]
+    assert "0.200 < cutoff 0.500" in ds[0].reason and "fixed threshold" in ds[0].reason
+    assert ds[4].score is None and "no tumor" in ds[4].reason
+
+
+def test_top_q_keeps_the_best_fraction():
+    scores = [0.1, 0.9, 0.5, 0.7, 0.3, 0.8, 0.2, 0.6, 0.4, 0.05]
+    cut, ds = apply_policy(PolicyConfig(kind="top_q", top_q=0.3), scores)
+    kept = sorted(s for s, d in zip(scores, ds) if d.accepted)
+    assert kept == [0.7, 0.8, 0.9]
+    assert cut.value == 0.7 and "3 kept" in cut.how
+    # q = 1 keeps everything; a tiny q still keeps one case
+    assert all(d.accepted for d in apply_policy(PolicyConfig(kind="top_q", top_q=1.0), scores)[1])
+    assert sum(d.accepted for d in apply_policy(PolicyConfig(kind="top_q", top_q=0.01), scores)[1]) == 1
+
+
+def test_calibrated_uses_alpha_quantile_of_real_scores():
+    real = np.linspace(0.0, 1.0, 11)  # 0.0, 0.1, ..., 1.0 -> 0.1-quantile = 0.1, 0.5-quantile = 0.5
+    cut, ds = apply_policy(PolicyConfig(kind="calibrated", alpha=0.1), [0.05, 0.1, 0.3], real)
+    assert math.isclose(cut.value, 0.1)
+    assert [d.accepted for d in ds] == [False, True, True]
+    assert "held-out real" in ds[0].reason
+    cut, ds = apply_policy(PolicyConfig(kind="calibrated", alpha=0.5), [0.05, 0.1, 0.3, 0.6], real)
+    assert math.isclose(cut.value, 0.5) and [d.accepted for d in ds] == [False, False, False, True]
+
+
+def test_calibrated_without_real_scores_is_an_error():
+    with pytest.raises(PolicyError, match="held-out real"):
+        cutoff_for(PolicyConfig(kind="calibrated"), [0.5], None)
+
+
+@pytest.mark.parametrize("cfg", [PolicyConfig(kind="threshold", threshold=1.5), PolicyConfig(kind="top_q", top_q=0.0),
+                                 PolicyConfig(kind="calibrated", alpha=1.0)])
+def test_bad_parameters_are_errors(cfg):
+    with pytest.raises(PolicyError):
+        cutoff_for(cfg, [0.5], [0.5])
+
+
+def test_case_takes_its_worst_tumor():
+    assert case_score([0.9, 0.2, 0.7]) == 0.2
+    assert case_score([]) is None
+    d = decide(case_score([0.9, 0.2]), cutoff_for(PolicyConfig(kind="threshold", threshold=0.5), []))
+    assert not d.accepted
+
+
+def test_auc_matches_pairwise_definition_with_ties():
+    pos, neg = [0.9, 0.8, 0.5, 0.5], [0.5, 0.3, 0.1]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p in pos for n in neg]
+    assert math.isclose(auc(pos, neg), sum(pairs) / len(pairs))
+    assert auc([1, 2], [0]) == 1.0 and auc([0], [1, 2]) == 0.0
+    assert math.isnan(auc([], [1.0]))
+
+
+def test_roc_curve_runs_from_origin_to_one():
+    fpr, tpr, thr = roc_curve([0.9, 0.6], [0.4, 0.7])
+    assert (fpr[0], tpr[0]) == (0.0, 0.0) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    assert np.all(np.diff(thr[1:]) < 0)
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert math.isclose(area, auc([0.9, 0.6], [0.4, 0.7]))

@@ -1,0 +1,176 @@
+"""`tumorgen filter train|score|apply|audit`: the adversarial quality filter for synthetic tumors.
+
+    tumorgen filter train --real data/siteA --synthetic data/siteA_ca --out runs/filter
+    tumorgen filter score --model runs/filter --cohort data/siteA_ca --out runs/filter/ca
+    tumorgen filter apply --model runs/filter --scores runs/filter/ca --out runs/filter/ca
+    tumorgen filter audit --model runs/filter --scores runs/filter/ca --out runs/filter/ca/audit
+
+`--segmentor RUN` (a trained segmentation run or model folder) adds the
+FreeTumor gate; without it the gate is reported as not applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tumorgen.commands._common import add_set_argument, console, report_exit
+
+
+def _common(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--config", type=Path, default=None, help="filter YAML (default: configs/generative/filter.yaml)")
+    add_set_argument(p)
+    if model_required:
+        p.add_argument("--model", required=True, type=Path, help="discriminator folder from `tumorgen filter train`")
+
+
+def _segmentor_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--segmentor", type=Path, default=None, metavar="RUN",
+                   help="trained segmentation run (or model) folder: enables the FreeTumor gate")
+    p.add_argument("--device", default="cpu", help="torch device for the segmentor (cpu, cuda)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("filter", help="score synthetic tumors, discard poor ones, audit the decision")
+    fs = p.add_subparsers(dest="filter_command", metavar="ACTION")
+
+    t = fs.add_parser("train", help="train the discriminator (real vs synthetic tumor crops)")
+    _common(t, model_required=False)
+    t.add_argument("--real", nargs="+", required=True, type=Path, help="cohort(s) with real tumors")
+    t.add_argument("--synthetic", nargs="+", required=True, type=Path, help="cohort(s) with synthetic tumors")
+    t.add_argument("--out", required=True, type=Path, help="discriminator folder to write")
+    t.set_defaults(func=run_train)
+
+    s = fs.add_parser("score", help="score every tumor and case of a cohort -> <out>/scores.jsonl")
+    _common(s)
+    _segmentor_opt(s)
+    s.add_argument("--cohort", required=True, type=Path, help="synthetic cohort (any layout)")
+    s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.set_defaults(func=run_score)
+
+    a = fs.add_parser("apply", help="decide and write the filtered manifest <out>/manifest.jsonl (deletes nothing)")
+    _common(a)
+    _segmentor_opt(a)
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scores", type=Path, help="scores.jsonl (or its folder) from `filter score`")
+    src.add_argument("--cohort", type=Path, help="score this cohort first")
+    a.add_argument("--out", required=True, type=Path, help="output folder (not the cohort itself)")
+    a.set_defaults(func=run_apply)
+
+    u = fs.add_parser("audit", help="HTML report with figures and a JSON summary")
+    _common(u)
+    _segmentor_opt(u)
+    src = u.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scores", type=Path, help="scores.jsonl (or its folder) from `filter score`")
+    src.add_argument("--cohort", type=Path, help="score this cohort first")
+    u.add_argument("--out", required=True, type=Path, help="report folder (report.html, figures/, summary.json)")
+    u.add_argument("--probe-cohort", type=Path, default=None, metavar="COHORT",
+                   help="build the known-bad probes from this cohort's tumor cases (e.g. the real cohort); "
+                        "default: the best-scoring cases of the scored cohort")
+    u.set_defaults(func=run_audit)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _config(args):
+    from cohort.config import config_dir, load_config
+    from generative.quality.config import FilterConfig
+
+    path = args.config
+    if path is None:
+        default = config_dir() / "generative" / "filter.yaml"
+        path = default if default.exists() else None
+    return load_config(FilterConfig, path, args.overrides)
+
+
+def build_segmentor(run: Path | None, device: str = "cpu"):
+    """A callable ``(ct HU (X, Y, Z), spacing) -> lesion probability map`` from a segmentation run, or None."""
+    if run is None:
+        return None
+    try:
+        from segmentation.networks import load_model, resolve_model_dir
+        from segmentation.predict import predict_case
+    except ImportError as e:  # the segmentation stage is not installed or not built
+        raise SystemExit(f"--segmentor {run}: the FreeTumor gate needs the segmentation stage ({e})") from None
+    import numpy as np
+
+    from cohort.case import Case
+
+    model = load_model(resolve_model_dir(run), device=device)
+
+    def segment(ct_hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        case = Case("freetumor_gate", ct_hu, np.zeros(ct_hu.shape, np.uint8), np.diag([*spacing, 1.0]), {})
+        return predict_case(model, case, save_prob=True).tumor_prob
+
+    return segment
+
+
+def _errors():
+    from cohort.config import ConfigError
+    from cohort.errors import CohortError
+    from generative.quality.policies import PolicyError
+
+    return (CohortError, ConfigError, PolicyError)
+
+
+def run_train(args) -> int:
+    from generative.quality.train import train_discriminator
+
+    try:
+        out = train_discriminator(args.real, args.synthetic, _config(args), args.out)
+    except _errors() as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    console.print(f"discriminator saved to {out}")
+    return 0
+
+
+def _scores(args, cfg, seg=None):
+    from cohort.errors import BatchReport
+    from generative.quality.apply import SCORES_NAME, read_scores, score_cohort
+
+    if getattr(args, "scores", None) is not None:
+        return read_scores(args.scores), BatchReport()
+    report = BatchReport()
+    return score_cohort(args.model, args.cohort, cfg, seg, Path(args.out) / SCORES_NAME, report), report
+
+
+def run_score(args) -> int:
+    try:
+        cfg = _config(args)
+        scores, report = _scores(args, cfg, build_segmentor(args.segmentor, args.device))
+    except _errors() as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    n_t = sum(len(s.tumors) for s in scores)
+    console.print(f"scored {len(scores)} cases ({n_t} tumors) -> {Path(args.out) / 'scores.jsonl'}")
+    return report_exit(report)
+
+
+def run_apply(args) -> int:
+    from generative.quality.apply import apply_filter
+
+    try:
+        cfg = _config(args)
+        scores, report = _scores(args, cfg, build_segmentor(args.segmentor, args.device))
+        manifest = apply_filter(scores, args.model, args.out, cfg)
+    except _errors() as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    n_acc = sum(1 for line in manifest.read_text().splitlines() if '"accepted": true' in line)
+    console.print(f"{n_acc} of {len(scores)} cases accepted -> {manifest}")
+    return report_exit(report)
+
+
+def run_audit(args) -> int:
+    from generative.quality.audit import audit
+
+    try:
+        cfg = _config(args)
+        seg = build_segmentor(args.segmentor, args.device)
+        scores, report = _scores(args, cfg, seg)
+        page = audit(scores, args.model, args.out, cfg, seg, probe_cohort=args.probe_cohort)
+    except _errors() as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    console.print(f"audit written to {page}")
+    return report_exit(report)
