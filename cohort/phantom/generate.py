@@ -15,9 +15,10 @@ from cohort.phantom.core import DEFAULT_TUMOR_ORGANS, make_phantom
 from cohort.phantom.sites import SiteProfile, get_site
 
 
-def case_id_for(site: str | SiteProfile, index: int) -> str:
-    """``PHANTOM_<site>_<index:04d>``."""
-    return f"PHANTOM_{get_site(site).name}_{int(index):04d}"
+def case_id_for(site: str | SiteProfile, index: int, seed: int = 0) -> str:
+    """``PHANTOM_<site>s<seed>_<index:04d>``: unique across cohorts of different seeds, so
+    cohorts can be mixed (training sources, filter splits) without id collisions."""
+    return f"PHANTOM_{get_site(site).name}s{int(seed)}_{int(index):04d}"
 
 
 def case_seed(seed: int, site: str | SiteProfile, index: int) -> int:
@@ -48,7 +49,7 @@ def generate_cohort(out_dir: str | Path, site: str | SiteProfile = "A", n: int =
                     progress: bool = True) -> BatchReport:
     """Write ``n`` phantom cases to ``out_dir`` (AbdomenAtlas layout) and its ``manifest.jsonl``.
 
-    Case i is ``PHANTOM_<site>_<i:04d>``, deterministic in (seed, site, i).
+    Case i is ``PHANTOM_<site>s<seed>_<i:04d>``, deterministic in (seed, site, i).
     Tumor-bearing cases (``tumor_fraction`` of them) get 1-3 random lesions in
     ``organs``; healthy controls get none. Cases already on disk are skipped,
     so an interrupted run resumes where it stopped. Failures are collected in
@@ -67,7 +68,7 @@ def generate_cohort(out_dir: str | Path, site: str | SiteProfile = "A", n: int =
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("cases", total=n)
         for i in range(n):
-            cid = case_id_for(prof, i)
+            cid = case_id_for(prof, i, seed)
             try:
                 if case_done(out, cid):
                     report.skipped.append(cid)

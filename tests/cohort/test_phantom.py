@@ -278,7 +278,7 @@ def test_tumor_fraction_schedule_is_exact_and_prefix_stable():
     assert abs(sum(has_tumors(i, 0.3, seed=1) for i in range(40)) - 12) <= 1
     assert not any(has_tumors(i, 0.0) for i in range(10)) and all(has_tumors(i, 1.0) for i in range(10))
     assert case_seed(0, "A", 3) != case_seed(0, "B", 3) and case_seed(0, "A", 3) == case_seed(0, "A", 3)
-    assert case_id_for("A", 7) == "PHANTOM_A_0007"
+    assert case_id_for("A", 7) == "PHANTOM_As0_0007" and case_id_for("A", 7, seed=12) == "PHANTOM_As12_0007"
 
 
 def test_generate_cohort_deterministic_resumable_and_layout(tmp_path):
@@ -287,10 +287,10 @@ def test_generate_cohort_deterministic_resumable_and_layout(tmp_path):
     kw = dict(site="B", tumor_fraction=0.5, seed=1, spacing=3.0, progress=False)
     r2 = generate_cohort(tmp_path / "two", n=2, **kw)
     r3 = generate_cohort(tmp_path / "three", n=3, **kw)
-    assert r2.ok and r3.ok and r2.done == ["PHANTOM_B_0000", "PHANTOM_B_0001"]
+    assert r2.ok and r3.ok and r2.done == ["PHANTOM_Bs1_0000", "PHANTOM_Bs1_0001"]
     assert (tmp_path / "three" / "manifest.jsonl").exists()
     two, three = open_cohort(tmp_path / "two"), open_cohort(tmp_path / "three")
-    assert three.ids() == ["PHANTOM_B_0000", "PHANTOM_B_0001", "PHANTOM_B_0002"]
+    assert three.ids() == ["PHANTOM_Bs1_0000", "PHANTOM_Bs1_0001", "PHANTOM_Bs1_0002"]
     for cid in two.ids():  # case i does not depend on n
         a, b = two.get(cid).load(), three.get(cid).load()
         assert np.array_equal(a.label, b.label) and np.array_equal(a.ct, b.ct)
@@ -303,7 +303,7 @@ def test_generate_cohort_deterministic_resumable_and_layout(tmp_path):
         assert case.meta["site"] == "B" and case.meta["generator"] == "phantom"
         assert np.allclose(case.spacing, 3.0)
     again = generate_cohort(tmp_path / "three", n=4, **kw)
-    assert again.skipped == three.ids() and again.done == ["PHANTOM_B_0003"]
+    assert again.skipped == three.ids() and again.done == ["PHANTOM_Bs1_0003"]
 
 
 def test_cli_phantoms_writes_a_cohort(tmp_path):
@@ -313,7 +313,7 @@ def test_cli_phantoms_writes_a_cohort(tmp_path):
     rc = main(["phantoms", "--site", "C", "--n", "2", "--tumor-fraction", "1.0", "--seed", "0", "--spacing", "3",
                "--out", str(out), "--no-progress"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["PHANTOM_C_0000", "PHANTOM_C_0001"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["PHANTOM_Cs0_0000", "PHANTOM_Cs0_0001"]
     assert (out / "manifest.jsonl").read_text().count("\n") == 2
     assert main(["phantoms", "--site", "Q", "--n", "1", "--out", str(out)]) == 2
 
@@ -351,7 +351,7 @@ def test_cli_phantoms_with_a_sites_file(tmp_path):
     out = tmp_path / "z"
     assert main(["phantoms", "--sites-file", str(sites), "--site", "Z9", "--n", "1", "--spacing", "3",
                  "--out", str(out), "--no-progress"]) == 0
-    assert (out / "PHANTOM_Z9_0000" / "ct.nii.gz").exists()
+    assert (out / "PHANTOM_Z9s0_0000" / "ct.nii.gz").exists()
 
 
 def test_thick_slices_average_subslices_and_keep_lesions_in_their_organ():
