@@ -1,0 +1,172 @@
+"""Typed configs of the generative stages (one dataclass a section; YAML holds values only).
+
+One :class:`GenerativeConfig` serves the three training stages: a YAML names
+the ``stage`` and fills the sections that stage reads (the others keep their
+defaults). :class:`SampleSpec` describes a synthetic cohort.
+Loaded with :func:`cohort.config.load_config` (unknown keys and wrong types are
+errors; ``--set a.b=v`` overrides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("autoencoder", "diffusion", "controlnet")
+
+#: Organs given to the ControlNet as one-hot channels (the phantom world's abdomen and
+#: the organs tumors grow in). Lesions of every class share one extra "tumor" channel.
+DEFAULT_CONDITION_ORGANS = ["liver", "pancreas", "kidney_left", "kidney_right", "spleen", "aorta", "postcava", "stomach"]
+
+
+@dataclass
+class DataConfig:
+    """Training crops. ``cohort`` is any layout :func:`cohort.layouts.open_cohort` reads."""
+
+    cohort: str = "data/phantoms/siteA"
+    spacing_mm: list[float] = field(default_factory=lambda: [1.5, 1.5, 1.5])  # [] keeps native spacing
+    crop_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels; divisible by the model's multiple
+    tumor_crop_fraction: float = 0.5  # share of crops centred on a lesion (tumors are rare voxels)
+    crops_per_case: int = 8  # crops encoded once into the latent cache (diffusion, controlnet)
+    max_cases: int = 0  # 0 = all
+
+
+@dataclass
+class AutoencoderConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # 3 levels = 4x compression per axis
+    latent_channels: int = 4
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    attention: bool = False
+
+
+@dataclass
+class UNetConfig:
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    num_head_channels: int = 32
+
+
+@dataclass
+class ControlNetConfig:
+    #: one stride-2 convolution between consecutive entries: 3 entries = 4x, the autoencoder's factor
+    conditioning_embedding_num_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    organs: list[str] = field(default_factory=lambda: list(DEFAULT_CONDITION_ORGANS))
+    inpaint: bool = True  # add masked CT + inpainting-mask channels
+    tumor_loss_weight: float = 100.0  # MAISI weights tumor voxels x100 in the latent loss
+    inpaint_margin_mm: float = 6.0  # the inpainted region is the tumor dilated by this much
+
+
+@dataclass
+class SchedulerConfig:
+    """Training noise process: ``ddpm`` (epsilon or v_prediction) or ``rflow`` (velocity)."""
+
+    kind: str = "rflow"
+    prediction_type: str = "epsilon"  # ddpm only; rflow always predicts velocity
+    num_train_timesteps: int = 1000
+    schedule: str = "scaled_linear_beta"  # ddpm only
+    sample_method: str = "uniform"  # rflow only: uniform | logit-normal
+
+
+@dataclass
+class LossConfig:
+    """Autoencoder losses (MAISI train_autoencoder weights as defaults)."""
+
+    perceptual: str = "lpips"  # lpips | random (random-feature backbone, logged as such) | none
+    perceptual_net: str = "alex"  # lpips backbone: alex | vgg | squeeze
+    perceptual_weights: str = ""  # torchvision backbone .pth; "" = $TORCH_HOME/hub/checkpoints/<file>
+    perceptual_weight: float = 0.3
+    fake_3d_ratio: float = 0.25  # share of slices per axis for the 2.5D perceptual loss
+    kl_weight: float = 1e-7
+    adv_weight: float = 0.1
+    adv_warmup_steps: int = 50  # adversarial loss starts after this many steps
+    disc_channels: int = 16
+    disc_layers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 1
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    ema_decay: float = 0.999  # 0 disables EMA
+    save_every: int = 100  # save_state every N optimizer steps
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    num_threads: int = 0  # torch CPU threads; 0 = torch default
+    cpu: bool = False  # force CPU even when a GPU is visible
+
+
+@dataclass
+class GenerativeConfig:
+    stage: str = "autoencoder"
+    output_dir: str = "runs/generative"
+    #: pipeline folder of the previous stage (diffusion: the autoencoder's; controlnet: the diffusion's)
+    init_from: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    controlnet: ControlNetConfig = field(default_factory=ControlNetConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> GenerativeConfig:
+        """Cross-field rules the type checker cannot see; raises ValueError naming the key."""
+        if self.stage not in STAGES:
+            raise ValueError(f"stage: {self.stage!r} is not one of {STAGES}")
+        if self.scheduler.kind not in ("ddpm", "rflow"):
+            raise ValueError(f"scheduler.kind: {self.scheduler.kind!r} is not 'ddpm' or 'rflow'")
+        if self.scheduler.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"scheduler.prediction_type: {self.scheduler.prediction_type!r} is not epsilon|v_prediction")
+        if self.loss.perceptual not in ("lpips", "random", "none"):
+            raise ValueError(f"loss.perceptual: {self.loss.perceptual!r} is not lpips|random|none")
+        if self.train.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"train.mixed_precision: {self.train.mixed_precision!r} is not no|bf16|fp16")
+        if len(self.data.crop_size) != 3 or len(self.data.spacing_mm) not in (0, 3):
+            raise ValueError("data.crop_size needs 3 values and data.spacing_mm 3 values (or [] for native)")
+        if self.stage != "autoencoder" and not self.init_from:
+            raise ValueError(f"init_from: the {self.stage} stage needs the previous stage's model folder")
+        down = 2 ** (len(self.autoencoder.channels) - 1)
+        mult = down * 2 ** (len(self.unet.channels) - 1)
+        if any(c % mult for c in self.data.crop_size):
+            raise ValueError(f"data.crop_size {self.data.crop_size} must be divisible by {mult} "
+                             f"(autoencoder x{down} and the UNet's {len(self.unet.channels) - 1} halvings)")
+        if 2 ** (len(self.controlnet.conditioning_embedding_num_channels) - 1) != down:
+            raise ValueError("controlnet.conditioning_embedding_num_channels must downsample by the autoencoder's "
+                             f"factor {down}: give {len(self.autoencoder.channels)} entries")
+        return self
+
+
+@dataclass
+class SampleSpec:
+    """A synthetic cohort: which tumors go into each healthy case, and how they are sampled."""
+
+    seed: int = 0
+    cases_per_source: int = 1  # synthetic cases made from each healthy case
+    organs: list[str] = field(default_factory=lambda: ["liver"])  # organ types, picked uniformly per tumor
+    tumors_min: int = 1
+    tumors_max: int = 1
+    size_mix: dict[str, float] = field(default_factory=lambda: {"tiny": 0.25, "small": 0.25, "medium": 0.3, "large": 0.2})
+    early_fraction: float = 0.0  # > 0: probability a tumor is early (tiny/small, <= 20 mm); 0 = size_mix as is
+    margin_mm: float = 3.0  # tumor keeps this far from the organ boundary
+    sampler: str = "rflow"  # rflow | ddpm | ddim | dpm++ | unipc | flow-euler
+    steps: int = 30
+    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
+    feather_mm: float = 3.0  # width of the blend from generated to original CT
+    mixed_precision: str = "no"
+    tile_latent: int = 0  # >0: sliding-window decoding with latent tiles of this size
+    max_sources: int = 0  # 0 = all healthy cases
+
+
+def write_resolved(cfg: object, path: str | Path) -> Path:
+    """Write the resolved config beside a run (cohort.config.save_config)."""
+    from cohort.config import save_config
+
+    return save_config(cfg, path)

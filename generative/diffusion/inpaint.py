@@ -1,0 +1,194 @@
+"""Tumor inpainting into a real healthy CT with the ControlNet latent diffusion pipeline.
+
+For one tumor: take a ROI around the tumor mask (``roi_size`` voxels at the
+model's spacing), resample it to the model grid if the CT's spacing differs,
+condition on the ROI's anatomy (organ one-hots + the new tumor + the CT with
+the tumor neighbourhood masked out), generate, and blend the result back with a
+feathered weight that is 1 on the inpainted region and falls to 0 within
+``feather_mm`` mm. Voxels outside the ROI, and inside it where the weight is 0,
+are bit-identical to the input; the label map gains the lesion class exactly on
+the tumor mask, which placement keeps inside the organ.
+
+:class:`DiffusionSynthesizer` wraps this behind the
+:class:`generative.tumors.base.Synthesizer` protocol (name "diffusion"), so the
+segmentation stage and the cohort tools treat it like the CA and rule baselines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from cohort import labels as L
+from cohort.preprocess import scale_hu, unscale_hu
+from generative.diffusion.pipeline import LatentDiffusionPipeline
+from generative.tumors.base import (
+    SynthesisError,
+    SynthesisResult,
+    TumorSpec,
+    check_inputs,
+    organ_mask,
+    tumor_records,
+    vessel_mask,
+)
+from generative.tumors.placement import place_tumor_mask
+from generative.tumors.shapes import sample_size_class
+
+
+@dataclass
+class InpaintSettings:
+    """How tumors are generated: sampler, steps, ROI and blending (units in the names)."""
+
+    sampler: str = "rflow"
+    steps: int = 30
+    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
+    feather_mm: float = 3.0
+    margin_mm: float = 3.0  # tumor keeps this far from the organ surface and vessels
+    size_mix: dict[str, float] | None = None  # used when a TumorSpec gives no size
+    early_fraction: float | None = None
+    mixed_precision: str = "no"
+    tile_latent: int = 0
+
+
+def _resize(x: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
+    """Resample a 3D array to ``size`` voxels (identity when the size already matches)."""
+    if tuple(x.shape) == tuple(size):
+        return x
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    kw = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(t, size=tuple(size), mode=mode, **kw)[0, 0].numpy()
+
+
+def roi_box(center: np.ndarray, extent: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    """A box of ``extent`` voxels around ``center``, shifted (not cut) to stay inside ``shape``."""
+    ext = np.minimum(extent, shape)
+    start = np.clip(np.round(center - ext / 2).astype(int), 0, np.array(shape) - ext)
+    return tuple(slice(int(a), int(a + e)) for a, e in zip(start, ext))  # type: ignore[return-value]
+
+
+def feather_weight(region: np.ndarray, spacing, feather_mm: float) -> np.ndarray:
+    """1 on ``region``, falling linearly to 0 at ``feather_mm`` mm from it (float32)."""
+    if feather_mm <= 0:
+        return region.astype(np.float32)
+    d = ndimage.distance_transform_edt(~region, sampling=spacing)
+    return np.clip(1.0 - d / feather_mm, 0.0, 1.0).astype(np.float32)
+
+
+def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
+                  tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Generate CT for one tumor mask (bool (X, Y, Z)) and blend it in.
+
+    Returns (ct float32 HU, label uint8, info) with new arrays; inputs are not modified.
+    """
+    t0 = time.time()
+    spacing = np.asarray(spacing, float)
+    ms = np.asarray(pipe.spec.spacing_mm or spacing, float)
+    mult = pipe.autoencoder.downsample * pipe.unet.size_multiple
+    idx = np.argwhere(tumor)
+    centre = (idx.min(0) + idx.max(0)) / 2.0
+    extent = np.round(np.asarray(settings.roi_size) * ms / spacing).astype(int)
+    box = roi_box(centre, extent, ct_hu.shape)
+    n = np.array([s.stop - s.start for s in box])
+    # the model grid: the ROI at the model's spacing, rounded up to what the networks accept
+    m = np.maximum(mult, np.ceil(n * spacing / ms / mult).astype(int) * mult)
+    if np.allclose(spacing, ms) and np.all(n % mult == 0):
+        m = n  # no resampling: the common case of a CT already at the model's spacing
+
+    ct_roi, lab_roi, tum_roi = ct_hu[box], label[box].copy(), tumor[box]
+    lab_roi[tum_roi] = lesion_label
+    region = ndimage.distance_transform_edt(~tum_roi, sampling=spacing) <= pipe.spec.inpaint_margin_mm
+    img_m = _resize(scale_hu(ct_roi), tuple(m), "trilinear")
+    lab_m = _resize(lab_roi.astype(np.float32), tuple(m), "nearest").astype(np.int64)
+    reg_m = _resize(region.astype(np.float32), tuple(m), "nearest")
+    gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
+                      inpaint_mask=torch.from_numpy(reg_m)[None, None], sampler=settings.sampler,
+                      steps=settings.steps, seed=seed, tile=settings.tile_latent,
+                      mixed_precision=settings.mixed_precision)[0, 0].cpu().numpy()
+    gen_hu = unscale_hu(_resize(gen, tuple(n), "trilinear"))
+
+    w = feather_weight(region, spacing, settings.feather_mm)
+    out_ct, out_lab = ct_hu.copy(), label.copy()
+    roi = out_ct[box]
+    out_ct[box] = np.where(w > 0, w * gen_hu + (1 - w) * roi, roi).astype(np.float32)
+    out_lab[tumor] = lesion_label
+    info = {"roi": [[s.start for s in box], [s.stop for s in box]], "model_grid": m.tolist(), "seed": int(seed),
+            "sampler": settings.sampler, "steps": settings.steps, "seconds": round(time.time() - t0, 3)}
+    return out_ct, out_lab, info
+
+
+#: Where tumor masks come from: ``(organ_mask, spacing, size, rng, avoid, margin_mm) -> bool (X, Y, Z)``.
+#: The default draws elastic ellipsoids (:func:`generative.tumors.placement.place_tumor_mask`); a CA
+#: growth model can be plugged in here, or pass any mask to :meth:`DiffusionSynthesizer.insert`.
+MaskProvider = Callable[[np.ndarray, tuple, "float | str", np.random.Generator, np.ndarray, float], np.ndarray]
+
+
+class DiffusionSynthesizer:
+    """The diffusion inpainter as a :class:`generative.tumors.base.Synthesizer` ("diffusion").
+
+    ``__call__(ct_hu, label, spacing, spec, rng)``: places ``spec.count`` (default 1)
+    tumors of ``spec.size`` (a class, "mix", or None = draw from ``settings.size_mix``)
+    or ``spec.diameter_mm`` inside ``spec.organ``, away from vessels and existing
+    lesions, and inpaints each. The same ``rng`` state gives the same result.
+    ``mask_provider`` swaps the shape prior (the extension point for CA-grown masks).
+    """
+
+    name = "diffusion"
+
+    def __init__(self, pipeline: LatentDiffusionPipeline, settings: InpaintSettings | None = None, model_hash: str = "",
+                 mask_provider: MaskProvider | None = None):
+        if pipeline.controlnet is None or not pipeline.spec.inpaint:
+            raise ValueError("tumor inpainting needs a ControlNet pipeline trained with controlnet.inpaint: true")
+        self.pipe, self.settings, self.model_hash = pipeline, settings or InpaintSettings(), model_hash
+        self.mask_provider = mask_provider or (lambda organ, sp, size, rng, avoid, margin: place_tumor_mask(
+            organ, sp, size, rng, avoid=avoid, margin_mm=margin))
+
+    def insert(self, ct_hu: np.ndarray, label: np.ndarray, spacing, tumor: np.ndarray, organ: str,
+               seed: int) -> SynthesisResult:
+        """Inpaint a tumor mask made elsewhere (e.g. by CA growth); it is clipped to ``organ``."""
+        spacing = check_inputs(ct_hu, label, spacing)
+        tumor = tumor.astype(bool) & organ_mask(label, organ)
+        if not tumor.any():
+            raise SynthesisError(f"the tumor mask does not overlap the {organ}")
+        lesion = L.lesion_index_for(organ)
+        ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings)
+        recs = tumor_records(tumor, lesion, spacing, organ, self.name, seed=seed, sampler=self.settings.sampler,
+                             steps=self.settings.steps, model_hash=self.model_hash)
+        return SynthesisResult(ct, lab, recs, {"tumors": [info], "model_hash": self.model_hash})
+
+    def _size(self, spec: TumorSpec, rng: np.random.Generator) -> float | str:
+        if spec.diameter_mm is not None:
+            return float(spec.diameter_mm)
+        if spec.size in (None, "mix"):
+            return sample_size_class(rng, self.settings.size_mix, self.settings.early_fraction)
+        return spec.size
+
+    def __call__(self, ct_hu: np.ndarray, label: np.ndarray, spacing, spec: TumorSpec,
+                 rng: np.random.Generator) -> SynthesisResult:
+        spacing = check_inputs(ct_hu, label, spacing)
+        lesion = L.lesion_index_for(spec.organ)
+        ct, lab = ct_hu, label
+        records: list[dict[str, Any]] = []
+        infos = []
+        for _ in range(spec.count or 1):
+            organ = organ_mask(lab, spec.organ)
+            avoid = vessel_mask(lab) | np.isin(lab, L.LESION_LABELS)
+            size = self._size(spec, rng)
+            tumor = self.mask_provider(organ, spacing, size, rng, avoid, self.settings.margin_mm)
+            tumor &= organ  # the lesion label goes only where the organ is
+            if not tumor.any():
+                raise SynthesisError(f"no room for a {size} tumor in the {spec.organ}")
+            seed = int(rng.integers(0, 2**31 - 1))
+            ct, lab, info = inpaint_tumor(self.pipe, ct, lab, spacing, tumor, lesion, seed, self.settings)
+            info["size"] = size
+            infos.append(info)
+            records += tumor_records(tumor, lesion, spacing, spec.organ, self.name, size=size if isinstance(size, str) else None,
+                                     seed=seed, sampler=self.settings.sampler, steps=self.settings.steps,
+                                     model_hash=self.model_hash)
+        return SynthesisResult(ct, lab, records, {"tumors": infos, "model_hash": self.model_hash})

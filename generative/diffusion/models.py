@@ -1,0 +1,198 @@
+"""The four networks of the latent diffusion model, built from MONAI core, saved as folders.
+
+Each model is a MONAI network with a thin :class:`PretrainedMixin` that keeps its
+constructor arguments, so ``save_pretrained(dir)`` writes ``config.json`` (the
+arguments) + ``model.safetensors`` (the weights) and ``from_pretrained(dir)``
+rebuilds it without the training YAML (the diffusers convention, in ~60 lines
+instead of a dependency on ``ModelMixin``'s hub machinery).
+
+Shapes: images (B, 1, D, H, W) in [0, 1] (HU scaled over [-175, 250]);
+latents (B, 4, D/4, H/4, W/4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet, PatchDiscriminator
+from monai.networks.utils import copy_model_state
+from safetensors.torch import load_file, save_file
+
+from cohort.errors import CohortError
+from cohort.io import atomic_path, write_json
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class PretrainedMixin:
+    """``save_pretrained(dir)`` / ``from_pretrained(dir)`` for a MONAI network.
+
+    Subclasses call ``_remember(kwargs)`` in ``__init__``; the kwargs must be
+    JSON-serialisable (ints, floats, bools, lists).
+    """
+
+    model_type: ClassVar[str] = ""
+    config: dict[str, Any]
+
+    def _remember(self, kwargs: dict[str, Any]) -> None:
+        self.config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically each)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
+        write_json(directory / CONFIG_NAME, {"model_type": self.model_type, "kwargs": self.config})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
+        """Rebuild the model saved in ``directory``; checks that the folder holds this model type."""
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.exists():
+                raise CohortError(p, f"missing: a saved {cls.model_type or 'model'} folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        cfg = json.loads(cfg_path.read_text())
+        if cls.model_type and cfg.get("model_type") != cls.model_type:
+            raise CohortError(cfg_path, f"holds a {cfg.get('model_type')!r}, expected {cls.model_type!r}")
+        model = cls(**cfg["kwargs"])
+        model.load_state_dict(load_file(str(w_path), device=str(device)))  # type: ignore[attr-defined]
+        return model
+
+
+class Autoencoder(PretrainedMixin, AutoencoderKL):
+    """MONAI AutoencoderKL; ``len(channels) - 1`` halvings per axis (3 levels = 4x)."""
+
+    model_type = "autoencoder"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._remember(kwargs)
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.config["channels"]) - 1)
+
+
+class LatentUNet(PretrainedMixin, DiffusionModelUNet):
+    """MONAI DiffusionModelUNet on latents (B, 4, d, h, w) -> same shape."""
+
+    model_type = "unet"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._remember(kwargs)
+
+    @property
+    def size_multiple(self) -> int:
+        """Latent sizes must be divisible by this (one halving per level but the last)."""
+        return 2 ** (len(self.config["channels"]) - 1)
+
+
+class LatentControlNet(PretrainedMixin, ControlNet):
+    """MONAI ControlNet: conditioning (B, Cc, D, H, W) at image resolution is brought to
+    latent size by its conditioning embedding (``len(conditioning_embedding_num_channels) - 1``
+    stride-2 convolutions)."""
+
+    model_type = "controlnet"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._remember(kwargs)
+
+
+class Discriminator(PretrainedMixin, PatchDiscriminator):
+    """MONAI PatchDiscriminator for the autoencoder's least-squares adversarial loss."""
+
+    model_type = "discriminator"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._remember(kwargs)
+
+
+MODEL_TYPES: dict[str, type[PretrainedMixin]] = {
+    c.model_type: c for c in (Autoencoder, LatentUNet, LatentControlNet, Discriminator)
+}
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load any saved model folder, dispatching on ``config.json``'s ``model_type``."""
+    cfg_path = Path(directory) / CONFIG_NAME
+    if not cfg_path.exists():
+        raise CohortError(cfg_path, "missing: not a saved model folder")
+    kind = json.loads(cfg_path.read_text()).get("model_type")
+    if kind not in MODEL_TYPES:
+        raise CohortError(cfg_path, f"unknown model_type {kind!r} (known: {sorted(MODEL_TYPES)})")
+    return MODEL_TYPES[kind].from_pretrained(directory, device)  # type: ignore[return-value]
+
+
+def model_hash(directory: str | Path) -> str:
+    """sha256 of the weights file: the model's identity in provenance sidecars."""
+    h = hashlib.sha256()
+    with open(Path(directory) / WEIGHTS_NAME, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pipeline_hash(directory: str | Path, components: tuple[str, ...] = ("autoencoder", "unet", "controlnet")) -> str:
+    """sha256 over the weight hashes of a pipeline folder's components (those present)."""
+    h = hashlib.sha256()
+    for name in components:
+        if (Path(directory) / name / WEIGHTS_NAME).exists():
+            h.update(f"{name}:{model_hash(Path(directory) / name)}".encode())
+    return h.hexdigest()
+
+
+# ---- builders from typed configs ---------------------------------------------------------
+
+def build_autoencoder(channels: tuple[int, ...], latent_channels: int = 4, num_res_blocks: int = 1,
+                      norm_num_groups: int = 8, attention: bool = False) -> Autoencoder:
+    """3D AutoencoderKL, 1 channel in/out. No attention by default: MAISI's 3D autoencoder
+    drops it too, attention at full resolution does not fit 3D memory."""
+    return Autoencoder(
+        spatial_dims=3, in_channels=1, out_channels=1, channels=list(channels),
+        num_res_blocks=[num_res_blocks] * len(channels), attention_levels=[False] * len(channels),
+        latent_channels=latent_channels, norm_num_groups=norm_num_groups,
+        with_encoder_nonlocal_attn=attention, with_decoder_nonlocal_attn=attention,
+    )
+
+
+def build_unet(latent_channels: int, channels: tuple[int, ...], attention_levels: tuple[bool, ...],
+               num_res_blocks: int = 1, norm_num_groups: int = 8, num_head_channels: int = 8) -> LatentUNet:
+    return LatentUNet(
+        spatial_dims=3, in_channels=latent_channels, out_channels=latent_channels, channels=list(channels),
+        attention_levels=list(attention_levels), num_res_blocks=[num_res_blocks] * len(channels),
+        norm_num_groups=norm_num_groups, num_head_channels=num_head_channels,
+    )
+
+
+def controlnet_from_unet(unet: LatentUNet, conditioning_channels: int,
+                         embedding_channels: tuple[int, ...]) -> LatentControlNet:
+    """A ControlNet with the UNet's encoder architecture, initialised from its weights
+    (the ControlNet paper's recipe: the trainable copy starts as the frozen encoder, and
+    its zero convolutions make it a no-op at step 0)."""
+    u = unet.config
+    net = LatentControlNet(
+        spatial_dims=3, in_channels=u["in_channels"], channels=u["channels"],
+        attention_levels=u["attention_levels"], num_res_blocks=u["num_res_blocks"],
+        norm_num_groups=u["norm_num_groups"], num_head_channels=u["num_head_channels"],
+        conditioning_embedding_in_channels=conditioning_channels,
+        conditioning_embedding_num_channels=list(embedding_channels),
+    )
+    copy_model_state(net, unet.state_dict())
+    return net
+
+
+def build_discriminator(channels: int = 16, num_layers_d: int = 2) -> Discriminator:
+    return Discriminator(spatial_dims=3, num_layers_d=num_layers_d, channels=channels, in_channels=1,
+                         out_channels=1, norm="INSTANCE")

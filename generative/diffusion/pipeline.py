@@ -1,0 +1,253 @@
+"""The ControlNet latent diffusion pipeline: one object owns training and sampling.
+
+``LatentDiffusionPipeline`` holds the frozen autoencoder, the UNet, the
+(optional) ControlNet and a :class:`PipelineSpec` (scale factor, noise process,
+conditioning layout). ``training_step(batch)`` returns the loss of the stage it
+is in (``diffusion``: UNet on latents; ``controlnet``: ControlNet with the UNet
+frozen); ``sample(...)`` writes the denoising loop out (MONAI's
+``ControlNetLatentDiffusionInferer`` resizes the mask to latent size instead of
+letting the ControlNet's conditioning embedding downsample it, so it is not
+used) and decodes, with a Gaussian-blended sliding window for large volumes
+(as MAISI does).
+
+Shapes: image (B, 1, D, H, W) in [0, 1]; label (B, 1, D, H, W) integer
+vocabulary; latent (B, 4, D/4, H/4, W/4), already multiplied by the scale factor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cohort import labels as L
+from cohort.errors import CohortError
+from cohort.io import write_json
+from generative.diffusion.models import Autoencoder, LatentControlNet, LatentUNet, pipeline_hash
+from generative.diffusion.schedulers import NoiseProcess, ProcessSpec, make_sampler
+
+SPEC_NAME = "pipeline.json"
+#: share of ControlNet training crops whose inpainting mask covers everything, so an inpainting
+#: model also generates a whole crop from the label map alone (image channel all zeros)
+FULL_GENERATION_FRACTION = 0.1
+
+
+@dataclass
+class PipelineSpec:
+    """Everything besides weights that sampling needs; saved as ``pipeline.json``."""
+
+    scale_factor: float = 1.0  # latents are z * scale_factor, scale_factor = 1 / std(z) on the training cache
+    process: ProcessSpec = field(default_factory=ProcessSpec)
+    spacing_mm: list[float] = field(default_factory=lambda: [1.5, 1.5, 1.5])  # the grid the model was trained on
+    condition_organs: list[str] = field(default_factory=list)
+    inpaint: bool = True
+    inpaint_margin_mm: float = 6.0
+    tumor_loss_weight: float = 100.0
+
+    @property
+    def condition_channels(self) -> int:
+        """One-hot organs + tumor (+ masked image + inpainting mask)."""
+        return len(self.condition_organs) + 1 + (2 if self.inpaint else 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> PipelineSpec:
+        d = dict(d)
+        d["process"] = ProcessSpec(**d.get("process", {}))
+        return PipelineSpec(**d)
+
+
+def dilate(mask: torch.Tensor, radius_vox: int) -> torch.Tensor:
+    """Binary dilation of (B, 1, D, H, W) by a cube of half-width ``radius_vox``."""
+    if radius_vox <= 0:
+        return mask
+    return F.max_pool3d(mask.float(), 2 * radius_vox + 1, stride=1, padding=radius_vox)
+
+
+class LatentDiffusionPipeline:
+    """Autoencoder + UNet (+ ControlNet) + spec. ``stage`` is "diffusion" or "controlnet"."""
+
+    def __init__(self, autoencoder: Autoencoder, unet: LatentUNet, controlnet: LatentControlNet | None,
+                 spec: PipelineSpec):
+        self.autoencoder, self.unet, self.controlnet, self.spec = autoencoder, unet, controlnet, spec
+        self.process = NoiseProcess(spec.process)
+        self.autoencoder.eval().requires_grad_(False)
+        if controlnet is not None:
+            self.unet.eval().requires_grad_(False)  # ControlNet training keeps the UNet frozen
+
+    # ---- save / load ------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        self.autoencoder.save_pretrained(directory / "autoencoder")
+        self.unet.save_pretrained(directory / "unet")
+        if self.controlnet is not None:
+            self.controlnet.save_pretrained(directory / "controlnet")
+        write_json(directory / SPEC_NAME, self.spec.as_dict())
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> LatentDiffusionPipeline:
+        directory = Path(directory)
+        if not (directory / SPEC_NAME).exists():
+            raise CohortError(directory / SPEC_NAME, "missing: not a diffusion pipeline folder "
+                              "(expected autoencoder/, unet/, [controlnet/], pipeline.json)")
+        spec = PipelineSpec.from_dict(json.loads((directory / SPEC_NAME).read_text()))
+        ae = Autoencoder.from_pretrained(directory / "autoencoder", device)
+        unet = LatentUNet.from_pretrained(directory / "unet", device)
+        cn = LatentControlNet.from_pretrained(directory / "controlnet", device) if (directory / "controlnet").exists() else None
+        return cls(ae, unet, cn, spec).to(device)
+
+    def to(self, device: str | torch.device) -> LatentDiffusionPipeline:
+        for m in (self.autoencoder, self.unet, self.controlnet):
+            if m is not None:
+                m.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def model_hash(self, directory: str | Path) -> str:
+        return pipeline_hash(directory)
+
+    # ---- conditioning -----------------------------------------------------------------
+    def make_condition(self, label: torch.Tensor, image: torch.Tensor | None = None,
+                       inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Cc, D, H, W) float: one-hot organs, tumor (any lesion class), and for
+        inpainting the image with the masked region zeroed and the mask itself."""
+        chans = [torch.isin(label, torch.tensor(L.organ_indices(o), device=label.device)) for o in self.spec.condition_organs]
+        chans.append(torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)))
+        cond = torch.cat([c.float() for c in chans], dim=1)
+        if self.spec.inpaint:
+            if image is None or inpaint_mask is None:
+                raise ValueError("this pipeline inpaints: pass the image and the inpainting mask")
+            m = inpaint_mask.float()
+            cond = torch.cat([cond, image.float() * (1 - m), m], dim=1)
+        return cond
+
+    def training_inpaint_mask(self, label: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Where a training crop has a tumor, the tumor dilated by ``inpaint_margin_mm``;
+        elsewhere a random cube, so the model also learns to fill in healthy tissue."""
+        tumor = torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)).float()
+        r = max(1, round(self.spec.inpaint_margin_mm / min(self.spec.spacing_mm)))
+        mask = dilate(tumor, r)
+        B, _, D, H, W = label.shape
+        for b in range(B):
+            if float(torch.rand(1, generator=generator)) < FULL_GENERATION_FRACTION:
+                mask[b] = 1
+            elif mask[b].sum() == 0:
+                half = [max(2, s // 6) for s in (D, H, W)]
+                c = [int(torch.randint(h, s - h, (1,), generator=generator)) for h, s in zip(half, (D, H, W))]
+                mask[b, 0, c[0] - half[0]:c[0] + half[0], c[1] - half[1]:c[1] + half[1], c[2] - half[2]:c[2] + half[2]] = 1
+        return mask
+
+    # ---- training ---------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Loss of one batch. ``batch``: latent (B, 4, d, h, w) scaled; for the ControlNet
+        also label (B, 1, D, H, W) and image (B, 1, D, H, W). All randomness (timesteps,
+        noise, inpainting masks) comes from ``generator``, so a step is reproducible.
+
+        L1 between prediction and target like MAISI; in the ControlNet stage voxels whose
+        latent cell holds tumor weigh ``tumor_loss_weight`` times more.
+        """
+        x0 = batch["latent"]
+        t = self.process.sample_timesteps(x0, generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        xt = self.process.add_noise(x0, noise, t)
+        target = self.process.target(x0, noise, t)
+        weight = torch.ones_like(x0[:, :1])
+        if self.controlnet is not None:
+            label = batch["label"]
+            mask = self.training_inpaint_mask(label, generator) if self.spec.inpaint else None
+            cond = self.make_condition(label, batch.get("image"), mask)
+            down, mid = self.controlnet(x=xt, timesteps=t, controlnet_cond=cond)
+            pred = self.unet(xt, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            tumor = torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)).float()
+            tumor_lat = F.adaptive_max_pool3d(tumor, x0.shape[2:])
+            weight = 1 + (self.spec.tumor_loss_weight - 1) * tumor_lat
+        else:
+            pred = self.unet(xt, t)
+        l1 = (pred.float() - target.float()).abs() * weight
+        loss = l1.mean()
+        return {"loss": loss, "timesteps": t}
+
+    # ---- sampling ---------------------------------------------------------------------
+    @torch.no_grad()
+    def denoise(self, latent_shape: tuple[int, ...], cond: torch.Tensor | None, sampler: str, steps: int,
+                generator: torch.Generator, conditioning_scale: float = 1.0) -> torch.Tensor:
+        """Run the sampler from pure noise; returns scaled latents (B, 4, d, h, w).
+        The noise is drawn on CPU from ``generator`` so a seed gives the same sample on any device."""
+        s = make_sampler(sampler, self.spec.process, steps)
+        x = torch.randn(latent_shape, generator=generator).to(self.device)
+        ts = list(s.timesteps)
+        for i, t in enumerate(ts):
+            t_next = ts[i + 1] if i + 1 < len(ts) else None
+            tt = torch.full((x.shape[0],), float(t), device=self.device)
+            if self.controlnet is not None and cond is not None:
+                down, mid = self.controlnet(x=x, timesteps=tt, controlnet_cond=cond, conditioning_scale=conditioning_scale)
+                out = self.unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            else:
+                out = self.unet(x, tt)
+            x = s.step(out.float(), t, t_next, x.float(), generator)
+        return x
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, D, H, W) [0, 1] -> scaled latent mean (B, 4, D/4, H/4, W/4)."""
+        z_mu, _ = self.autoencoder.encode(image)
+        return z_mu * self.spec.scale_factor
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, tile: int = 0, overlap: float = 0.25) -> torch.Tensor:
+        """Scaled latent -> image (B, 1, D, H, W) clamped to [0, 1]. ``tile`` > 0 decodes
+        with a Gaussian-blended sliding window of ``tile``^3 latent voxels (bounded memory)."""
+        z = latent / self.spec.scale_factor
+        if tile and any(s > tile for s in z.shape[2:]):
+            from monai.inferers import SlidingWindowInferer
+
+            inferer = SlidingWindowInferer(roi_size=(tile,) * 3, sw_batch_size=1, overlap=overlap, mode="gaussian",
+                                           progress=False)
+            img = inferer(z, self.autoencoder.decode)
+        else:
+            img = self.autoencoder.decode(z)
+        return img.float().clamp(0, 1)
+
+    @torch.no_grad()
+    def sample(self, label: torch.Tensor | None = None, *, image: torch.Tensor | None = None,
+               inpaint_mask: torch.Tensor | None = None, shape: tuple[int, int, int] | None = None,
+               sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
+               mixed_precision: str = "no") -> torch.Tensor:
+        """Generate an image (B, 1, D, H, W) in [0, 1].
+
+        label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
+        for inpainting (without them an inpainting pipeline generates the whole crop or
+        volume from the label map); shape (D, H, W) for unconditional (UNet-only) sampling.
+        ``tile`` > 0 decodes with a sliding window (volumes larger than memory allows).
+        Same seed, same inputs -> the same output.
+        """
+        g = torch.Generator().manual_seed(int(seed))
+        down = self.autoencoder.downsample
+        if label is not None and self.spec.inpaint and image is None and inpaint_mask is None:
+            image = torch.zeros(label.shape)  # generation from the label map alone: inpaint everything
+            inpaint_mask = torch.ones(label.shape)
+        if label is not None:
+            B, spatial = label.shape[0], label.shape[2:]
+            cond = self.make_condition(label.to(self.device), None if image is None else image.to(self.device),
+                                       None if inpaint_mask is None else inpaint_mask.to(self.device))
+        else:
+            if shape is None:
+                raise ValueError("give a label map or a shape")
+            B, spatial, cond = 1, shape, None
+        if any(s % down for s in spatial):
+            raise ValueError(f"spatial size {tuple(spatial)} must be divisible by the autoencoder's {down}x")
+        lat_shape = (B, self.autoencoder.config["latent_channels"], *[s // down for s in spatial])
+        dtype = torch.bfloat16 if mixed_precision == "bf16" else (torch.float16 if mixed_precision == "fp16" else None)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            lat = self.denoise(lat_shape, cond, sampler, steps, g)
+            return self.decode(lat, tile)
