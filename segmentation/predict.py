@@ -1,0 +1,143 @@
+"""Inference: sliding window (overlap 0.5, Gaussian blending), optional flip TTA, written back
+on each case's original grid in the canonical vocabulary.
+
+``predict_cohort(model_dir, input, out_dir)`` writes ``<case id>.nii.gz`` per
+case (uint8 vocabulary label map, original shape and affine) and, with
+``save_prob``, ``<case id>_tumor_prob.nii.gz`` (float32, probability that a
+voxel is any lesion class, for sensitivity/AUC sweeps).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from cohort.case import Case
+from cohort.errors import BatchReport, CohortError
+from segmentation.data import ClassMap
+from segmentation.networks import SegModel, load_model, resolve_model_dir
+
+#: flip axes of the test-time augmentation: identity plus the 7 mirrorings (nnU-Net's mirroring TTA)
+TTA_FLIPS: tuple[tuple[int, ...], ...] = tuple(
+    c for r in range(4) for c in itertools.combinations((2, 3, 4), r))
+
+
+@torch.no_grad()
+def sliding_window_probs(net: torch.nn.Module, image: torch.Tensor, roi_size: tuple[int, ...], *, overlap: float = 0.5,
+                         mode: str = "gaussian", sw_batch_size: int = 2, tta: bool = False,
+                         autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Softmax probabilities of a whole volume.
+
+    image: (1, 1, X, Y, Z) float32 in [0, 1]. Returns (C, X, Y, Z) float32.
+    With ``tta`` the probabilities are averaged over the 8 flip combinations.
+    """
+    from monai.inferers import sliding_window_inference
+
+    device = next(net.parameters()).device
+    image = image.to(device)
+    flips = TTA_FLIPS if tta else ((),)
+    total = None
+    for axes in flips:
+        x = torch.flip(image, axes) if axes else image
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = sliding_window_inference(x, roi_size, sw_batch_size, net, overlap=overlap, mode=mode)
+        p = torch.softmax(logits.float(), dim=1)
+        p = torch.flip(p, axes) if axes else p
+        total = p if total is None else total + p
+    return (total / len(flips))[0].float().cpu()
+
+
+def dice_per_class(pred: np.ndarray, target: np.ndarray, num_channels: int) -> dict[int, float]:
+    """Dice per channel 1..C-1 of two channel-index maps; NaN where both are empty."""
+    out = {}
+    for c in range(1, num_channels):
+        p, t = pred == c, target == c
+        denom = int(p.sum()) + int(t.sum())
+        out[c] = float("nan") if denom == 0 else 2.0 * int((p & t).sum()) / denom
+    return out
+
+
+@dataclass
+class CasePrediction:
+    """label: uint8 vocabulary (original grid); tumor_prob: float32 (original grid) or None."""
+
+    case_id: str
+    label: np.ndarray
+    affine: np.ndarray
+    tumor_prob: np.ndarray | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def predict_case(model: SegModel, case: Case, tta: bool = False, save_prob: bool = False) -> CasePrediction:
+    """Segment one case (any orientation/spacing) and restore the result onto its original grid."""
+    from cohort import preprocess as P
+
+    t0 = time.perf_counter()
+    cm = ClassMap(tuple(model.classes))
+    pre = P.preprocess(case, tuple(model.data.spacing))
+    ct = pre.case.ct
+    image = torch.from_numpy(P.scale_hu(ct, model.data.hu_min, model.data.hu_max))[None, None]
+    probs = sliding_window_probs(model.net, image, tuple(model.data.patch_size), overlap=model.infer.overlap,
+                                 mode=model.infer.mode, sw_batch_size=model.infer.sw_batch_size, tta=tta)
+    channels = probs.argmax(0).numpy().astype(np.uint8)
+    vocab = cm.to_vocabulary(channels, ct, pre.case.affine)
+    label = P.restore(vocab, pre.record, order=0).astype(np.uint8)
+    prob = None
+    if save_prob:
+        lesion = cm.lesion_channels
+        tp = probs[lesion].sum(0).numpy() if lesion else np.zeros(channels.shape, np.float32)
+        prob = np.clip(P.restore(tp.astype(np.float32), pre.record, order=1), 0.0, 1.0).astype(np.float32)
+    return CasePrediction(case.case_id, label, np.asarray(case.affine), prob, time.perf_counter() - t0)
+
+
+def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path, tta: bool = False,
+                   save_prob: bool = False, overwrite: bool = True, device: str = "cpu",
+                   show: bool = True) -> BatchReport:
+    """Segment every case of a cohort (any layout) or a single NIfTI file.
+
+    model_dir: a model folder or a training run folder (uses its ``model/``).
+    Writes ``out_dir/<case id>.nii.gz`` (and ``<case id>_tumor_prob.nii.gz``
+    with ``save_prob``). Bad cases are recorded in the report, not fatal.
+    With ``overwrite`` False, cases whose output exists are skipped.
+    """
+    from cohort.io import write_json, write_volume
+    from cohort.layouts import open_cohort
+
+    model = load_model(resolve_model_dir(model_dir), device=device)
+    cohort = open_cohort(input)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = BatchReport()
+    for cid, why in cohort.problems.items():
+        report.fail(cid, why)
+    timings: dict[str, float] = {}
+    with Progress(disable=not show, transient=True) as prog:
+        task = prog.add_task("predicting", total=len(cohort.refs))
+        for ref in cohort.refs:
+            target = out / f"{ref.case_id}.nii.gz"
+            if target.exists() and not overwrite:
+                report.skipped.append(ref.case_id)
+                prog.advance(task)
+                continue
+            try:
+                case = ref.load()
+                res = predict_case(model, case, tta=tta, save_prob=save_prob)
+                write_volume(target, res.label, res.affine, dtype=np.uint8)
+                if res.tumor_prob is not None:
+                    write_volume(out / f"{ref.case_id}_tumor_prob.nii.gz", res.tumor_prob, res.affine, dtype=np.float32)
+                timings[ref.case_id] = round(res.seconds, 3)
+                report.done.append(ref.case_id)
+            except (CohortError, ValueError, RuntimeError) as e:
+                report.fail(ref.case_id, e)
+            prog.advance(task)
+    write_json(out / "predict_report.json", {"model": str(model_dir), "input": str(input), "tta": tta,
+                                             "classes": model.classes, "seconds": timings,
+                                             "done": report.done, "skipped": report.skipped, "failed": report.failed})
+    return report

@@ -1,0 +1,198 @@
+"""Train tumor segmentation on real + synthetic cohorts.
+
+    accelerate launch -m segmentation.train --config configs/segmentation/default.yaml --run-dir runs/seg
+    python -m segmentation.train --config configs/segmentation/tiny.yaml --run-dir runs/tiny --resume
+
+Steps: 1 config and run folder, 2 data (sources, cache, mixing sampler), 3
+model, loss, optimizer, 4 resume, 5 training loop (validation Dice,
+checkpoints, tracker), 6 export of the model folder and per-source counts.
+
+On-the-fly synthesis needs a synthesizer object, which this package never
+builds (it does not import the generators): call :func:`train_segmentation`
+with one, or run ``tumorgen segment train`` (``accelerate launch -m
+tumorgen.cli segment train ...`` for several processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cohort.config import save_config
+from cohort.io import write_json
+from segmentation import engine as E
+from segmentation.config import SegConfig, SegConfigError, load_seg_config, validate
+from segmentation.data import ClassMap, MixingSampler, PatchDataset, build_cache, collate
+from segmentation.networks import build_network, network_kwargs, save_model
+
+
+def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = False, synthesizer: Any = None,
+                       spec_for: Callable[[str, np.random.Generator], Any] | None = None, show: bool = True) -> Path:
+    """Train a segmentation model; returns the model folder (``run_dir/model``).
+
+    ``synthesizer``/``spec_for``: on-the-fly synthesis (see
+    :class:`segmentation.data.PatchDataset`); required when
+    ``config.onthefly.method`` is set. ``resume`` continues from the newest
+    checkpoint in ``run_dir`` (same config), or starts fresh when there is none.
+    """
+    # ---- 1. config, run folder, accelerator -------------------------------------------------
+    cfg = validate(config, run_dir)
+    t = cfg.train
+    if not cfg.sources:
+        raise SegConfigError(f"{run_dir}: sources: the config lists no training source")
+    if cfg.onthefly.method is not None and synthesizer is None:
+        raise SegConfigError(f"onthefly.method: {cfg.onthefly.method!r} needs a synthesizer object; run "
+                             "`tumorgen segment train` (it resolves the method) or pass synthesizer=")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    tracker = t.tracker
+    if tracker == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            tracker = None
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
+                              log_with=tracker, project_dir=str(run_dir))
+    main = accelerator.is_main_process
+    set_seed(t.seed)
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
+    if tracker:
+        accelerator.init_trackers("segmentation", config=E.flat_hparams(cfg))
+
+    # ---- 2. data: sources, validation split, cache, mixing sampler --------------------------
+    split = E.split_sources(cfg)
+    with accelerator.main_process_first():  # with a disk cache the main process fills it first
+        cache = build_cache(split.train, cfg.data, desc="caching training cases", show=show and main)
+        val_cache = build_cache([split.val], cfg.data, desc="caching validation cases", show=show and main)[0]
+    sizes = [len(c) for c in cache]
+    weights = E.source_weights(cfg.sources)
+    per_step = t.batch_size * t.grad_accum * accelerator.num_processes  # draws per optimizer step
+
+    # ---- 3. model, loss, optimizer, schedule ------------------------------------------------
+    cm = ClassMap(tuple(cfg.classes))
+    net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
+    net = build_network(cfg.network.name, net_kwargs)
+    loss_fn = E.make_loss()
+    opt = E.make_optimizer(net.parameters(), t)
+    sched = E.make_schedule(opt, t)
+    net, opt, sched = accelerator.prepare(net, opt, sched)
+
+    # ---- 4. resume ------------------------------------------------------------------------
+    step, counts = 0, E.Counts.empty(len(cfg.sources))
+    ckpt = E.latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        step, counts = E.load_checkpoint(accelerator, ckpt, len(cfg.sources))
+        if main:
+            print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+    # draw i is a pure function of (seed, i): the resumed run continues the same sequence
+    sampler = MixingSampler(sizes, weights, seed=cfg.data.seed, num_draws=max(t.max_steps - step, 0) * per_step,
+                            start=step * per_step)
+    dataset = PatchDataset(cache, sampler, cfg, synthesizer=synthesizer, spec_for=spec_for)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.data.num_workers, drop_last=True,
+                                         persistent_workers=False)
+    loader = accelerator.prepare(loader)
+
+    # ---- 5. training loop -----------------------------------------------------------------
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    last_val: dict[str, float] = counts.val_history[-1] if counts.val_history else {}
+    losses: list[float] = []
+    t_start, step0 = time.perf_counter(), step
+    cols = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    net.train()
+    with Progress(*cols, disable=not (show and main)) as prog:
+        task = prog.add_task("train", total=t.max_steps, completed=step, info="")
+        for batch in loader:
+            if step >= t.max_steps:
+                break
+            with accelerator.accumulate(net):
+                logits = net(batch["image"])
+                loss = loss_fn(logits.float(), batch["label"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.grad_clip > 0:
+                    accelerator.clip_grad_norm_(net.parameters(), t.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            src = accelerator.gather(batch["source"])
+            syn = accelerator.gather(batch["synth"])
+            syn_s = accelerator.gather(batch["synth_seconds"])
+            counts.add(src, syn, syn_s)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            lval = float(accelerator.gather(loss.detach().float().reshape(1)).mean())
+            if not np.isfinite(lval):
+                raise FloatingPointError(f"{run_dir}: loss became {lval} at step {step}; lower train.lr "
+                                         "or use train.mixed_precision=no")
+            losses.append(lval)
+            if step % t.log_every == 0 or step == t.max_steps:
+                rate = (step - step0) / max(time.perf_counter() - t_start, 1e-9)
+                accelerator.log({"train/loss": float(np.mean(losses[-t.log_every:])),
+                                 "train/lr": sched.get_last_lr()[0], "train/steps_per_s": rate}, step=step)
+            if split.val and (step % t.val_every == 0 or step == t.max_steps):
+                if main:
+                    last_val = E.validate(accelerator.unwrap_model(net), val_cache, cfg, autocast_dtype)
+                    counts.val_history.append({"step": step, **last_val})
+                    accelerator.log({f"val/{k}": v for k, v in last_val.items()}, step=step)
+                accelerator.wait_for_everyone()
+            if step % t.save_every == 0 or step == t.max_steps:
+                E.save_checkpoint(accelerator, run_dir, step, counts, t.keep_checkpoints)
+            prog.update(task, completed=step,
+                        info=f"loss {lval:.3f}" + (f" val dice {last_val['dice/mean']:.3f}" if "dice/mean" in last_val else ""))
+
+    # ---- 6. export: model folder, per-source counts, summary -------------------------------
+    accelerator.wait_for_everyone()
+    model_dir = run_dir / "model"
+    if main:
+        seconds = time.perf_counter() - t_start
+        source_report = counts.report(cfg, sizes, weights)
+        summary = {"steps": step, "steps_this_session": step - step0, "seconds": round(seconds, 2),
+                   "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
+                   "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
+                   "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,
+                   "train_cases": {s.name: [r.case_id for r in refs] for s, refs in zip(cfg.sources, split.train)},
+                   "sources": source_report}
+        write_json(run_dir / E.COUNTS_NAME, source_report)
+        write_json(run_dir / "summary.json", summary)
+        save_model(accelerator.unwrap_model(net), model_dir, cfg.network.name, net_kwargs, list(cfg.classes),
+                   cfg.data, cfg.infer, info={"steps": step, "val": last_val, "sources": source_report})
+    accelerator.end_training()
+    return model_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="segmentation.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=None, help="YAML config (configs/segmentation/*.yaml)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/segmentation/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_seg_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs/segmentation") / (args.config.stem if args.config else "default")
+    model_dir = train_segmentation(cfg, run_dir, resume=args.resume)
+    print(model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

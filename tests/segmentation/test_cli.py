@@ -1,0 +1,42 @@
+"""`tumorgen segment train` (the command composes segmentation with the generators' synthesizers)."""
+
+import json
+
+import pytest
+
+from segmentation.config import default_config_path
+from tumorgen.cli import main
+
+
+def test_segment_train_with_onthefly_rules(cohorts, tmp_path):
+    rc = main(["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(tmp_path / "r"),
+               "--quiet", "--set", f"sources=[{{name: healthy, path: {cohorts['healthy']}}}]",
+               "--set", "onthefly.method=rules", "--set", "onthefly.prob=1.0", "--set", "data.val_fraction=0.0",
+               "--set", "data.patch_size=[24,24,16]", "--set", "onthefly.params={size: tiny}"])
+    assert rc == 0
+    counts = json.loads((tmp_path / "r" / "source_counts.json").read_text())
+    src = counts["sources"]["healthy"]
+    assert src["patches"] == 6
+    assert src["onthefly_tumors"] >= 1  # the rule-based synthesizer ran on the healthy patches
+    assert counts["onthefly_seconds"] > 0
+
+
+def test_segment_train_resume_flag(cohorts, tmp_path):
+    args = ["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(tmp_path / "r"),
+            "--quiet", "--set", f"sources=[{{name: real, path: {cohorts['real']}}}]"]
+    assert main(args) == 0
+    assert main([*args, "--resume", "--set", "train.max_steps=4"]) == 0
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["steps"] == 4 and s["steps_this_session"] == 1
+
+
+def test_segment_train_config_error_exits_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian: {}\n")
+    assert main(["segment", "train", "--config", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+
+
+def test_unknown_onthefly_method_is_reported(cohorts, tmp_path):
+    with pytest.raises(SystemExit, match="unknown synthesis method"):
+        main(["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(tmp_path / "r"),
+              "--quiet", "--set", f"sources=[{{name: real, path: {cohorts['real']}}}]", "--set", "onthefly.method=gan"])
