@@ -100,10 +100,7 @@ def export_nnunet(sources: list[SourceConfig], classes: list[str], dataset_id: i
     cm = ClassMap(tuple(classes))
     refs = [open_source(s, seed) for s in sources]
     counts = plan_counts([len(r) for r in refs], [s.weight for s in sources])
-    writer = NnUNetWriter(out, dataset_id, name, [])
-    # organ types ("kidney" = both sides) are classes here too, so the writer takes our lookup table
-    writer.classes = list(cm.classes)
-    writer.lut = cm.lut()
+    writer = NnUNetWriter(out, dataset_id, name, list(cm.classes))
     report = BatchReport()
     chosen: dict[str, list[str]] = {}
     with Progress(disable=not show, transient=True) as prog:

@@ -56,18 +56,22 @@ def read_nnunet(root: Path, split: str = "Tr") -> Cohort:
 class NnUNetWriter:
     """Write cases as an nnU-Net v2 raw dataset with consecutive labels.
 
-    ``classes``: vocabulary names kept, in output order (value i+1); anything
-    else becomes background. Call :meth:`add` per case, then :meth:`finish`.
+    ``classes``: vocabulary names or organ types ("kidney" = both kidneys) kept,
+    in output order (value i+1); anything else becomes background. Call
+    :meth:`add` per case, then :meth:`finish`.
     """
 
     def __init__(self, out: str | Path, dataset_id: int, name: str, classes: Sequence[str]):
         if not 1 <= dataset_id <= 999:
             raise ValueError(f"nnU-Net dataset id must be 1..999, got {dataset_id}")
         self.root = Path(out) / f"Dataset{dataset_id:03d}_{name}"
-        self.classes = [L.canonical_name(c) for c in classes]
+        self.classes = [c if c in L.ORGAN_TYPES else L.canonical_name(c) for c in classes]
         self.lut = np.zeros(L.NUM_CLASSES, np.uint8)
         for i, c in enumerate(self.classes, start=1):
-            self.lut[L.NAME_TO_INDEX[c]] = i
+            for idx in L.organ_indices(c):
+                if self.lut[idx]:
+                    raise ValueError(f"nnU-Net classes: {c!r} overlaps an earlier class")
+                self.lut[idx] = i
         self.n = 0
 
     def add(self, case: Case, case_id: str | None = None) -> None:

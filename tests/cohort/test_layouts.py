@@ -157,3 +157,10 @@ def test_detect_layout_errors(tmp_path):
         detect_layout(tmp_path)
     with pytest.raises(CohortError, match="does not exist"):
         detect_layout(tmp_path / "missing")
+
+
+def test_nnunet_writer_accepts_organ_types(tmp_path, make_case):
+    w = NnUNetWriter(tmp_path, 7, "K", ["kidney", "liver"])
+    assert w.lut[3] == w.lut[4] == 1 and w.lut[5] == 2
+    with pytest.raises(ValueError, match="overlaps"):
+        NnUNetWriter(tmp_path, 7, "K", ["kidney", "kidney_left"])
