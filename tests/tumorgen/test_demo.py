@@ -12,8 +12,8 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--out", str(out)]) == 0
     stages = json.loads((out / "stages.json").read_text())
-    assert [k for k, v in stages.items() if v["done"]] == ["phantoms", "generator", "diffusion", "baselines",
-                                                          "segmentor", "filter", "scaling", "report"]
+    assert {k for k, v in stages.items() if v["done"]} == {"phantoms", "generator", "diffusion", "baselines",
+                                                          "segmentor", "filter", "scaling", "report"}
     page = (out / "report.html").read_text()
     assert "Scaling study" in page and "Quality filter" in page and "montage.png" in page
     assert (out / "filter" / "audit" / "report.html").exists()
