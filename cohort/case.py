@@ -58,7 +58,7 @@ class Case:
     def present_labels(self) -> list[str]:
         return [L.INDEX_TO_NAME[int(v)] for v in np.unique(self.label) if v != 0]
 
-    def copy(self) -> "Case":
+    def copy(self) -> Case:
         return Case(self.case_id, self.ct.copy(), self.label.copy(), np.array(self.affine), dict(self.meta))
 
 
@@ -70,7 +70,7 @@ class CaseRef:
     image: Path
     label: Path | None
     layout: str
-    loader: Callable[["CaseRef"], Case] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    loader: Callable[[CaseRef], Case] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
     sidecar: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -35,7 +35,7 @@ class BatchReport:
     def fail(self, case_id: str, error: BaseException | str) -> None:
         self.failed[case_id] = str(error)
 
-    def merge(self, other: "BatchReport") -> "BatchReport":
+    def merge(self, other: BatchReport) -> BatchReport:
         self.done += other.done
         self.skipped += other.skipped
         self.failed.update(other.failed)

@@ -40,7 +40,7 @@ class ImageMeta:
     path: str | None = None
 
     @staticmethod
-    def from_affine(affine: np.ndarray, shape: tuple[int, ...], path: str | Path | None = None) -> "ImageMeta":
+    def from_affine(affine: np.ndarray, shape: tuple[int, ...], path: str | Path | None = None) -> ImageMeta:
         affine = np.asarray(affine, dtype=np.float64)
         spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
         orientation = "".join(nib.aff2axcodes(affine))

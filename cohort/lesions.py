@@ -9,8 +9,8 @@ radiologists report; "early" tumors are those of at most 20 mm (AbdomenAtlas
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import cc3d
 import numpy as np

@@ -41,6 +41,7 @@ class PhantomCohort:
     n: int = 8
     tumor_fraction: float = 1.0
     seed: int = 0
+    organs: list[str] = field(default_factory=lambda: ["liver", "pancreas", "kidney"])  # where tumors grow
 
 
 @dataclass
@@ -149,7 +150,7 @@ def _materialise(src: CohortSource, out: Path, spacing: float, what: str) -> Pat
 
     p = src.phantom
     report = generate_cohort(out, site=p.site, n=p.n, tumor_fraction=p.tumor_fraction, seed=p.seed,
-                             spacing=spacing)
+                             spacing=spacing, organs=tuple(p.organs), progress=False)
     if not report.ok:
         raise RuntimeError(f"{what}: phantom generation failed:\n{report.summary()}")
     return out

@@ -108,10 +108,10 @@ def _phantoms(cfg: DemoConfig, d: Path) -> dict[str, Any]:
     info = {}
     for name, p in jobs:
         rep = generate_cohort(d / name, site=p.site, n=p.n, tumor_fraction=p.tumor_fraction, seed=p.seed,
-                              spacing=cfg.spacing_mm)
+                              spacing=cfg.spacing_mm, organs=tuple(p.organs))
         if not rep.ok:
             raise RuntimeError(f"phantoms {name}: {rep.summary()}")
-        info[name] = {"site": p.site, "n": p.n, "tumor_fraction": p.tumor_fraction}
+        info[name] = {"site": p.site, "n": p.n, "tumor_fraction": p.tumor_fraction, "tumor_organs": p.organs}
     return info
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cohort.errors import CohortError
-from cohort.layouts.abdomenatlas import case_done, case_dir, is_abdomenatlas, read_abdomenatlas, write_case
+from cohort.layouts.abdomenatlas import case_dir, case_done, is_abdomenatlas, read_abdomenatlas, write_case
 from cohort.layouts.base import Cohort
 from cohort.layouts.kits import is_kits, read_kits
 from cohort.layouts.manifest import MANIFEST_NAME, read_manifest, read_rows, write_manifest, write_rows
