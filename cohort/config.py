@@ -164,17 +164,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     data: dict = {}
     source = "<defaults>"
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        data = read_yaml_mapping(path)
         source = str(path)
     return from_dict(cls, data, overrides, source)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: {what} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
 
 
 def dump_config(cfg: Any) -> str:

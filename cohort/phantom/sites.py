@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 #: Mean HU of each tissue before contrast (unenhanced CT).
 BASE_HU: dict[str, float] = {
     "air": -1000.0,
@@ -178,16 +176,11 @@ def load_sites(path: str | Path) -> dict[str, SiteProfile]:
     from. Unknown keys, wrong types and unknown phases raise
     :class:`cohort.config.ConfigError` naming the file and the key.
     """
-    from cohort.config import ConfigError, from_dict
+    from cohort.config import ConfigError, from_dict, read_yaml_mapping
 
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: sites file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(data, dict) or set(data) != {"sites"} or not isinstance(data["sites"], dict):
+    data = read_yaml_mapping(path, "sites file")
+    if set(data) != {"sites"} or not isinstance(data["sites"], dict):
         raise ConfigError(f"{path}: expected a top-level mapping with the single key 'sites'")
     out: dict[str, SiteProfile] = {}
     for name, entry in data["sites"].items():
