@@ -139,17 +139,22 @@ def from_dict(cls: type[T], data: dict | None, overrides: Sequence[str] = (), so
     data = dict(data or {})
     # merge overrides onto the defaults-plus-file values
     merged = to_dict(cls()) if _has_all_defaults(cls) else {}
-    _deep_update(merged, data)
+    _merge_sections(cls, merged, data)
     for ov in overrides:
         key, value = parse_override(ov)
         _set_path(merged, key, value)
     return _build(cls, merged, source)
 
 
-def _deep_update(dst: dict, src: dict) -> None:
+def _merge_sections(cls: type, dst: dict, src: dict) -> None:
+    """Merge file values onto defaults: dataclass sections merge key by key; every other value,
+    dict-valued fields included (a size mix, a label map), is replaced whole, so a default key
+    the file leaves out does not survive into the config."""
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
     for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _deep_update(dst[k], v)
+        tp = hints.get(k)
+        if isinstance(v, dict) and isinstance(dst.get(k), dict) and tp is not None and dataclasses.is_dataclass(tp):
+            _merge_sections(tp, dst[k], v)
         else:
             dst[k] = v
 

@@ -14,6 +14,7 @@ class Optim:
 @dataclass
 class Run:
     optim: Optim = field(default_factory=Optim)
+    mix: dict[str, float] = field(default_factory=lambda: {"tiny": 0.5, "large": 0.5})
     steps: int = 10
     patch: tuple[int, int, int] = (96, 96, 96)
     organs: list[str] = field(default_factory=lambda: ["liver"])
@@ -50,3 +51,12 @@ def test_bad_override():
         load_config(Run, None, ["steps"])
     with pytest.raises(ConfigError, match="steps: expected an integer"):
         load_config(Run, None, ["steps=1.5"])
+
+
+def test_dict_fields_are_replaced_not_merged(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("mix: {tiny: 0.2, small: 0.8}\noptim:\n  lr: 0.5\n")
+    cfg = load_config(Run, p)
+    assert cfg.mix == {"tiny": 0.2, "small": 0.8}  # the default's "large" must not survive
+    assert cfg.optim == Optim("sgd", 0.5)  # sections still merge with their defaults
+    assert load_config(Run, p, ["mix.large=0.1"]).mix == {"tiny": 0.2, "small": 0.8, "large": 0.1}
