@@ -112,6 +112,16 @@ def _meta(case_id, prof, seed, grid, placed, requests, seconds) -> dict:
     }
 
 
+def _setup(site, seed, tumors, spacing, fov_mm, shape, scale, organs):
+    """Site, grid, random streams, tumor requests and anatomy: what every phantom starts from."""
+    prof = get_site(site)
+    grid = phantom_grid(prof, spacing=spacing, fov_mm=fov_mm, shape=shape, scale=scale)
+    rng_a, rng_t, rng_n = _streams(seed, prof)
+    requests = _requests(tumors, rng_t, organs)
+    k, anat = _anatomy(grid, rng_a)
+    return prof, grid, rng_t, rng_n, requests, k, anat
+
+
 def make_pair(site: str | SiteProfile = "A", seed: int = 0, tumors: list[TumorRequest] | str | None = "random", *,
               spacing: float | Sequence[float] | None = None, fov_mm: float | Sequence[float] | None = None,
               shape: Sequence[int] | None = None, scale: float = 1.0,
@@ -122,11 +132,7 @@ def make_pair(site: str | SiteProfile = "A", seed: int = 0, tumors: list[TumorRe
     benchmark: any difference between the two volumes is the tumor.
     """
     t0 = time.perf_counter()
-    prof = get_site(site)
-    grid = phantom_grid(prof, spacing=spacing, fov_mm=fov_mm, shape=shape, scale=scale)
-    rng_a, rng_t, rng_n = _streams(seed, prof)
-    requests = _requests(tumors, rng_t, organs)
-    k, anat = _anatomy(grid, rng_a)
+    prof, grid, rng_t, rng_n, requests, k, anat = _setup(site, seed, tumors, spacing, fov_mm, shape, scale, organs)
     noise_state = rng_n.bit_generator.state
     ct_h, lab_h, _ = render(anat, prof, [], rng_t, rng_n, k)
     rng_n.bit_generator.state = noise_state  # the same noise realisation for both
@@ -160,11 +166,7 @@ def make_phantom(site: str | SiteProfile = "A", seed: int = 0, tumors: list[Tumo
     centroid_vox, appearance, requested diameter).
     """
     t0 = time.perf_counter()
-    prof = get_site(site)
-    grid = phantom_grid(prof, spacing=spacing, fov_mm=fov_mm, shape=shape, scale=scale)
-    rng_a, rng_t, rng_n = _streams(seed, prof)
-    requests = _requests(tumors, rng_t, organs)
-    k, anat = _anatomy(grid, rng_a)
+    prof, grid, rng_t, rng_n, requests, k, anat = _setup(site, seed, tumors, spacing, fov_mm, shape, scale, organs)
     ct, label, placed = render(anat, prof, requests, rng_t, rng_n, k)
     cid = case_id or f"PHANTOM_{prof.name}_seed{int(seed)}"
     return Case(cid, ct, label, grid.affine, _meta(cid, prof, seed, grid, placed, requests, time.perf_counter() - t0))
