@@ -35,6 +35,7 @@ ROI = 64
 CONFIGS = [  # (name, sampler, steps, precision, implementation)
     ("ours rflow-10 fp32", "rflow", 10, "no", "ours"),
     ("ours rflow-10 bf16", "rflow", 10, "bf16", "ours"),
+    ("ours rflow-10 fp32, condition re-embedded every step", "rflow", 10, "no", "ours-nocache"),
     ("ours rflow-30 fp32", "rflow", 30, "no", "ours"),
     ("ours rflow-30 bf16", "rflow", 30, "bf16", "ours"),
     ("ours ddim-50 fp32", "ddim", 50, "no", "ours"),
@@ -77,7 +78,11 @@ def run_one(name: str, threads: int, steps_override: int | None) -> dict:
     steps = steps_override or steps
     pipe = _networks("rflow" if sampler == "rflow" else "ddpm")
     lab, img, mask = _inputs(pipe)
-    if impl == "ours":
+    if impl == "ours-nocache":  # the ControlNet embeds the full-resolution condition at every step
+        import functools
+
+        pipe.denoise = functools.partial(type(pipe).denoise, pipe, cache_condition=False)
+    if impl.startswith("ours"):
         def go():
             return pipe.sample(lab, image=img, inpaint_mask=mask, sampler=sampler, steps=steps, seed=0,
                                mixed_precision=prec)

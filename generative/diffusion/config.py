@@ -162,6 +162,7 @@ class SampleSpec:
     feather_mm: float = 3.0  # width of the blend from generated to original CT
     mixed_precision: str = "no"
     tile_latent: int = 0  # >0: sliding-window decoding with latent tiles of this size
+    latent_blend: bool = True  # hold latents outside the inpainted region to the encoded CT while denoising
     max_sources: int = 0  # 0 = all healthy cases
 
 

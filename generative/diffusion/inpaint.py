@@ -55,6 +55,9 @@ class InpaintSettings:
     early_fraction: float | None = None
     mixed_precision: str = "no"
     tile_latent: int = 0
+    #: hold the latents outside the inpainted region to the encoded CT while denoising
+    #: (:meth:`LatentDiffusionPipeline.denoise`); the pixel-space feathered blend follows either way
+    latent_blend: bool = True
 
 
 def _resize(x: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
@@ -110,7 +113,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
                       inpaint_mask=torch.from_numpy(reg_m)[None, None], sampler=settings.sampler,
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
-                      mixed_precision=settings.mixed_precision)[0, 0].cpu().numpy()
+                      mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
     gen_hu = unscale_hu(_resize(gen, tuple(n), "trilinear"))
 
     w = feather_weight(region, spacing, settings.feather_mm)

@@ -12,6 +12,7 @@ latents (B, 4, D/4, H/4, W/4).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -97,6 +98,19 @@ class LatentUNet(PretrainedMixin, DiffusionModelUNet):
         return 2 ** (len(self.config["channels"]) - 1)
 
 
+class _CachedEmbedding(torch.nn.Module):
+    """Stands in for the conditioning embedding while one condition tensor is sampled from:
+    returns the embedding computed once for ``cond``, computes any other input as usual."""
+
+    def __init__(self, inner: torch.nn.Module, cond: torch.Tensor):
+        super().__init__()
+        self.inner, self.cond = inner, cond
+        self.emb = inner(cond)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.emb if c is self.cond else self.inner(c)
+
+
 class LatentControlNet(PretrainedMixin, ControlNet):
     """MONAI ControlNet: conditioning (B, Cc, D, H, W) at image resolution is brought to
     latent size by its conditioning embedding (``len(conditioning_embedding_num_channels) - 1``
@@ -107,6 +121,19 @@ class LatentControlNet(PretrainedMixin, ControlNet):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._remember(kwargs)
+
+    @contextlib.contextmanager
+    def condition_cache(self, cond: torch.Tensor):
+        """Inside the block, the full-resolution conditioning embedding of ``cond`` is computed
+        once and reused at every call with that same tensor (the condition does not change
+        over the denoising steps; MONAI's forward would recompute it each step). No gradients."""
+        inner = self.controlnet_cond_embedding
+        with torch.no_grad():
+            self.controlnet_cond_embedding = _CachedEmbedding(inner, cond)
+        try:
+            yield self
+        finally:
+            self.controlnet_cond_embedding = inner
 
 
 class Discriminator(PretrainedMixin, PatchDiscriminator):

@@ -16,6 +16,7 @@ vocabulary; latent (B, 4, D/4, H/4, W/4), already multiplied by the scale factor
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,21 +181,42 @@ class LatentDiffusionPipeline:
     # ---- sampling ---------------------------------------------------------------------
     @torch.no_grad()
     def denoise(self, latent_shape: tuple[int, ...], cond: torch.Tensor | None, sampler: str, steps: int,
-                generator: torch.Generator, conditioning_scale: float = 1.0) -> torch.Tensor:
+                generator: torch.Generator, conditioning_scale: float = 1.0,
+                known: tuple[torch.Tensor, torch.Tensor] | None = None, cache_condition: bool = True) -> torch.Tensor:
         """Run the sampler from pure noise; returns scaled latents (B, 4, d, h, w).
-        The noise is drawn on CPU from ``generator`` so a seed gives the same sample on any device."""
+        The noise is drawn on CPU from ``generator`` so a seed gives the same sample on any device.
+
+        ``known`` = (scaled latent of the known image, latent mask (B, 1, d, h, w), 1 = generate):
+        after every step the latent cells outside the mask are replaced by the known latent
+        carried to that step's noise level with one fixed noise draw (RePaint-style replacement,
+        Lugmayr et al. 2022, without resampling), so the generated region is denoised against its
+        real surroundings instead of against what the model imagines there.
+
+        ``cache_condition``: embed the full-resolution condition once, not at every step
+        (:meth:`LatentControlNet.condition_cache`); the result is the same either way."""
         s = make_sampler(sampler, self.spec.process, steps)
         x = torch.randn(latent_shape, generator=generator).to(self.device)
+        z_known = m_lat = eps_known = None
+        if known is not None:
+            z_known, m_lat = known[0].to(self.device).float(), known[1].to(self.device).float()
+            eps_known = torch.randn(latent_shape, generator=generator).to(self.device)
+            x = m_lat * x + (1 - m_lat) * s.noised(z_known, eps_known, s.timesteps[0])
         ts = list(s.timesteps)
-        for i, t in enumerate(ts):
-            t_next = ts[i + 1] if i + 1 < len(ts) else None
-            tt = torch.full((x.shape[0],), float(t), device=self.device)
-            if self.controlnet is not None and cond is not None:
-                down, mid = self.controlnet(x=x, timesteps=tt, controlnet_cond=cond, conditioning_scale=conditioning_scale)
-                out = self.unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-            else:
-                out = self.unet(x, tt)
-            x = s.step(out.float(), t, t_next, x.float(), generator)
+        with contextlib.ExitStack() as stack:
+            if self.controlnet is not None and cond is not None and cache_condition:
+                stack.enter_context(self.controlnet.condition_cache(cond))
+            for i, t in enumerate(ts):
+                t_next = ts[i + 1] if i + 1 < len(ts) else None
+                tt = torch.full((x.shape[0],), float(t), device=self.device)
+                if self.controlnet is not None and cond is not None:
+                    down, mid = self.controlnet(x=x, timesteps=tt, controlnet_cond=cond,
+                                                conditioning_scale=conditioning_scale)
+                    out = self.unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+                else:
+                    out = self.unet(x, tt)
+                x = s.step(out.float(), t, t_next, x.float(), generator)
+                if known is not None:
+                    x = m_lat * x + (1 - m_lat) * s.noised(z_known, eps_known, t_next)
         return x
 
     @torch.no_grad()
@@ -222,13 +244,15 @@ class LatentDiffusionPipeline:
     def sample(self, label: torch.Tensor | None = None, *, image: torch.Tensor | None = None,
                inpaint_mask: torch.Tensor | None = None, shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
-               mixed_precision: str = "no") -> torch.Tensor:
+               mixed_precision: str = "no", latent_blend: bool = False) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1].
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
         for inpainting (without them an inpainting pipeline generates the whole crop or
         volume from the label map); shape (D, H, W) for unconditional (UNet-only) sampling.
         ``tile`` > 0 decodes with a sliding window (volumes larger than memory allows).
+        ``latent_blend`` (inpainting): hold the latent cells outside the inpainting mask to the
+        encoded image during denoising (see :meth:`denoise`).
         Same seed, same inputs -> the same output.
         """
         g = torch.Generator().manual_seed(int(seed))
@@ -248,6 +272,11 @@ class LatentDiffusionPipeline:
             raise ValueError(f"spatial size {tuple(spatial)} must be divisible by the autoencoder's {down}x")
         lat_shape = (B, self.autoencoder.config["latent_channels"], *[s // down for s in spatial])
         dtype = torch.bfloat16 if mixed_precision == "bf16" else (torch.float16 if mixed_precision == "fp16" else None)
+        known = None
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            lat = self.denoise(lat_shape, cond, sampler, steps, g)
+            if latent_blend and label is not None and self.spec.inpaint and image is not None and inpaint_mask is not None:
+                m_lat = F.max_pool3d(inpaint_mask.float().to(self.device), down, stride=down)  # any generated voxel
+                if bool((m_lat < 1).any()):
+                    known = (self.encode(image.float().to(self.device)).float(), m_lat)
+            lat = self.denoise(lat_shape, cond, sampler, steps, g, known=known)
             return self.decode(lat, tile)

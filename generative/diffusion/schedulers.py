@@ -97,6 +97,12 @@ class Sampler:
     def step(self, out: torch.Tensor, t, t_next, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """``x0`` carried forward to time ``t`` (a value of ``timesteps``; None = the end, x0 itself)
+        with ``noise``: what the sampler's state would be there if the sample were ``x0``. Used to
+        hold known latents during inpainting."""
+        raise NotImplementedError
+
 
 class _MonaiDDPMFamily(Sampler):
     def __init__(self, name: str, spec: ProcessSpec, steps: int):
@@ -112,6 +118,11 @@ class _MonaiDDPMFamily(Sampler):
             return self.s.step(out, int(t), x, generator=generator)[0]
         return self.s.step(out, int(t), x, eta=0.0, generator=generator)[0]
 
+    def noised(self, x0, noise, t):
+        if t is None:
+            return x0
+        return self.s.add_noise(original_samples=x0, noise=noise, timesteps=torch.tensor([int(t)], device=x0.device))
+
 
 class _MonaiRFlow(Sampler):
     def __init__(self, spec: ProcessSpec, steps: int):
@@ -122,6 +133,12 @@ class _MonaiRFlow(Sampler):
 
     def step(self, out, t, t_next, x, generator):
         return self.s.step(out, t, x, next_timestep=0 if t_next is None else t_next)[0]
+
+    def noised(self, x0, noise, t):
+        if t is None:
+            return x0
+        s = float(t) / self.s.num_train_timesteps  # x_t = (1 - t/T) x0 + (t/T) noise
+        return (1.0 - s) * x0 + s * noise
 
 
 class _Diffusers(Sampler):
@@ -143,11 +160,20 @@ class _Diffusers(Sampler):
             self.s = cls(**kw)
         self.s.set_timesteps(steps)
         self.timesteps = [t for t in self.s.timesteps]
+        self.T = T
 
     def step(self, out, t, t_next, x, generator):
         if self.name == "flow-euler":
             out = -out  # diffusers' flow velocity is eps - x0; ours is x0 - eps
         return self.s.step(out, t, x, return_dict=False)[0]
+
+    def noised(self, x0, noise, t):
+        if t is None:
+            return x0
+        if self.name == "flow-euler":  # shift 1: sigma = t / T, x = (1 - sigma) x0 + sigma noise
+            s = float(t) / self.T
+            return (1.0 - s) * x0 + s * noise
+        return self.s.add_noise(x0, noise, torch.tensor([int(t)], device=x0.device))
 
 
 def make_sampler(name: str, spec: ProcessSpec, steps: int) -> Sampler:

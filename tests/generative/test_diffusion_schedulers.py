@@ -54,3 +54,22 @@ def test_sampler_must_fit_the_training_process():
         make_sampler("ddim", RFLOW, 10)
     with pytest.raises(ValueError, match="ddpm"):
         make_sampler("rflow", DDPM, 10)
+
+
+@pytest.mark.parametrize("spec, names", [(DDPM, ["ddpm", "ddim", "dpm++", "unipc"]), (RFLOW, ["rflow", "flow-euler"])])
+def test_noised_follows_the_training_forward_process(spec, names):
+    """Known latents carried to a sampler's time must sit where training put them (x0 at the end)."""
+    torch.manual_seed(0)
+    x0, eps = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 4, 4, 4, 4)
+    proc = NoiseProcess(spec)
+    for name in names:
+        s = make_sampler(name, spec, 10)
+        assert torch.equal(s.noised(x0, eps, None), x0)
+        for t in list(s.timesteps)[::3]:
+            ti = int(round(float(t)))
+            if spec.kind == "rflow" and abs(float(t) - ti) > 1e-6:
+                frac = float(t) / spec.num_train_timesteps
+                want = (1 - frac) * x0 + frac * eps
+            else:
+                want = proc.add_noise(x0, eps, torch.full((2,), ti))
+            assert torch.allclose(s.noised(x0, eps, t), want, atol=1e-5), (name, float(t))
