@@ -8,6 +8,14 @@
   space of :class:`TumorPatchNet`, a small 3D CNN trained here on the real cohort
   to tell 24^3-voxel tumor-centred patches from patches centred in healthy organ
   tissue (its 32 penultimate features; the same trained network scores both sets).
+* With a held-out real cohort (tumors the feature network never saw): the same
+  numbers for it, which put the synthetic ones on a scale (the Frechet distance
+  of held-out real tumors to the training ones is what "as real as real" reads),
+  and the tumor rate: the share of tumor patches the network calls tumor. A
+  synthetic tumor that the tumor-vs-healthy network takes for healthy tissue
+  does not look like a tumor.
+* ``tumor_montage.png``: the axial slice through the centre of real and
+  synthetic tumors side by side, with their outlines.
 """
 
 from __future__ import annotations
@@ -49,8 +57,13 @@ class GeneratorReport:
     real: HUStats = field(default_factory=HUStats)
     synthetic: HUStats = field(default_factory=HUStats)
     frechet_distance: float | None = None
-    feature_net: str = ("TumorPatchNet: 3 stride-2 3D convs (8, 16, 32 ch) + global average pool, trained on the real "
-                        f"cohort to separate {PATCH}^3 tumor-centred from healthy-organ patches; 32-d features")
+    heldout: HUStats = field(default_factory=HUStats)
+    frechet_distance_heldout: float | None = None  # held-out real vs real: the scale for frechet_distance
+    tumor_rate_synthetic: float | None = None  # share of synthetic tumor patches the network calls tumor
+    tumor_rate_heldout: float | None = None  # the same for held-out real tumors
+    feature_net: str = ("TumorPatchNet: 3 stride-2 3D convs (8, 16, 32 ch) + a linear layer on the 3^3 grid, trained on the real "
+                        f"cohort to separate {PATCH}^3 tumor-centred patches from patches of the same organ away "
+                        "from lesions; 32-d features")
     feature_net_accuracy: float | None = None
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -58,19 +71,24 @@ class GeneratorReport:
         return asdict(self)
 
     def markdown(self) -> str:
-        r, s = self.real, self.synthetic
         fmt = (lambda v: "n/a" if v is None or v != v else f"{v:.2f}")  # noqa: E731
-        return "\n".join([
+        rows = [("real (feature-net training)", self.real, None, None)]
+        if self.heldout.n_tumors:
+            rows.append(("real held out", self.heldout, self.frechet_distance_heldout, self.tumor_rate_heldout))
+        rows.append(("synthetic", self.synthetic, self.frechet_distance, self.tumor_rate_synthetic))
+        lines = [
             "# Generator quality", "",
             f"- autoencoder reconstruction on {self.recon_crops} crops: PSNR {fmt(self.recon_psnr)} dB, SSIM {fmt(self.recon_ssim)}",
-            f"- Frechet distance (synthetic vs real tumor patches): {fmt(self.frechet_distance)}",
+            f"- Frechet distance (synthetic vs real tumor patches): {fmt(self.frechet_distance)}"
+            + (f"; held-out real vs real: {fmt(self.frechet_distance_heldout)}" if self.frechet_distance_heldout is not None else ""),
             f"  - features: {self.feature_net} (held-in accuracy {fmt(self.feature_net_accuracy)})", "",
-            "| tumors | n | mean HU | sd of means | mean within-tumor sd | contrast to rim |",
-            "|---|---|---|---|---|---|",
-            f"| real | {r.n_tumors} | {fmt(r.mean_hu)} | {fmt(r.sd_of_means_hu)} | {fmt(r.mean_within_std_hu)} | {fmt(r.rim_contrast_hu)} |",
-            f"| synthetic | {s.n_tumors} | {fmt(s.mean_hu)} | {fmt(s.sd_of_means_hu)} | {fmt(s.mean_within_std_hu)} | {fmt(s.rim_contrast_hu)} |",
-            "",
-        ])
+            "| tumors | n | mean HU | sd of means | mean within-tumor sd | contrast to rim | FD to real | tumor rate |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, st, fd, rate in rows:
+            lines.append(f"| {name} | {st.n_tumors} | {fmt(st.mean_hu)} | {fmt(st.sd_of_means_hu)} | "
+                         f"{fmt(st.mean_within_std_hu)} | {fmt(st.rim_contrast_hu)} | {fmt(fd)} | {fmt(rate)} |")
+        return "\n".join(lines + [""])
 
 
 # ---- tumors: HU statistics and patches -------------------------------------------------------
@@ -81,6 +99,7 @@ class TumorSet:
     stds: list[float] = field(default_factory=list)
     rims: list[float] = field(default_factory=list)
     patches: list[np.ndarray] = field(default_factory=list)  # (PATCH,)*3 in [0, 1]
+    masks: list[np.ndarray] = field(default_factory=list)  # the tumor's own mask on the same patch
     healthy: list[np.ndarray] = field(default_factory=list)
 
     def stats(self) -> HUStats:
@@ -99,7 +118,7 @@ def _patch(img: np.ndarray, centre) -> np.ndarray:
 def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.Generator,
                    max_cases: int = 0) -> TumorSet:
     """HU statistics and tumor-centred patches of every lesion in a cohort (+ as many
-    healthy-organ patches, for training the feature network)."""
+    patches of the tumors' host organs away from any lesion, for training the feature network)."""
     from scipy import ndimage
 
     out = TumorSet()
@@ -124,7 +143,15 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
             out.stds.append(float(vals.std()))
             out.rims.append(float(vals.mean() - case.ct[shell].mean()) if shell.any() else float("nan"))
             out.patches.append(_patch(img, rec.centroid_vox))
-            healthy = np.argwhere(np.isin(case.label, organs))
+            out.masks.append(_patch(comp, rec.centroid_vox))
+            # the negative: parenchyma of the tumor's own organ, at least half a patch from any lesion,
+            # so the network learns what a tumor looks like against its organ, not where organs are
+            host = L.organ_indices(L.LESION_TO_ORGAN_TYPE[L.INDEX_TO_NAME[rec.label]]) if (
+                L.INDEX_TO_NAME[rec.label] in L.LESION_TO_ORGAN_TYPE) else organs
+            far = ndimage.distance_transform_edt(~np.isin(case.label, L.LESION_LABELS)) > PATCH // 2
+            healthy = np.argwhere(np.isin(case.label, host) & far)
+            if not len(healthy):
+                healthy = np.argwhere(np.isin(case.label, organs) & far)
             if len(healthy):
                 out.healthy.append(_patch(img, healthy[rng.integers(len(healthy))]))
     out.rims = [r for r in out.rims if r == r] or [float("nan")]
@@ -134,23 +161,26 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
 # ---- feature network and Frechet distance ----------------------------------------------------
 
 class TumorPatchNet(nn.Module):
-    """(B, 1, 24, 24, 24) -> logits (B, 2); ``features`` gives the (B, 32) embedding."""
+    """(B, 1, 24, 24, 24) -> logits (B, 2); ``features`` gives the (B, 32) embedding.
+
+    Three stride-2 convolutions leave a 3^3 grid that is flattened, not averaged: what
+    sits at the centre of the patch (the tumor) must count more than what is at its edge."""
 
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv3d(1, 8, 3, 2, 1), nn.SiLU(), nn.Conv3d(8, 16, 3, 2, 1), nn.SiLU(),
-            nn.Conv3d(16, 32, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+            nn.Conv3d(16, 32, 3, 2, 1), nn.SiLU(), nn.Flatten(), nn.Linear(32 * 27, 32), nn.SiLU())
         self.head = nn.Linear(32, 2)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.body((x - 0.5) * 4.0)  # [0, 1] (HU -175..250) -> about unit scale around soft tissue
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.features(x))
 
 
-def train_feature_net(tumor: list[np.ndarray], healthy: list[np.ndarray], steps: int = 150,
+def train_feature_net(tumor: list[np.ndarray], healthy: list[np.ndarray], steps: int = 300,
                       seed: int = 0) -> tuple[TumorPatchNet, float]:
     """Train on real patches (tumor = 1, healthy organ = 0) with random flips; returns the
     network and its accuracy on the training patches."""
@@ -207,9 +237,43 @@ def reconstruction_quality(model_dir: str | Path, cohort_dir: str | Path, crops:
     return float(psnr.aggregate()), float(ssim.aggregate()), crops
 
 
+def tumor_montage(sets: dict[str, TumorSet], path: str | Path, per_row: int = 8) -> Path:
+    """One row per set: the axial slice through the centre of up to ``per_row`` tumors (HU window
+    [-175, 250]), tumor outline in red. Written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cohort.io import atomic_path
+
+    fig, axes = plt.subplots(len(sets), per_row, figsize=(1.6 * per_row, 1.8 * len(sets)), squeeze=False)
+    for r, (name, ts) in enumerate(sets.items()):
+        for c in range(per_row):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(ts.patches):
+                z = PATCH // 2
+                ax.imshow(ts.patches[c][:, :, z].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+                if c < len(ts.masks) and ts.masks[c][:, :, z].any():
+                    ax.contour(ts.masks[c][:, :, z].T.astype(float), levels=[0.5], colors="r", linewidths=0.6)
+                ax.set_title(f"{ts.means[c]:.0f} HU", fontsize=7)
+        axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"tumors, axial slice through the centre ({PATCH}^3 voxel patches)", fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
 def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: str | Path | None,
-                       out: str | Path | None = None, recon_crops: int = 8, seed: int = 0) -> GeneratorReport:
-    """All generator numbers; writes ``generator_eval.json`` and ``.md`` into ``out`` when given."""
+                       out: str | Path | None = None, recon_crops: int = 8, seed: int = 0,
+                       heldout: str | Path | None = None) -> GeneratorReport:
+    """All generator numbers; writes ``generator_eval.json``, ``.md`` and ``tumor_montage.png``
+    into ``out`` when given. ``heldout``: real tumors kept out of the feature network's training,
+    the yardstick for the synthetic numbers."""
     rep = GeneratorReport()
     batch = BatchReport()
     if model is not None:
@@ -217,16 +281,32 @@ def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: st
     rng = np.random.default_rng(seed)
     real_set = collect_tumors(real, batch, rng)
     rep.real = real_set.stats()
+    sets = {"real": real_set}
+    held_set = None
+    if heldout is not None:
+        held_set = collect_tumors(heldout, batch, rng)
+        rep.heldout = held_set.stats()
+        sets["real held out"] = held_set
     if synthetic is not None:
         syn_set = collect_tumors(synthetic, batch, rng)
         rep.synthetic = syn_set.stats()
+        sets["synthetic"] = syn_set
         if len(real_set.patches) >= 2 and len(syn_set.patches) >= 2 and real_set.healthy:
             net, rep.feature_net_accuracy = train_feature_net(real_set.patches, real_set.healthy, seed=seed)
             with torch.no_grad():
-                f = lambda ps: net.features(torch.from_numpy(np.stack(ps)[:, None].astype(np.float32))).numpy()  # noqa: E731
-                rep.frechet_distance = frechet_distance(f(real_set.patches), f(syn_set.patches))
+                as_x = lambda ps: torch.from_numpy(np.stack(ps)[:, None].astype(np.float32))  # noqa: E731
+                f = lambda ps: net.features(as_x(ps)).numpy()  # noqa: E731
+                rate = lambda ps: float((net(as_x(ps)).argmax(1) == 1).float().mean())  # noqa: E731
+                feats_real = f(real_set.patches)
+                rep.frechet_distance = frechet_distance(feats_real, f(syn_set.patches))
+                rep.tumor_rate_synthetic = rate(syn_set.patches)
+                if held_set is not None and len(held_set.patches) >= 2:
+                    rep.frechet_distance_heldout = frechet_distance(feats_real, f(held_set.patches))
+                    rep.tumor_rate_heldout = rate(held_set.patches)
     rep.failed = dict(batch.failed)
     if out is not None:
         write_json(Path(out) / "generator_eval.json", rep.as_dict())
         write_text(Path(out) / "generator_eval.md", rep.markdown())
+        if any(s.patches for s in sets.values()):
+            tumor_montage(sets, Path(out) / "tumor_montage.png")
     return rep

@@ -48,3 +48,42 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_shift():
     a = rng.normal(size=(50, 4))
     assert abs(frechet_distance(a, a)) < 1e-6
     assert frechet_distance(a, a + 1.0) > frechet_distance(a, a + 0.1) > 0
+
+
+def _block_case(case_id: str, seed: int, visible: bool = True):
+    """A 48^3 block of liver (60 HU, noise 12 HU) with one 4-6 voxel lesion (15 HU) at a random place."""
+    from cohort.case import Case
+
+    rng = np.random.default_rng(seed)
+    shape = (48, 48, 48)
+    g = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).astype(np.float32)
+    c, r = rng.uniform(14, 34, 3), rng.uniform(4, 6)
+    tumor = (((g - c[:, None, None, None]) ** 2).sum(0) <= r * r)
+    label = np.full(shape, 5, np.uint8)
+    label[tumor] = 27
+    ct = np.full(shape, 60.0, np.float32)
+    if visible:
+        ct[tumor] = 15.0
+    ct += rng.normal(0, 12, shape).astype(np.float32)
+    return Case(case_id, ct, label, np.diag([1.5, 1.5, 1.5, 1.0]), {"kind": "real"})
+
+
+def test_heldout_real_tumors_set_the_scale_and_invisible_tumors_score_as_healthy(tmp_path):
+    """A 'synthetic' tumor with no contrast (label only) must read as less tumor-like than held-out
+    real tumors: lower tumor rate, larger Frechet distance than held-out real vs real."""
+    from generative.diffusion.evaluate import evaluate_generator
+
+    for i in range(8):
+        write_case(_block_case(f"r{i}", i), tmp_path / "real")
+    for i in range(4):
+        write_case(_block_case(f"h{i}", 50 + i), tmp_path / "held")
+        write_case(_block_case(f"s{i}", 80 + i, visible=False), tmp_path / "syn")
+    rep = evaluate_generator(None, tmp_path / "real", tmp_path / "syn", tmp_path / "eval", heldout=tmp_path / "held")
+    assert rep.heldout.n_tumors == 4 and rep.synthetic.n_tumors == 4
+    assert rep.tumor_rate_heldout >= 0.75 and rep.tumor_rate_synthetic <= 0.25
+    assert rep.frechet_distance > rep.frechet_distance_heldout >= 0
+    assert abs(rep.synthetic.rim_contrast_hu) < 10 < abs(rep.heldout.rim_contrast_hu)
+    md = (tmp_path / "eval" / "generator_eval.md").read_text()
+    assert "real held out" in md and "tumor rate" in md
+    png = (tmp_path / "eval" / "tumor_montage.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--model", type=Path, default=None, help="model folder holding autoencoder/ (optional)")
     e.add_argument("--real", required=True, type=Path, metavar="COHORT", help="real cohort with tumors")
     e.add_argument("--synthetic", type=Path, default=None, metavar="COHORT", help="synthetic cohort")
+    e.add_argument("--heldout", type=Path, default=None, metavar="COHORT",
+                   help="real tumors kept out of the feature network's training: the yardstick (FD, tumor rate)")
     e.add_argument("--out", type=Path, default=None, metavar="DIR")
     e.add_argument("--recon-crops", type=int, default=8)
     e.add_argument("--seed", type=int, default=0)
@@ -33,7 +35,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from generative.diffusion.evaluate import evaluate_generator
 
     try:
-        rep = evaluate_generator(args.model, args.real, args.synthetic, args.out, args.recon_crops, args.seed)
+        rep = evaluate_generator(args.model, args.real, args.synthetic, args.out, args.recon_crops, args.seed,
+                                 heldout=args.heldout)
     except CohortError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
