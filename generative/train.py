@@ -196,7 +196,8 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
 
         write_json(run_dir / "train_summary.json", {"stage": stage, "steps": state.step, "last": last, "history": history, "start_step": start_step,
                                                     "seconds": round(time.time() - t0, 2),
-                                                    "mixed_precision": t.mixed_precision})
+                                                    "mixed_precision": t.mixed_precision,
+                                                    "num_processes": acc.num_processes})
     acc.end_training()
     return out
 

@@ -161,7 +161,7 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     if main:
         seconds = time.perf_counter() - t_start
         source_report = counts.report(cfg, sizes, weights)
-        summary = {"steps": step, "steps_this_session": step - step0, "seconds": round(seconds, 2),
+        summary = {"steps": step, "num_processes": accelerator.num_processes, "steps_this_session": step - step0, "seconds": round(seconds, 2),
                    "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
                    "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
                    "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,

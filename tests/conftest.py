@@ -36,3 +36,20 @@ def tiny_case(case_id: str = "c0", shape=(20, 18, 16), spacing=(2.0, 2.0, 3.0), 
 @pytest.fixture
 def make_case():
     return tiny_case
+
+
+def cpu_processes_cmd(n: int, module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """Command and environment that start ``python -m module args`` as ``n`` CPU processes with
+    torchrun (gloo); accelerate reads RANK/WORLD_SIZE from it. ``accelerate launch --cpu
+    --num_processes N`` starts a single process on one machine (its multi-CPU mode needs mpirun),
+    so it cannot test sharding."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", module, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    return cmd, env

@@ -1,7 +1,8 @@
 """Synthetic cohorts: insert diffusion-generated tumors into every healthy case.
 
     tumorgen sample --healthy COHORT --model DIR --spec configs/generative/sample.yaml --out DIR
-    accelerate launch --num_processes 2 -m generative.diffusion.sample --healthy ... (sharded)
+    accelerate launch --num_processes 2 -m generative.diffusion.sample --healthy ...   (sharded, GPUs)
+    torchrun --nproc_per_node 2 -m generative.diffusion.sample --healthy ...           (sharded, CPU processes)
 
 Jobs are (source case, k) for k < ``cases_per_source``; job j belongs to rank
 ``j % world_size``. Each job's randomness comes from (spec seed, source case id,
@@ -92,7 +93,7 @@ def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str
     """Write a synthetic cohort (AbdomenAtlas layout + manifest) under ``out``.
 
     rank / world_size: this process's shard; by default from accelerate's process state
-    (1 process unless started with ``accelerate launch``).
+    (1 process unless started with ``accelerate launch`` on GPUs or ``torchrun`` on CPU).
     """
     spec = spec if isinstance(spec, SampleSpec) else load_config(SampleSpec, spec, list(overrides))
     state = None
@@ -109,7 +110,7 @@ def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str
     settings = InpaintSettings(sampler=spec.sampler, steps=spec.steps, roi_size=list(spec.roi_size),
                                feather_mm=spec.feather_mm, margin_mm=spec.margin_mm, size_mix=dict(spec.size_mix),
                                early_fraction=spec.early_fraction or None, mixed_precision=spec.mixed_precision,
-                               tile_latent=spec.tile_latent)
+                               tile_latent=spec.tile_latent, latent_blend=spec.latent_blend)
     synth = DiffusionSynthesizer(pipe, settings, mhash)
     cohort = open_cohort(healthy)
     refs = cohort.refs[: spec.max_sources] if spec.max_sources else cohort.refs
@@ -148,6 +149,9 @@ def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str
         secs = [json.loads((out / c / "case.json").read_text())["seconds"] for c in report.done]
         console.print(f"rank {rank}: {len(report.done)} cases in {sum(secs):.1f} s, {np.mean(secs):.2f} s per case "
                       f"({spec.sampler}, {spec.steps} steps)")
+    if world_size > 1:
+        console.print(f"rank {rank} of {world_size}: {len(mine)} of {len(jobs)} jobs, {len(report.done)} written, "
+                      f"{len(report.skipped)} already done")
     return report
 
 

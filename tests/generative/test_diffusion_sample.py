@@ -1,9 +1,7 @@
 """Synthetic cohorts: provenance, sharding across processes, resuming after a kill, bad inputs."""
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from generative.diffusion import sample as S
 from generative.diffusion.config import GenerativeConfig, SampleSpec
 from generative.diffusion.data import make_toy_case
 from generative.diffusion.training import build_pipeline
+from tests.conftest import cpu_processes_cmd
 
 SPEC = config_dir() / "demo" / "sample_tiny.yaml"
 
@@ -110,12 +109,12 @@ def test_bad_source_case_is_reported_and_skipped(setup, tmp_path):
 @pytest.mark.slow
 def test_two_processes_write_the_same_cohort_as_one(setup, tmp_path):
     S.sample_cohort(setup / "healthy", setup / "model", _spec(), tmp_path / "one", rank=0, world_size=1, progress=False, device="cpu")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "generative.diffusion.sample",
-           "--healthy", str(setup / "healthy"), "--model", str(setup / "model"), "--spec", str(SPEC),
-           "--out", str(tmp_path / "two"), "--device", "cpu", "--no-progress"]
+    cmd, env = cpu_processes_cmd(2, "generative.diffusion.sample", "--healthy", str(setup / "healthy"),
+                                 "--model", str(setup / "model"), "--spec", str(SPEC),
+                                 "--out", str(tmp_path / "two"), "--device", "cpu", "--no-progress")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr  # each rank took its share (3 jobs: rank 0 two, rank 1 one)
+    assert "rank 0 of 2: 2 of 3 jobs, 2 written" in out and "rank 1 of 2: 1 of 3 jobs, 1 written" in out, out[-3000:]
     _same(_cohort_arrays(tmp_path / "one"), _cohort_arrays(tmp_path / "two"))
     assert (tmp_path / "two" / "manifest.jsonl").read_text().count("\n") == 3

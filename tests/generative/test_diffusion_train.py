@@ -96,3 +96,24 @@ def test_missing_lpips_weights_stop_before_training(tmp_path, monkeypatch):
     with pytest.raises(PerceptualWeightsMissing, match="perceptual: none"):
         train_stage("autoencoder", _cfg(tmp_path / "cohort", loss__perceptual="lpips"), tmp_path / "run", progress=False)
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_the_controlnet(trained, tmp_path):
+    """`python -m generative.train` under torchrun with 2 CPU processes (DDP over gloo): the steps
+    run, a checkpoint is saved once, and the exported pipeline loads."""
+    import subprocess
+
+    from tests.conftest import cpu_processes_cmd
+
+    root, _, dm, _ = trained
+    cmd, env = cpu_processes_cmd(2, "generative.train", "--stage", "controlnet", "--config", str(TINY),
+                                 "--run-dir", str(tmp_path / "cn2"), "--no-progress",
+                                 "--set", f"data.cohort={root / 'cohort'}", "--set", f"init_from={dm}",
+                                 "--set", "train.num_threads=1", "--set", "train.steps=2")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = _summary(tmp_path / "cn2")
+    assert s["steps"] == 2 and s["num_processes"] == 2 and all(math.isfinite(v) for v in s["history"])
+    assert latest_checkpoint(tmp_path / "cn2").name == "step_0000002"
+    assert LatentDiffusionPipeline.from_pretrained(tmp_path / "cn2" / "model").controlnet is not None

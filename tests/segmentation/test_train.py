@@ -118,3 +118,24 @@ def test_overfits_one_phantom_case(tmp_path):
     d = dice_per_class(pred.astype(np.uint8), case.label, 33)
     assert d[27] > 0.5, f"liver lesion Dice {d[27]:.3f}"  # stated bound: 0.5 after 60 steps
     assert d[5] > 0.8, f"liver Dice {d[5]:.3f}"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_and_count_every_process_draws(cohorts, tmp_path):
+    """`python -m segmentation.train` under torchrun with 2 CPU processes: each process draws its own
+    batches, the per-source counts add up both processes' patches, the model is exported once."""
+    import subprocess
+
+    from segmentation.config import default_config_path
+    from tests.conftest import cpu_processes_cmd
+
+    cmd, env = cpu_processes_cmd(2, "segmentation.train", "--config", str(default_config_path("tiny")),
+                                 "--run-dir", str(tmp_path / "run"), "--set",
+                                 f"sources=[{{name: real, path: {cohorts['real']}}}]", "--set", "train.max_steps=3")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = json.loads((tmp_path / "run" / "source_counts.json").read_text())
+    assert counts["total_patches"] == 3 * 2 * 2  # steps x batch x processes
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["num_processes"] == 2 and np.isfinite(summary["final_loss"])
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
