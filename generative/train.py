@@ -3,6 +3,7 @@
     accelerate launch -m generative.train --stage autoencoder --config configs/generative/autoencoder.yaml
     accelerate launch -m generative.train --stage diffusion   --config configs/generative/diffusion.yaml
     accelerate launch -m generative.train --stage controlnet  --config configs/generative/controlnet.yaml
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m generative.train --stage ...   (CPU processes)
 
 (or ``tumorgen train ...`` on one CPU). Reads top to bottom: 1 config, 2 data,
 3 models, 4 optimisers/EMA/accelerate, 5 resume, 6 loop, 7 export. All step

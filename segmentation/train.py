@@ -2,6 +2,7 @@
 
     accelerate launch -m segmentation.train --config configs/segmentation/default.yaml --run-dir runs/seg
     python -m segmentation.train --config configs/segmentation/tiny.yaml --run-dir runs/tiny --resume
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m segmentation.train --config ...   (CPU processes)
 
 Steps: 1 config and run folder, 2 data (sources, cache, mixing sampler), 3
 model, loss, optimizer, 4 resume, 5 training loop (validation Dice,
