@@ -156,7 +156,8 @@ def _diffusion(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
                                        overrides=[*cfg.sample_set, *seed_set], rank=0, world_size=1))
     if not report.done and not report.skipped:
         raise RuntimeError(f"diffusion sampling produced no case:\n{report.summary()}")
-    rep = evaluate_generator(_model_dir(out), data / "real_train", target, out / "generator" / "eval")
+    rep = evaluate_generator(_model_dir(out), data / "real_train", target, out / "generator" / "eval",
+                             heldout=data / "test_id")  # test tumors: only the yardstick, never trained on
     return {"cases": len(report.done) + len(report.skipped), "failed": report.failed,
             "generator_eval": rep.as_dict()}
 
@@ -321,7 +322,15 @@ def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) 
         parts.append(f"<tr><td>{e(name)}</td><td>{c['cases']}</td><td>{e(t)}</td></tr>")
     parts.append("</table>")
     parts.append(f"<h2>Synthetic tumors</h2><img src='{mont.relative_to(out)}' width='900'>")
-    if gen:
+    ev = out / "generator" / "eval"
+    if (ev / "generator_eval.md").exists():
+        lines = (ev / "generator_eval.md").read_text().splitlines()
+        table = "\n".join(ln for ln in lines if ln.startswith("|"))
+        items = "".join(f"<li>{e(ln.strip().lstrip('- '))}</li>" for ln in lines if ln.strip().startswith("- "))
+        parts.append(f"<h2>Generator</h2><ul>{items}</ul>" + (_md_to_html(table) if table else ""))
+        if (ev / "tumor_montage.png").exists():
+            parts.append(f"<img src='{(ev / 'tumor_montage.png').relative_to(out)}' width='900'>")
+    elif gen:
         parts.append("<h2>Generator</h2><pre>" + e(json.dumps(gen, indent=1)) + "</pre>")
     if filt:
         parts.append(f"<h2>Quality filter</h2><p>{filt.get('accepted')} of {filt.get('cases')} diffusion cases accepted; "
