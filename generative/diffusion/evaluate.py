@@ -128,7 +128,10 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
     organs = [i for o in L.ORGAN_TYPES for i in L.organ_indices(o)]
     for case in sub.iter_cases(report):
         img = scale_hu(case.ct)
-        for rec in measure_lesions(case.label, case.spacing):
+        lesions = measure_lesions(case.label, case.spacing)
+        if lesions:  # negatives keep at least half a patch from any lesion
+            far = ndimage.distance_transform_edt(~np.isin(case.label, L.LESION_LABELS)) > PATCH // 2
+        for rec in lesions:
             comp = np.zeros(case.label.shape, bool)
             (a, b) = rec.bbox
             sl = tuple(slice(x, y) for x, y in zip(a, b))
@@ -144,11 +147,10 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
             out.rims.append(float(vals.mean() - case.ct[shell].mean()) if shell.any() else float("nan"))
             out.patches.append(_patch(img, rec.centroid_vox))
             out.masks.append(_patch(comp, rec.centroid_vox))
-            # the negative: parenchyma of the tumor's own organ, at least half a patch from any lesion,
-            # so the network learns what a tumor looks like against its organ, not where organs are
-            host = L.organ_indices(L.LESION_TO_ORGAN_TYPE[L.INDEX_TO_NAME[rec.label]]) if (
-                L.INDEX_TO_NAME[rec.label] in L.LESION_TO_ORGAN_TYPE) else organs
-            far = ndimage.distance_transform_edt(~np.isin(case.label, L.LESION_LABELS)) > PATCH // 2
+            # the negative: parenchyma of the tumor's own organ away from lesions, so the network
+            # learns what a tumor looks like against its organ, not where organs are
+            organ_type = L.LESION_TO_ORGAN_TYPE.get(L.INDEX_TO_NAME[rec.label])
+            host = L.organ_indices(organ_type) if organ_type else organs
             healthy = np.argwhere(np.isin(case.label, host) & far)
             if not len(healthy):
                 healthy = np.argwhere(np.isin(case.label, organs) & far)
