@@ -88,7 +88,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {_threads()} torch threads of {os.cpu_count()} cores (shared), torch {torch.__version__}"
+    load = os.getloadavg()[0]
+    return f"{cpu}, {_threads()} torch threads of {os.cpu_count()} cores (load average {load:.1f}), torch {torch.__version__}"
 
 
 # ----------------------------------------------------------------------------- speed
@@ -345,11 +346,13 @@ def report() -> str:
                        f"{r['peak_mb']:.0f} | {ref[r['patch']] / r['step_s']:.2f}x |")
         out += ["", f"Peak memory is the {data['speed'][0]['peak_kind']} of a fresh process per row; steps per row: "
                 f"{', '.join(sorted({str(r['steps']) for r in data['speed']}))} timed after one warm-up step. "
-                "On a CPU shared with other jobs (load average 6-7 on 2 cores) step times vary by about 30% run to "
-                "run, so only the large effects are real: 96^3 costs about twice 64^3; bf16 autocast brings no "
-                "speed-up on this CPU (no native bf16 matrix units) but 15-30% less peak memory; on-the-fly CA "
-                "synthesis of one liver tumor per patch takes 4-8% of the step, so it does not become the "
-                "bottleneck (with DataLoader workers it would overlap the step entirely).", ""]
+                "Measured on the idle machine (load average under 2, the benchmark itself); two timed steps per row, "
+                "so about +-10%: 96^3 costs 3.7x (fp32) and 5.5x (bf16) a 64^3 step; bf16 autocast is 2.2x (64^3) "
+                "and 1.5x (96^3) faster than fp32 and takes 14-34% less peak memory; on-the-fly CA synthesis of one "
+                "liver tumor per patch, run in the main process, takes 8-16% of an fp32 step and 12-31% of a bf16 "
+                "step. It is not the bottleneck, but at bf16 64^3 it is a third of the step: set data.num_workers "
+                "so DataLoader workers synthesize while the network trains. (A session-1 run on the machine shared "
+                "with 4-5 other jobs measured 6x slower steps and no bf16 gain; this run replaces it.)", ""]
     if "infer" in data:
         r0 = data["infer"][0]
         out += [f"### Sliding-window inference (overlap 0.5, Gaussian) - {m.get('infer')}", "",
