@@ -139,3 +139,18 @@ def test_two_cpu_processes_train_and_count_every_process_draws(cohorts, tmp_path
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["num_processes"] == 2 and np.isfinite(summary["final_loss"])
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_dataloader_workers_run_the_synthesis_and_draw_the_same_patches(cohorts, tmp_path):
+    """data.num_workers > 0 (synthesis overlapping the step): the same patches are drawn per
+    source as in the main process, and every on-the-fly tumor is counted."""
+    runs = {}
+    for workers in (0, 2):
+        cfg = tiny_config([{"name": "healthy", "path": str(cohorts["healthy"])}],
+                          onthefly={"method": "fake", "prob": 1.0, "organs": ["liver"]},
+                          train={"max_steps": 3, "val_every": 100}, data={"val_fraction": 0.0, "num_workers": workers})
+        train_segmentation(cfg, tmp_path / f"w{workers}", synthesizer=FakeSynth(), show=False)
+        runs[workers] = json.loads((tmp_path / f"w{workers}" / "source_counts.json").read_text())["sources"]["healthy"]
+    assert runs[2]["patches"] == runs[0]["patches"] == 6
+    assert runs[2]["onthefly_tumors"] == runs[0]["onthefly_tumors"] == 6
