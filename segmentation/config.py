@@ -127,6 +127,9 @@ class InferConfig:
     mode: str = "gaussian"
     sw_batch_size: int = 2
     tta: bool = False  # flip test-time augmentation (all 8 mirror combinations)
+    #: predicted lesion components (26-connected, per lesion class, on the case's own grid) smaller than
+    #: this many mm^3 are given back to the tissue around them; 0 keeps every component
+    min_lesion_mm3: float = 0.0
 
 
 @dataclass
@@ -214,6 +217,8 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
         raise bad("train.mixed_precision", f"must be 'no', 'bf16' or 'fp16', got {cfg.train.mixed_precision!r}")
     if not 0.0 <= cfg.infer.overlap < 1.0:
         raise bad("infer.overlap", "must be in [0, 1)")
+    if cfg.infer.min_lesion_mm3 < 0:
+        raise bad("infer.min_lesion_mm3", "must be >= 0")
     return cfg
 
 

@@ -75,8 +75,37 @@ class CasePrediction:
     extra: dict = field(default_factory=dict)
 
 
-def predict_case(model: SegModel, case: Case, tta: bool = False, save_prob: bool = False) -> CasePrediction:
-    """Segment one case (any orientation/spacing) and restore the result onto its original grid."""
+def drop_small_lesions(label: np.ndarray, spacing, min_mm3: float) -> tuple[np.ndarray, int]:
+    """Give lesion components smaller than ``min_mm3`` (26-connected, per lesion class) back to the
+    most common non-lesion label around them (their 1-voxel shell). Returns (new label map, number
+    of components removed); the input is not modified."""
+    import cc3d
+    from scipy import ndimage
+
+    from cohort import labels as L
+
+    out = label.copy()
+    if min_mm3 <= 0:
+        return out, 0
+    voxel_mm3 = float(np.prod(np.asarray(spacing, np.float64)))
+    removed = 0
+    for lesion in np.intersect1d(np.unique(label), L.LESION_LABELS):
+        comps = cc3d.connected_components(label == lesion, connectivity=26)
+        sizes = np.bincount(comps.ravel())
+        for c in np.flatnonzero(sizes[1:] * voxel_mm3 < min_mm3) + 1:
+            comp = comps == c
+            shell = ndimage.binary_dilation(comp, structure=np.ones((3, 3, 3), bool)) & ~comp
+            around = out[shell]
+            around = around[~np.isin(around, L.LESION_LABELS)]
+            out[comp] = np.bincount(around).argmax() if around.size else 0
+            removed += 1
+    return out, removed
+
+
+def predict_case(model: SegModel, case: Case, tta: bool = False, save_prob: bool = False,
+                 min_lesion_mm3: float | None = None) -> CasePrediction:
+    """Segment one case (any orientation/spacing) and restore the result onto its original grid.
+    ``min_lesion_mm3`` (default: the model's ``infer.min_lesion_mm3``): see :func:`drop_small_lesions`."""
     from cohort import preprocess as P
 
     t0 = time.perf_counter()
@@ -89,6 +118,8 @@ def predict_case(model: SegModel, case: Case, tta: bool = False, save_prob: bool
     channels = probs.argmax(0).numpy().astype(np.uint8)
     vocab = cm.to_vocabulary(channels, ct, pre.case.affine)
     label = P.restore(vocab, pre.record, order=0).astype(np.uint8)
+    min_mm3 = model.infer.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
+    label, _ = drop_small_lesions(label, case.spacing, min_mm3)
     prob = None
     if save_prob:
         lesion = cm.lesion_channels
@@ -99,7 +130,7 @@ def predict_case(model: SegModel, case: Case, tta: bool = False, save_prob: bool
 
 def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path, tta: bool = False,
                    save_prob: bool = False, overwrite: bool = True, device: str = "cpu",
-                   show: bool = True) -> BatchReport:
+                   show: bool = True, min_lesion_mm3: float | None = None) -> BatchReport:
     """Segment every case of a cohort (any layout) or a single NIfTI file.
 
     model_dir: a model folder or a training run folder (uses its ``model/``).
@@ -128,7 +159,7 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
                 continue
             try:
                 case = ref.load()
-                res = predict_case(model, case, tta=tta, save_prob=save_prob)
+                res = predict_case(model, case, tta=tta, save_prob=save_prob, min_lesion_mm3=min_lesion_mm3)
                 write_volume(target, res.label, res.affine, dtype=np.uint8)
                 if res.tumor_prob is not None:
                     write_volume(out / f"{ref.case_id}_tumor_prob.nii.gz", res.tumor_prob, res.affine, dtype=np.float32)
@@ -138,6 +169,8 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
                 report.fail(ref.case_id, e)
             prog.advance(task)
     write_json(out / "predict_report.json", {"model": str(model_dir), "input": str(input), "tta": tta,
+                                             "min_lesion_mm3": (model.infer.min_lesion_mm3 if min_lesion_mm3 is None
+                                                                else min_lesion_mm3),
                                              "classes": model.classes, "seconds": timings,
                                              "done": report.done, "skipped": report.skipped, "failed": report.failed})
     return report

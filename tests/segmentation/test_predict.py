@@ -103,3 +103,42 @@ def test_cli_predict(trained, cohorts, tmp_path):
                "--save-prob"])
     assert rc == 0 and (tmp_path / "o" / "healthy_000.nii.gz").exists()
     assert (tmp_path / "o" / "healthy_001_tumor_prob.nii.gz").exists()
+
+
+def test_small_lesion_components_go_back_to_the_tissue_around_them():
+    from segmentation.predict import drop_small_lesions
+
+    liver, lesion = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
+    kidney, klesion = L.NAME_TO_INDEX["kidney_left"], L.NAME_TO_INDEX["kidney_lesion"]
+    lab = np.zeros((30, 20, 20), np.uint8)
+    lab[2:18, 2:18, 2:18] = liver
+    lab[4:6, 4:6, 4:5] = lesion  # 4 voxels x 2 mm^3 = 8 mm^3: dropped
+    lab[10:15, 10:15, 10:15] = lesion  # 125 voxels = 250 mm^3: kept
+    lab[20:28, 5:15, 5:15] = kidney
+    lab[22, 8, 8] = klesion  # 2 mm^3 inside the kidney: becomes kidney
+    spacing = (1.0, 1.0, 2.0)
+    out, n = drop_small_lesions(lab, spacing, 20.0)
+    assert n == 2 and lab[4, 4, 4] == lesion  # input untouched
+    assert out[4, 4, 4] == liver and out[22, 8, 8] == kidney
+    assert (out == lesion).sum() == 125
+    same, n0 = drop_small_lesions(lab, spacing, 0.0)
+    assert n0 == 0 and np.array_equal(same, lab)
+
+
+def test_predict_cli_min_lesion_volume_is_recorded(trained, cohorts, tmp_path):
+    import json
+
+    from tumorgen.cli import main
+
+    rc = main(["predict", "--model", str(trained), "--input", str(cohorts["real"]), "--out", str(tmp_path / "o"),
+               "--min-lesion-mm3", "50"])
+    rep = json.loads((tmp_path / "o" / "predict_report.json").read_text())
+    assert rc == 0 and rep["min_lesion_mm3"] == 50.0
+    import cc3d
+
+    for p in (tmp_path / "o").glob("*.nii.gz"):  # no lesion component below 50 mm^3 is left
+        lab, meta = read_label(p)
+        vox = float(np.prod(meta.spacing))
+        for les in np.intersect1d(np.unique(lab), L.LESION_LABELS):
+            sizes = np.bincount(cc3d.connected_components(lab == les, connectivity=26).ravel())[1:]
+            assert (sizes * vox >= 50).all()

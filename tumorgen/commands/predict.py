@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-prob", action="store_true", help="also write <case id>_tumor_prob.nii.gz (float32)")
     p.add_argument("--skip-existing", action="store_true", help="skip cases whose output already exists")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--min-lesion-mm3", type=float, default=None, metavar="MM3",
+                   help="give predicted lesion components smaller than this back to the tissue around them "
+                        "(default: the model's infer.min_lesion_mm3)")
     p.set_defaults(func=run)
 
 
@@ -26,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = predict_cohort(args.model, args.input, args.out, tta=args.tta, save_prob=args.save_prob,
-                                overwrite=not args.skip_existing, device=args.device)
+                                overwrite=not args.skip_existing, device=args.device,
+                                min_lesion_mm3=args.min_lesion_mm3)
     except CohortError as e:
         console.print(f"[red]error[/red] {e}")
         return 2
