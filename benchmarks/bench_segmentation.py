@@ -296,6 +296,25 @@ def part_quality(args) -> None:
                                 "tumor_fraction": args.tumor_fraction}})
 
 
+def part_postprocess(args) -> None:
+    """The model of quality run ``--key`` on its held-out phantoms with small predicted lesion
+    components dropped (``infer.min_lesion_mm3``): false positives vs lesions lost."""
+    from segmentation.predict import predict_cohort
+
+    q = json.loads(RESULTS_JSON.read_text())[args.key]
+    organs = tuple(q["config"]["tumor_organs"])
+    test = phantoms("test", q["n_test"], seed=2, tumor_fraction=0.75, organs=organs)
+    rows = []
+    for mm3 in args.min_lesion_mm3:
+        pred = WORK / "pred_post" / f"{args.key}_{mm3:g}"
+        rep = predict_cohort(WORK / "runs" / f"real_only_{args.key}", test, pred, show=False, min_lesion_mm3=mm3)
+        if not rep.ok:
+            raise SystemExit(rep.summary())
+        rows.append({"min_lesion_mm3": mm3, **_evaluate(pred, test, q["config"]["classes"])})
+        print(rows[-1], flush=True)
+    store("postprocess", {"key": args.key, "rows": rows})
+
+
 def part_mix(args) -> None:
     from generative.tumors import TumorSpec, make_synthesizer
     from generative.tumors.offline import synthesize_cohort
@@ -389,6 +408,18 @@ def report() -> str:
         out.append("")
         out += [f"{k}: `{data[k]['command']}`" for k in runs if data[k].get("command")] + [""]
         out += [f"{k}: {data[k]['note']}." for k in runs if data[k].get("note")] + ["", QUALITY_NOTE, ""]
+    if "postprocess" in data:
+        pp = data["postprocess"]
+        out += [f"Dropping small predicted lesion components (`infer.min_lesion_mm3`, `tumorgen predict "
+                f"--min-lesion-mm3`), model of {pp['key']} on its held-out phantoms "
+                f"(`--part postprocess --key {pp['key']}`):", "",
+                "| min lesion mm^3 | lesion DSC | tumor cases found | healthy cases flagged |", "|---|---|---|---|"]
+        for r in pp["rows"]:
+            d = r["detection"]
+            les = next(v for n, v in r["dice"].items() if n.endswith("lesion"))
+            out.append(f"| {r['min_lesion_mm3']:g} | {_fmt(les, '.3f')} | {d['tp']}/{d['tp'] + d['fn']} | "
+                       f"{d['fp']}/{d['fp'] + d['tn']} |")
+        out.append("")
     if "mix" in data:
         q = data["mix"]
         te = q["test"]
@@ -416,7 +447,7 @@ def write_report() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["speed", "infer", "quality", "mix"], action="append", default=[])
+    p.add_argument("--part", choices=["speed", "infer", "quality", "mix", "postprocess"], action="append", default=[])
     p.add_argument("--report", action="store_true")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--patches", type=int, nargs="+", default=[64, 96])
@@ -426,6 +457,8 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--mix-steps", type=int, default=150)
     p.add_argument("--key", default="quality", help="results key of this quality run (quality*)")
+    p.add_argument("--min-lesion-mm3", type=float, nargs="+", default=[0.0, 100.0, 250.0, 500.0],
+                   help="postprocess: lesion component volumes to try")
     p.add_argument("--organs", nargs="+", default=None, help="phantom tumor organs (default liver pancreas kidney)")
     p.add_argument("--tumor-fraction", type=float, default=0.75, help="share of training phantoms with tumors")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="segmentation config override")
@@ -435,7 +468,7 @@ def main() -> None:
         return
     WORK.mkdir(parents=True, exist_ok=True)
     for part in args.part:
-        {"speed": part_speed, "infer": part_infer, "quality": part_quality, "mix": part_mix}[part](args)
+        {"speed": part_speed, "infer": part_infer, "quality": part_quality, "mix": part_mix, "postprocess": part_postprocess}[part](args)
     if args.report:
         write_report()
 
