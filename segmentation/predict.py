@@ -92,12 +92,16 @@ def drop_small_lesions(label: np.ndarray, spacing, min_mm3: float) -> tuple[np.n
     for lesion in np.intersect1d(np.unique(label), L.LESION_LABELS):
         comps = cc3d.connected_components(label == lesion, connectivity=26)
         sizes = np.bincount(comps.ravel())
+        boxes = ndimage.find_objects(comps)
         for c in np.flatnonzero(sizes[1:] * voxel_mm3 < min_mm3) + 1:
-            comp = comps == c
+            # work inside the component's box grown by one voxel, not on the whole volume
+            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in boxes[c - 1])
+            comp = comps[box] == c
             shell = ndimage.binary_dilation(comp, structure=np.ones((3, 3, 3), bool)) & ~comp
-            around = out[shell]
+            sub = out[box]
+            around = sub[shell]
             around = around[~np.isin(around, L.LESION_LABELS)]
-            out[comp] = np.bincount(around).argmax() if around.size else 0
+            sub[comp] = np.bincount(around).argmax() if around.size else 0
             removed += 1
     return out, removed
 
