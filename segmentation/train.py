@@ -17,6 +17,7 @@ tumorgen.cli segment train ...`` for several processes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cohort.config import save_config
+from cohort.hardware import resolve_precision
 from cohort.io import write_json
+from cohort.progress import StepProgress
 from segmentation import engine as E
 from segmentation.config import SegConfig, SegConfigError, load_seg_config, validate
 from segmentation.data import ClassMap, MixingSampler, PatchDataset, build_cache, collate
@@ -64,6 +66,9 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
             import tensorboard  # noqa: F401
         except ImportError:
             tracker = None
+    precision = resolve_precision(t.mixed_precision, None, "segmentation train")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=precision.value))
+    t = cfg.train
     accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
                               log_with=tracker, project_dir=str(run_dir))
     main = accelerator.is_main_process
@@ -108,15 +113,12 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     loader = accelerator.prepare(loader)
 
     # ---- 5. training loop -----------------------------------------------------------------
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    autocast_dtype = precision.autocast_dtype
     last_val: dict[str, float] = counts.val_history[-1] if counts.val_history else {}
     losses: list[float] = []
     t_start, step0 = time.perf_counter(), step
-    cols = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-            TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     net.train()
-    with Progress(*cols, disable=not (show and main)) as prog:
-        task = prog.add_task("train", total=t.max_steps, completed=step, info="")
+    with StepProgress(f"segmentation train ({precision.label})", t.max_steps, step, enabled=show and main) as prog:
         for batch in loader:
             if step >= t.max_steps:
                 break
@@ -153,8 +155,7 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
                 accelerator.wait_for_everyone()
             if step % t.save_every == 0 or step == t.max_steps:
                 E.save_checkpoint(accelerator, run_dir, step, counts, t.keep_checkpoints)
-            prog.update(task, completed=step,
-                        info=f"loss {lval:.3f}" + (f" val dice {last_val['dice/mean']:.3f}" if "dice/mean" in last_val else ""))
+            prog.update(step, info=f"loss {lval:.3f}" + (f" val dice {last_val['dice/mean']:.3f}" if "dice/mean" in last_val else ""))
 
     # ---- 6. export: model folder, per-source counts, summary -------------------------------
     accelerator.wait_for_everyone()
@@ -162,7 +163,7 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     if main:
         seconds = time.perf_counter() - t_start
         source_report = counts.report(cfg, sizes, weights)
-        summary = {"steps": step, "num_processes": accelerator.num_processes, "steps_this_session": step - step0, "seconds": round(seconds, 2),
+        summary = {"steps": step, "num_processes": accelerator.num_processes, "precision": precision.as_dict(), "steps_this_session": step - step0, "seconds": round(seconds, 2),
                    "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
                    "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
                    "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,

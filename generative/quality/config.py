@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cohort.hardware import PrecisionName
 from generative.quality.crops import CropConfig
 from generative.quality.discriminator import ModelConfig
 from generative.quality.filters import FreeTumorConfig, HUCheckConfig
@@ -30,7 +31,7 @@ class TrainConfig:
     intensity_shift: float = 0.03
     intensity_scale: float = 0.05
     cpu: bool = False
-    mixed_precision: str = "no"
+    mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
     torch_threads: int = 0  # 0: leave torch's default
     #: extra negatives: broken copies (generative.quality.probes kinds) of the real training tumors.
     #: Teaches generic failure modes beyond the training generator's; off by default because the

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from rich.progress import Progress
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from cohort.config import load_config, save_config
 from cohort.errors import BatchReport, CohortError
+from cohort.hardware import resolve_precision
 from cohort.io import write_json
+from cohort.progress import StepProgress
 from generative.quality.config import FilterConfig
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import iter_cohorts
@@ -134,7 +135,8 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
     cfg = config if isinstance(config, FilterConfig) else load_config(FilterConfig, config, overrides)
     tc = cfg.train
     out_dir = Path(out_dir)
-    accelerator = Accelerator(cpu=tc.cpu, mixed_precision=tc.mixed_precision)
+    precision = resolve_precision(tc.mixed_precision, "cpu" if tc.cpu else None, "filter train")
+    accelerator = Accelerator(cpu=tc.cpu, mixed_precision=precision.value)
     if tc.torch_threads > 0:
         torch.set_num_threads(tc.torch_threads)
     set_seed(tc.seed)
@@ -206,8 +208,8 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
     log: list[dict] = []
     t0 = time.time()
     running = []
-    with Progress(disable=not accelerator.is_main_process) as progress:
-        task = progress.add_task("training discriminator", total=tc.max_steps)
+    with StepProgress(f"training discriminator ({precision.label})", tc.max_steps,
+                      enabled=accelerator.is_main_process) as progress:
         while step < tc.max_steps:
             for xb, yb in loader:
                 model.train()
@@ -219,7 +221,7 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
                 opt.zero_grad()
                 step += 1
                 running.append(float(loss.detach()))
-                progress.advance(task)
+                progress.advance(info=f"loss {running[-1]:.3f}")
                 if step % tc.eval_every == 0 or step == tc.max_steps:
                     net = accelerator.unwrap_model(model)
                     recalibrate_batchnorm(net, x_tr[torch.randperm(len(x_tr), generator=gen)], tc.batch_size)
@@ -236,7 +238,7 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
                         best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
                     else:
                         bad += 1
-                    progress.update(task, description=f"training discriminator (val AUC {a:.3f}, best {best_auc:.3f})")
+                    progress.update(info=f"val AUC {a:.3f}, best {best_auc:.3f}")
                     if bad >= tc.patience:
                         step = tc.max_steps  # early stop
                 if step >= tc.max_steps:
@@ -257,7 +259,7 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
             "val_groups": sorted(set(np.asarray(groups)[val].tolist())),
         })
         write_json(out_dir / HU_BOUNDS_NAME, HUCheck.bounds_to_json(hu_bounds))
-        write_json(out_dir / "train_log.json", {"log": log, "best_step": best_step, "best_val_auc": best_auc,
+        write_json(out_dir / "train_log.json", {"log": log, "precision": precision.as_dict(), "best_step": best_step, "best_val_auc": best_auc,
                                                  "real_dirs": [str(Path(d).resolve()) for d in real_dirs],
                                                  "synthetic_dirs": [str(Path(d).resolve()) for d in synthetic_dirs],
                                                  "n_train": int(len(y_tr)), "n_val": int(len(y_va)),

@@ -1,0 +1,114 @@
+"""Precision selection from the hardware (probes mocked), the warning, and the shipped configs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import cohort.hardware as H
+from cohort.config import yaml_load
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings():
+    H._warned.clear()
+    H._logged.clear()
+    yield
+    H._warned.clear()
+
+
+def _cpu(monkeypatch, capability: str, **features: bool) -> None:
+    probes = {"_is_avx2_supported": features.get("avx2", True), "_is_avx512_supported": features.get("avx512", False),
+              "_is_avx512_bf16_supported": features.get("avx512_bf16", False),
+              "_is_amx_tile_supported": features.get("amx", False), "_is_vnni_supported": False}
+    for name, value in probes.items():
+        monkeypatch.setattr(torch.cpu, name, lambda v=value: v, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+
+
+def test_auto_on_avx2_cpu_is_fp32(monkeypatch):
+    _cpu(monkeypatch, "AVX2")
+    p = H.resolve_precision("auto", "cpu")
+    assert (p.value, p.label, p.autocast_dtype) == ("no", "fp32", None)
+    assert "AVX2" in p.reason and "fp32" in p.reason
+
+
+@pytest.mark.parametrize("features,how", [({"avx512": True, "avx512_bf16": True}, "AVX512-BF16"),
+                                          ({"avx512": True, "amx": True}, "AMX")])
+def test_auto_on_native_bf16_cpu_is_bf16(monkeypatch, features, how):
+    _cpu(monkeypatch, "AVX512", **features)
+    p = H.resolve_precision("auto", "cpu")
+    assert p.value == "bf16" and p.autocast_dtype is torch.bfloat16
+    assert how in p.reason
+
+
+def test_emulated_capability_turns_native_bf16_off(monkeypatch):
+    # ATEN_CPU_CAPABILITY=avx2 on an AVX512-BF16 machine: the kernels cannot use it
+    _cpu(monkeypatch, "AVX2", avx512=True, avx512_bf16=True)
+    assert not H.cpu_bf16_native()
+    assert H.resolve_precision("auto", "cpu").value == "no"
+
+
+@pytest.mark.parametrize("bf16,expected", [(True, "bf16"), (False, "no")])
+def test_auto_on_cuda_follows_the_device(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Fake GPU")
+    p = H.resolve_precision("auto", "cuda")
+    assert p.value == expected and "Fake GPU" in p.reason
+
+
+def test_explicit_bf16_on_emulating_cpu_runs_but_warns(monkeypatch, caplog):
+    _cpu(monkeypatch, "AVX2")
+    with caplog.at_level(logging.WARNING), pytest.warns(RuntimeWarning, match="without native bf16"):
+        p = H.resolve_precision("bf16", "cpu", "train autoencoder")
+    assert p.value == "bf16" and p.reason == "asked for explicitly"
+    msg = caplog.records[-1].getMessage()
+    assert "train autoencoder" in msg and H.EMULATED_BF16_SLOWDOWN in msg and "auto" in msg
+
+
+def test_explicit_bf16_on_native_cpu_is_silent(monkeypatch, recwarn):
+    _cpu(monkeypatch, "AVX512", avx512=True, avx512_bf16=True)
+    assert H.resolve_precision("bf16", "cpu").value == "bf16"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_unknown_precision_is_an_error():
+    with pytest.raises(ValueError, match="mixed_precision: 'fp8'"):
+        H.resolve_precision("fp8", "cpu")
+
+
+def test_cpu_kind_names_capability(monkeypatch):
+    _cpu(monkeypatch, "AVX2")
+    assert H.cpu_kind() == "AVX2, bf16 emulated"
+    _cpu(monkeypatch, "AVX512", avx512=True, amx=True)
+    assert H.cpu_kind() == "AVX512, bf16 native (AMX)"
+
+
+def _precision_values(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "mixed_precision":
+                yield f"{path}{k}", v
+            yield from _precision_values(v, f"{path}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _precision_values(v, f"{path}{i}.")
+
+
+def test_no_shipped_config_hard_codes_bf16():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert len(files) > 10
+    found = []
+    for f in files:
+        text = f.read_text()
+        for key, value in _precision_values(yaml_load(text) or {}):
+            found.append((f.name, key, value))
+            assert value in ("auto", "no"), f"{f}: {key} is {value!r}; leave it out or say auto/no"
+        # --set strings inside YAML (demo overrides) count too
+        assert "mixed_precision=bf16" not in text and "mixed_precision=fp16" not in text, f
+    assert all(v in ("auto", "no") for *_, v in found)
