@@ -9,6 +9,7 @@ overrides are parsed as YAML scalars (``a.lr=1e-3``, ``a.flag=true``,
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -24,6 +25,29 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config that does not match its dataclass. The message names the key and source."""
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and floats: only true/false are booleans, so ``no``,
+    ``yes``, ``on`` and ``off`` stay the text they are (``mixed_precision: no`` is the string
+    "no"), and ``1e-3`` is a number (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with YAML 1.2 booleans (see :class:`_Yaml12Loader`)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _type_name(tp: Any) -> str:
@@ -93,15 +117,42 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:
+    """A numeric config field with a range, checked at load time: ``steps: int = bounded(1000, ge=1)``.
+    A value outside the range is a :class:`ConfigError` naming the key and the range."""
+    return dataclasses.field(default=default, metadata={"range": {"ge": ge, "gt": gt, "le": le, "lt": lt}})
+
+
+def _check_range(value: Any, rng: dict, where: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    ops = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+    for key, bound in rng.items():
+        if bound is None:
+            continue
+        ok, sym = ops[key]
+        if not ok(value, bound):
+            wanted = " and ".join(f"{ops[k][1]} {b:g}" for k, b in rng.items() if b is not None)
+            raise ConfigError(f"{where}: must be {wanted}, got {value!r}")
+
+
 def _build(cls: type[T], data: dict, where: str) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+        raise ConfigError(f"{where + ': ' if where else ''}unknown key(s) {unknown} for {cls.__name__}; "
+                          f"known: {sorted(fields)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    for k, v in kwargs.items():
+        if "range" in fields[k].metadata:
+            _check_range(v, fields[k].metadata["range"], f"{where}.{k}" if where else k)
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
@@ -120,7 +171,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip(), yaml_load(raw) if raw.strip() else ""
 
 
 def to_dict(cfg: Any) -> Any:
@@ -143,7 +194,10 @@ def from_dict(cls: type[T], data: dict | None, overrides: Sequence[str] = (), so
     for ov in overrides:
         key, value = parse_override(ov)
         _set_path(merged, key, value)
-    return _build(cls, merged, source)
+    try:
+        return _build(cls, merged, "")
+    except ConfigError as e:  # one line: "<file>: <key>: <problem>"
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _merge_sections(cls: type, dst: dict, src: dict) -> None:
@@ -180,7 +234,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: {what} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
     if not isinstance(data, dict):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cohort import labels as L
-from cohort.config import ConfigError
+from cohort.config import ConfigError, bounded
+from cohort.hardware import PrecisionName
 
 #: networks :func:`segmentation.networks.build_network` knows
 NETWORKS = ("segresnet", "dynunet", "swinunetr")
@@ -70,9 +71,11 @@ class OnTheFlyConfig:
     """
 
     method: str | None = None
-    prob: float = 0.5
+    prob: float = bounded(0.5, ge=0, le=1)
     organs: list[str] = field(default_factory=lambda: ["liver"])
     params: dict[str, Any] = field(default_factory=dict)
+    #: names of the sources whose draws may get a tumor; empty = every ``kind: real`` source
+    sources: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,16 +88,16 @@ class DataConfig:
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])  # voxels
     #: probability that a crop is centred on a foreground voxel (else background),
     #: MONAI's RandCropByPosNegLabel pos / (pos + neg)
-    pos_fraction: float = 0.67
+    pos_fraction: float = bounded(0.67, ge=0, le=1)
     #: share of foreground-centred crops forced onto a lesion class when the case has one; the rest
     #: pick one of the classes present uniformly (0: plain class balance)
-    lesion_fraction: float = 0.0
+    lesion_fraction: float = bounded(0.0, ge=0, le=1)
     crop_roi_organs: list[str] = field(default_factory=list)  # crop cases to these organs (+ margin) first
-    crop_margin_mm: float = 30.0
-    val_fraction: float = 0.2  # held out of the first source when ``val_sources`` is empty
-    val_max_cases: int = 8
+    crop_margin_mm: float = bounded(30.0, ge=0)
+    val_fraction: float = bounded(0.2, ge=0, lt=1)  # held out of the first source when ``val_sources`` is empty
+    val_max_cases: int = bounded(8, ge=0)
     cache_dir: str | None = None  # persist preprocessed cases here (npz) across runs
-    num_workers: int = 0
+    num_workers: int = bounded(0, ge=0)
     augment: bool = True
     seed: int = 0
 
@@ -102,22 +105,22 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (nnU-Net: momentum 0.99, nesterov) | "adamw"
-    lr: float = 0.01
-    weight_decay: float = 3e-5
+    lr: float = bounded(0.01, gt=0)
+    weight_decay: float = bounded(3e-5, ge=0)
     momentum: float = 0.99
     schedule: str = "poly"  # "poly" (nnU-Net, exponent 0.9) | "cosine" | "constant"
-    warmup_steps: int = 0
-    batch_size: int = 2
-    max_steps: int = 1000
-    grad_accum: int = 1
-    grad_clip: float = 12.0  # nnU-Net clips the gradient norm at 12
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
-    val_every: int = 250
-    save_every: int = 250
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    warmup_steps: int = bounded(0, ge=0)
+    batch_size: int = bounded(2, ge=1)
+    max_steps: int = bounded(1000, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    grad_clip: float = bounded(12.0, ge=0)  # nnU-Net clips the gradient norm at 12
+    mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
+    val_every: int = bounded(250, ge=1)
+    save_every: int = bounded(250, ge=1)
+    keep_checkpoints: int = bounded(2, ge=0)
+    log_every: int = bounded(10, ge=1)
     seed: int = 0
-    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    threads: int = bounded(0, ge=0)  # torch CPU threads (0: leave torch's default)
     tracker: str | None = "tensorboard"  # accelerate tracker; null for none
 
 
@@ -125,7 +128,7 @@ class TrainConfig:
 class InferConfig:
     overlap: float = 0.5
     mode: str = "gaussian"
-    sw_batch_size: int = 2
+    sw_batch_size: int = bounded(2, ge=1)
     tta: bool = False  # flip test-time augmentation (all 8 mirror combinations)
     #: predicted lesion components (26-connected, per lesion class, on the case's own grid) smaller than
     #: this many mm^3 are given back to the tissue around them; 0 keeps every component
@@ -209,12 +212,13 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
                 L.lesion_index_for(o)
             except L.UnknownLabelError as e:
                 raise bad("onthefly.organs", str(e)) from None
+        unknown = sorted(set(cfg.onthefly.sources) - {s.name for s in cfg.sources})
+        if unknown:
+            raise bad("onthefly.sources", f"{unknown} are not among sources[].name {[s.name for s in cfg.sources]}")
     if cfg.train.optimizer not in ("sgd", "adamw"):
         raise bad("train.optimizer", f"must be 'sgd' or 'adamw', got {cfg.train.optimizer!r}")
     if cfg.train.schedule not in ("poly", "cosine", "constant"):
         raise bad("train.schedule", f"must be 'poly', 'cosine' or 'constant', got {cfg.train.schedule!r}")
-    if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
-        raise bad("train.mixed_precision", f"must be 'no', 'bf16' or 'fp16', got {cfg.train.mixed_precision!r}")
     if not 0.0 <= cfg.infer.overlap < 1.0:
         raise bad("infer.overlap", "must be in [0, 1)")
     if cfg.infer.min_lesion_mm3 < 0:

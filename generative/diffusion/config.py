@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cohort.config import bounded
+from cohort.hardware import MemoryFormat, PrecisionName
+
 STAGES = ("autoencoder", "diffusion", "controlnet")
 
 #: Organs given to the ControlNet as one-hot channels (the phantom world's abdomen and
@@ -26,9 +29,9 @@ class DataConfig:
     cohort: str = "data/phantoms/siteA"
     spacing_mm: list[float] = field(default_factory=lambda: [1.5, 1.5, 1.5])  # [] keeps native spacing
     crop_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels; divisible by the model's multiple
-    tumor_crop_fraction: float = 0.5  # share of crops centred on a lesion (tumors are rare voxels)
-    crops_per_case: int = 8  # crops encoded once into the latent cache (diffusion, controlnet)
-    max_cases: int = 0  # 0 = all
+    tumor_crop_fraction: float = bounded(0.5, ge=0, le=1)  # share of crops centred on a lesion (tumors are rare voxels)
+    crops_per_case: int = bounded(8, ge=1)  # crops encoded once into the latent cache (diffusion, controlnet)
+    max_cases: int = bounded(0, ge=0)  # 0 = all
 
 
 @dataclass
@@ -77,29 +80,30 @@ class LossConfig:
     perceptual: str = "lpips"  # lpips | random (random-feature backbone, logged as such) | none
     perceptual_net: str = "alex"  # lpips backbone: alex | vgg | squeeze
     perceptual_weights: str = ""  # torchvision backbone .pth; "" = $TORCH_HOME/hub/checkpoints/<file>
-    perceptual_weight: float = 0.3
-    fake_3d_ratio: float = 0.25  # share of slices per axis for the 2.5D perceptual loss
-    kl_weight: float = 1e-7
-    adv_weight: float = 0.1
-    adv_warmup_steps: int = 50  # adversarial loss starts after this many steps
+    perceptual_weight: float = bounded(0.3, ge=0)
+    fake_3d_ratio: float = bounded(0.25, gt=0, le=1)  # share of slices per axis for the 2.5D perceptual loss
+    kl_weight: float = bounded(1e-7, ge=0)
+    adv_weight: float = bounded(0.1, ge=0)
+    adv_warmup_steps: int = bounded(50, ge=0)  # adversarial loss starts after this many steps
     disc_channels: int = 16
     disc_layers: int = 2
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 1
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    grad_accum: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
-    ema_decay: float = 0.999  # 0 disables EMA
-    save_every: int = 100  # save_state every N optimizer steps
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    steps: int = bounded(1000, ge=1)
+    batch_size: int = bounded(1, ge=1)
+    lr: float = bounded(1e-4, gt=0)
+    disc_lr: float = bounded(1e-4, gt=0)
+    grad_accum: int = bounded(1, ge=1)
+    mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
+    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d on CPU (measured faster), contiguous on GPU
+    ema_decay: float = bounded(0.999, ge=0, lt=1)  # 0 disables EMA
+    save_every: int = bounded(100, ge=1)  # save_state every N optimizer steps
+    keep_checkpoints: int = bounded(2, ge=0)
+    log_every: int = bounded(10, ge=1)
     seed: int = 0
-    num_threads: int = 0  # torch CPU threads; 0 = torch default
+    num_threads: int = bounded(0, ge=0)  # torch CPU threads; 0 = torch default
     cpu: bool = False  # force CPU even when a GPU is visible
 
 
@@ -127,8 +131,6 @@ class GenerativeConfig:
             raise ValueError(f"scheduler.prediction_type: {self.scheduler.prediction_type!r} is not epsilon|v_prediction")
         if self.loss.perceptual not in ("lpips", "random", "none"):
             raise ValueError(f"loss.perceptual: {self.loss.perceptual!r} is not lpips|random|none")
-        if self.train.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"train.mixed_precision: {self.train.mixed_precision!r} is not no|bf16|fp16")
         if len(self.data.crop_size) != 3 or len(self.data.spacing_mm) not in (0, 3):
             raise ValueError("data.crop_size needs 3 values and data.spacing_mm 3 values (or [] for native)")
         if self.stage != "autoencoder" and not self.init_from:
@@ -145,25 +147,51 @@ class GenerativeConfig:
 
 
 @dataclass
+class InpaintSettings:
+    """How tumors are generated: sampler, steps, ROI and blending (units in the names)."""
+
+    sampler: str = "rflow"  # rflow | ddpm | ddim | dpm++ | unipc | flow-euler
+    steps: int = bounded(30, ge=1)
+    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
+    feather_mm: float = bounded(3.0, ge=0)  # width of the blend from generated to original CT
+    margin_mm: float = bounded(3.0, ge=0)  # tumor keeps this far from the organ surface and vessels
+    size_mix: dict[str, float] | None = None  # used when a TumorSpec gives no size
+    early_fraction: float | None = None
+    mixed_precision: PrecisionName = "auto"
+    tile_latent: int = bounded(0, ge=0)  # >0: sliding-window decoding with latent tiles of this size
+    #: hold the latents outside the inpainted region to the encoded CT while denoising
+    #: (:meth:`LatentDiffusionPipeline.denoise`); the pixel-space feathered blend follows either way
+    latent_blend: bool = True
+
+
+@dataclass
+class DiffusionMakerConfig(InpaintSettings):
+    """The "diffusion" synthesizer of the registry: a trained pipeline folder plus how to sample."""
+
+    model: str = ""  # the controlnet stage's model folder
+    device: str = ""  # "" = cuda when available, else cpu
+
+
+@dataclass
 class SampleSpec:
-    """A synthetic cohort: which tumors go into each healthy case, and how they are sampled."""
+    """A synthetic cohort: which tumors go into each healthy case (the plan), and how they
+    are sampled (``inpaint``)."""
 
     seed: int = 0
-    cases_per_source: int = 1  # synthetic cases made from each healthy case
+    cases_per_source: int = bounded(1, ge=1)  # synthetic cases made from each healthy case
     organs: list[str] = field(default_factory=lambda: ["liver"])  # organ types, picked uniformly per tumor
-    tumors_min: int = 1
-    tumors_max: int = 1
+    tumors_min: int = bounded(1, ge=1)
+    tumors_max: int = bounded(1, ge=1)
     size_mix: dict[str, float] = field(default_factory=lambda: {"tiny": 0.25, "small": 0.25, "medium": 0.3, "large": 0.2})
-    early_fraction: float = 0.0  # > 0: probability a tumor is early (tiny/small, <= 20 mm); 0 = size_mix as is
-    margin_mm: float = 3.0  # tumor keeps this far from the organ boundary
-    sampler: str = "rflow"  # rflow | ddpm | ddim | dpm++ | unipc | flow-euler
-    steps: int = 30
-    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
-    feather_mm: float = 3.0  # width of the blend from generated to original CT
-    mixed_precision: str = "no"
-    tile_latent: int = 0  # >0: sliding-window decoding with latent tiles of this size
-    latent_blend: bool = True  # hold latents outside the inpainted region to the encoded CT while denoising
-    max_sources: int = 0  # 0 = all healthy cases
+    early_fraction: float = bounded(0.0, ge=0, le=1)  # > 0: probability a tumor is early (tiny/small, <= 20 mm); 0 = size_mix as is
+    max_sources: int = bounded(0, ge=0)  # 0 = all healthy cases
+    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
+
+    def __post_init__(self) -> None:
+        if self.cases_per_source < 1:
+            raise ValueError(f"cases_per_source must be >= 1, got {self.cases_per_source}")
+        if not 0 < self.tumors_min <= self.tumors_max:
+            raise ValueError(f"need 0 < tumors_min <= tumors_max, got {self.tumors_min}, {self.tumors_max}")
 
 
 def write_resolved(cfg: object, path: str | Path) -> Path:

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cohort.config import ConfigError, load_config, save_config
+from cohort.config import ConfigError, bounded, load_config, save_config
 
 
 @dataclass
@@ -60,3 +60,52 @@ def test_dict_fields_are_replaced_not_merged(tmp_path):
     assert cfg.mix == {"tiny": 0.2, "small": 0.8}  # the default's "large" must not survive
     assert cfg.optim == Optim("sgd", 0.5)  # sections still merge with their defaults
     assert load_config(Run, p, ["mix.large=0.1"]).mix == {"tiny": 0.2, "small": 0.8, "large": 0.1}
+
+
+@dataclass
+class Prec:
+    mixed_precision: str = "auto"
+    lr: float = 0.1
+    flag: bool = False
+
+
+@pytest.mark.parametrize("word", ["no", "yes", "on", "off"])
+def test_yaml_words_stay_strings_in_files_and_set(tmp_path, word):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"mixed_precision: {word}\n")
+    assert load_config(Prec, p).mixed_precision == word
+    assert load_config(Prec, None, [f"mixed_precision={word}"]).mixed_precision == word
+
+
+def test_yaml_exponent_floats_and_true_booleans(tmp_path):
+    cfg = load_config(Prec, None, ["lr=1e-3", "flag=true"])
+    assert cfg.lr == 1e-3 and cfg.flag is True
+    with pytest.raises(ConfigError, match="flag: expected true/false, got 'yes'"):
+        load_config(Prec, None, ["flag=yes"])
+
+
+@dataclass
+class Ranged:
+    steps: int = bounded(10, ge=1)
+    prob: float = bounded(0.5, ge=0, le=1)
+
+
+@pytest.mark.parametrize("override,match", [("steps=-5", "steps: must be >= 1, got -5"),
+                                            ("prob=1.5", "prob: must be >= 0 and <= 1, got 1.5")])
+def test_ranges_are_checked_at_load_time_naming_file_and_key(tmp_path, override, match):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps: 3\n")
+    with pytest.raises(ConfigError, match=f"^{p}: {match}$"):
+        load_config(Ranged, p, [override])
+    assert load_config(Ranged, p).steps == 3
+
+
+def test_shipped_training_configs_refuse_negative_steps():
+    from cohort.config import config_dir
+    from generative.diffusion.config import GenerativeConfig
+    from segmentation.config import load_seg_config
+
+    with pytest.raises(ConfigError, match="train.steps: must be >= 1, got -5"):
+        load_config(GenerativeConfig, config_dir() / "demo" / "generative_demo.yaml", ["train.steps=-5"])
+    with pytest.raises(ConfigError, match="train.max_steps: must be >= 1"):
+        load_seg_config(None, ["train.max_steps=0"])

@@ -37,7 +37,8 @@ def test_overrides_and_value_checks():
         load_seg_config(default_config_path("tiny"), ["classes=[kidney, kidney_left]"])
     with pytest.raises(SegConfigError, match="unknown label"):
         load_seg_config(default_config_path("tiny"), ["classes=[livr]"])
-    with pytest.raises(SegConfigError, match="onthefly.prob"):
+    # ranges are checked when the file is read (cohort.config.bounded), before the cross-field checks
+    with pytest.raises(ConfigError, match=r"tiny.yaml: onthefly.prob: must be >= 0 and <= 1, got 2.0"):
         load_seg_config(default_config_path("tiny"), ["onthefly.method=ca", "onthefly.prob=2.0"])
 
 
