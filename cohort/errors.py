@@ -16,35 +16,58 @@ class CohortError(Exception):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+#: joins the reasons of one case in :attr:`BatchReport.failed`
+REASON_SEPARATOR = " | "
+
+
 @dataclass
 class BatchReport:
     """What a batch job did with each case: done, skipped (already there) or failed.
 
     Batch commands finish the good cases, collect every failure here, print the
-    summary and exit non-zero when :attr:`ok` is false.
+    summary and exit non-zero when :attr:`ok` is false. A case can fail for
+    several reasons (its ground truth is unreadable and its prediction is an
+    orphan): ``reasons`` keeps each one, in the order found; ``failed`` holds
+    them joined into one line per case (:data:`REASON_SEPARATOR`).
     """
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
     def fail(self, case_id: str, error: BaseException | str) -> None:
-        self.failed[case_id] = str(error)
+        """Record a problem of ``case_id``; earlier problems of the same case are kept."""
+        # a ``failed`` entry set directly (without fail()) is the case's first reason
+        reasons = self.reasons.setdefault(case_id, [self.failed[case_id]] if case_id in self.failed else [])
+        why = str(error)
+        if why not in reasons:
+            reasons.append(why)
+        self.failed[case_id] = REASON_SEPARATOR.join(reasons)
+
+    def problems(self, case_id: str) -> list[str]:
+        """Every recorded problem of one case (empty when it did not fail)."""
+        if case_id in self.reasons:
+            return list(self.reasons[case_id])
+        return [self.failed[case_id]] if case_id in self.failed else []
 
     def merge(self, other: BatchReport) -> BatchReport:
         self.done += other.done
         self.skipped += other.skipped
-        self.failed.update(other.failed)
+        for cid in other.failed:
+            for why in other.problems(cid):
+                self.fail(cid, why)
         return self
 
     def summary(self) -> str:
         lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"]
-        lines += [f"  FAILED {cid}: {why}" for cid, why in sorted(self.failed.items())]
+        lines += [f"  FAILED {cid}: {why}" for cid in sorted(self.failed) for why in self.problems(cid)]
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        return json.dumps({"done": self.done, "skipped": self.skipped, "failed": self.failed}, indent=2)
+        return json.dumps({"done": self.done, "skipped": self.skipped, "failed": self.failed,
+                           "reasons": {cid: self.problems(cid) for cid in self.failed}}, indent=2)

@@ -39,7 +39,16 @@ from rich.progress import track
 from cohort import labels as L
 from cohort.config import save_config, to_dict
 from cohort.errors import BatchReport, CohortError
-from cohort.io import ImageMeta, read_image, read_label, same_grid, write_json, write_text
+from cohort.io import (
+    ImageMeta,
+    clean_stale_temps,
+    is_temp_name,
+    read_image,
+    read_label,
+    same_grid,
+    write_json,
+    write_text,
+)
 from cohort.layouts import open_cohort
 from evaluation.bootstrap import clean_float
 from evaluation.metrics import (
@@ -80,6 +89,8 @@ class EvaluationResult:
     #: every reported organ type pooled (organ "all"); see :func:`evaluation.metrics.summarize_overall`
     overall: OrganSummary | None = None
     failed: dict[str, str] = field(default_factory=dict)
+    #: every problem of each failed case (``failed`` joins them into one line)
+    reasons: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rows(self) -> list[CaseMetrics]:
@@ -130,7 +141,8 @@ class EvaluationResult:
                 f"Intervals: {self.config.ci_level:.0%} percentile bootstrap over cases "
                 f"({self.config.bootstrap_n} resamples, seed {self.config.seed}).\n\n{POLICY}\n")
         if self.failed:
-            text += "\n## Failed cases\n\n" + "\n".join(f"- `{k}`: {v}" for k, v in sorted(self.failed.items())) + "\n"
+            text += "\n## Failed cases\n\n" + "\n".join(f"- `{k}`: {why}" for k, v in sorted(self.failed.items())
+                                                       for why in self.reasons.get(k, [v])) + "\n"
         return text
 
 
@@ -237,6 +249,8 @@ def evaluate_cohort(pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Pat
     for cid in gt_ids:
         known |= set(_probability_names(cid, config).values())
     for path in sorted(pred_dir.glob("*.nii.gz")):
+        if is_temp_name(path):  # left by a killed `tumorgen predict`, not a prediction
+            continue
         if path.name not in known:
             stem = path.name[: -len(".nii.gz")]
             report.fail(stem, f"{path}: prediction has no ground-truth case in {gt_dir}")
@@ -258,7 +272,8 @@ def evaluate_cohort(pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Pat
     all_rows = [r for c in results for r in c.rows]
     types = organ_types_for(all_rows, config)
     result = EvaluationResult(str(pred_dir), str(gt_dir), config, results, summarize(all_rows, config, types),
-                              summarize_overall(all_rows, config, types), dict(report.failed))
+                              summarize_overall(all_rows, config, types), dict(report.failed),
+                              {cid: report.problems(cid) for cid in report.failed})
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result, report
@@ -268,6 +283,7 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pa
     """Write cases.csv, lesions.csv, summary.json, summary.md and metrics.yaml atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # of an earlier run killed while writing here
     paths = {
         "cases": write_text(out / "cases.csv", cases_csv(result.rows)),
         "lesions": write_text(out / "lesions.csv", lesions_csv(result.lesions)),

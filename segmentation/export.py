@@ -26,7 +26,7 @@ import numpy as np
 from rich.progress import Progress
 
 from cohort.errors import BatchReport, CohortError
-from cohort.io import read_json, read_label, write_json
+from cohort.io import clean_stale_temps, is_temp_name, read_json, read_label, write_json
 from segmentation.config import SegConfigError, SourceConfig
 from segmentation.data import ClassMap, open_source
 
@@ -98,10 +98,16 @@ def export_nnunet(sources: list[SourceConfig], classes: list[str], dataset_id: i
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise SegConfigError(f"export: dataset name {name!r} may only hold letters, digits, '_' and '-'")
     cm = ClassMap(tuple(classes))
-    refs = [open_source(s, seed) for s in sources]
+    problems: list[dict[str, str]] = [{} for _ in sources]
+    refs = [open_source(s, seed, p) for s, p in zip(sources, problems)]
     counts = plan_counts([len(r) for r in refs], [s.weight for s in sources])
     writer = NnUNetWriter(out, dataset_id, name, list(cm.classes))
     report = BatchReport()
+    for s, found in zip(sources, problems):
+        for cid, why in found.items():
+            report.fail(nnunet_case_id(s.name, cid), why)
+    for folder in (writer.root, writer.root / "imagesTr", writer.root / "labelsTr"):
+        clean_stale_temps(folder)  # of an earlier export killed while writing here
     chosen: dict[str, list[str]] = {}
     with Progress(disable=not show, transient=True) as prog:
         task = prog.add_task("exporting", total=sum(counts))
@@ -167,7 +173,7 @@ def check_nnunet_dataset(root: str | Path, read_labels: bool = True) -> NnUNetCh
     if values is None or values != list(range(len(values))):
         problems.append(f"{root / 'dataset.json'}: label values must be consecutive integers from 0, got {labels}")
     ending = ds.get("file_ending", ".nii.gz")
-    images = sorted((root / "imagesTr").glob(f"*{ending}"))
+    images = sorted(p for p in (root / "imagesTr").glob(f"*{ending}") if not is_temp_name(p))
     cases = []
     for img in images:
         m = re.fullmatch(rf"(.+)_(\d{{4}}){re.escape(ending)}", img.name)
@@ -175,7 +181,7 @@ def check_nnunet_dataset(root: str | Path, read_labels: bool = True) -> NnUNetCh
             problems.append(f"{img}: image files must be named <case>_0000{ending} (one CT channel)")
             continue
         cases.append(m.group(1))
-    labels_dir = sorted((root / "labelsTr").glob(f"*{ending}"))
+    labels_dir = sorted(p for p in (root / "labelsTr").glob(f"*{ending}") if not is_temp_name(p))
     label_cases = {p.name[: -len(ending)] for p in labels_dir}
     for c in sorted(set(cases) - label_cases):
         problems.append(f"{root / 'imagesTr' / (c + '_0000' + ending)}: no label file labelsTr/{c}{ending}")

@@ -38,6 +38,42 @@ def make_case():
     return tiny_case
 
 
+def write_lying_header(path: Path, problem: str, shape=(20, 18, 16), affine=None) -> Path:
+    """A NIfTI whose header lies about its data, written byte by byte (nibabel refuses to save one).
+
+    ``problem``: "zero_spacing" (axis 1 has zero spacing in the affine and pixdim),
+    "zero_pixdim" (pixdim[2] is zero and there is no sform: nibabel would quietly use 1 mm),
+    or "huge_shape" (claims 4000^3 int16 over the few bytes of a ``shape`` payload; nibabel
+    would allocate 128 GB). ``.nii.gz`` paths are gzipped.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    affine = np.diag([2.0, 2.0, 3.0, 1.0]) if affine is None else np.asarray(affine, np.float64)
+    img = nib.Nifti1Image(np.zeros(shape, np.int16), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    hdr = img.header.copy()
+    hdr["vox_offset"] = 352
+    if problem == "zero_spacing":
+        hdr["pixdim"][2] = 0.0
+        srow = hdr["srow_y"].copy()
+        srow[1] = 0.0
+        hdr["srow_y"] = srow
+    elif problem == "zero_pixdim":
+        hdr["pixdim"][2] = 0.0
+        hdr["sform_code"] = 0
+    elif problem == "huge_shape":
+        hdr.set_data_shape((4000, 4000, 4000))
+    else:
+        raise ValueError(problem)
+    raw = hdr.binaryblock + b"\0" * (352 - len(hdr.binaryblock)) + np.zeros(shape, np.int16).tobytes(order="F")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
 def cpu_processes_cmd(n: int, module: str, *args: str) -> tuple[list[str], dict[str, str]]:
     """Command and environment that start ``python -m module args`` as ``n`` CPU processes with
     torchrun (gloo); accelerate reads RANK/WORLD_SIZE from it. ``accelerate launch --cpu

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ import numpy as np
 from cohort import labels as L
 from cohort.case import Case, CaseRef
 from cohort.errors import CohortError
-from cohort.io import read_image, read_label, write_json, write_volume
-from cohort.layouts.base import SIDECAR, Cohort, check_grid, load_with_mapping, read_sidecar
+from cohort.io import is_temp_name, make_temp_dir, read_image, read_label, write_json, write_volume
+from cohort.layouts.base import SIDECAR, Cohort, check_grid, dangling, load_with_mapping, read_sidecar
 
 CT_NAME = "ct.nii.gz"
 COMBINED = "combined_labels.nii.gz"
@@ -26,13 +25,13 @@ SEG_DIR = "segmentations"
 
 
 def is_abdomenatlas(root: Path) -> bool:
-    return root.is_dir() and any((d / CT_NAME).exists() for d in root.iterdir() if d.is_dir())
+    return root.is_dir() and any((d / CT_NAME).exists() for d in root.iterdir() if d.is_dir() and not is_temp_name(d))
 
 
 def _load_per_organ(ref: CaseRef) -> Case:
     ct, ct_meta = read_image(ref.image)
     seg_dir = ref.image.parent / SEG_DIR
-    files = sorted(seg_dir.glob("*.nii*"))
+    files = sorted(f for f in seg_dir.glob("*.nii*") if not is_temp_name(f))
     label = np.zeros(ct.shape, np.uint8)
     named = []
     for f in files:
@@ -66,13 +65,25 @@ def _load(ref: CaseRef) -> Case:
 
 def read_abdomenatlas(root: Path) -> Cohort:
     cohort = Cohort(Path(root), "abdomenatlas")
-    for d in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for d in sorted(p for p in Path(root).iterdir() if not p.name.startswith(".")):
+        if dangling(d):
+            cohort.problems[d.name] = f"{d}: dangling symbolic link (its target {os.readlink(d)} does not exist)"
+            continue
+        if not d.is_dir():
+            continue
         ct = d / CT_NAME
+        if dangling(ct):
+            cohort.problems[d.name] = f"{ct}: dangling symbolic link (its target {os.readlink(ct)} does not exist)"
+            continue
         if not ct.exists():
-            if any(d.glob("*.nii*")) or (d / SEG_DIR).exists():
+            # anything case-like without its CT is a case that cannot be used; say so
+            if any(d.glob("*.nii*")) or (d / SEG_DIR).exists() or (d / SIDECAR).exists():
                 cohort.problems[d.name] = f"{d}: case folder has no {CT_NAME}"
             continue
         combined = d / COMBINED
+        if dangling(combined):
+            cohort.problems[d.name] = f"{combined}: dangling symbolic link (its target {os.readlink(combined)} does not exist)"
+            continue
         if not combined.exists() and not (d / SEG_DIR).is_dir():
             label = None
         else:
@@ -111,7 +122,7 @@ def write_case(case: Case, root: str | Path, *, per_organ_masks: bool = False, o
         shutil.rmtree(target)  # a leftover without its sidecar is an incomplete write
     if case.ct.shape != case.label.shape:
         raise CohortError(target, f"CT shape {case.ct.shape} and label shape {case.label.shape} differ")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}.", suffix=".part", dir=root))
+    tmp = make_temp_dir(root, case.case_id)
     try:
         write_volume(tmp / CT_NAME, case.ct, case.affine, dtype=np.int16)
         write_volume(tmp / COMBINED, case.label.astype(np.uint8), case.affine, dtype=np.uint8)

@@ -56,6 +56,11 @@ class Cohort:
             yield case
 
 
+def dangling(path: Path) -> bool:
+    """A symbolic link whose target is gone: ``exists()`` is False, so listings would drop it silently."""
+    return path.is_symlink() and not path.exists()
+
+
 def check_grid(ct_meta: ImageMeta, lab_meta: ImageMeta) -> None:
     if ct_meta.shape != lab_meta.shape:
         raise CohortError(lab_meta.path, f"label shape {lab_meta.shape} does not match CT shape {ct_meta.shape} ({ct_meta.path})")

@@ -13,7 +13,7 @@ import numpy as np
 from cohort import labels as L
 from cohort.case import Case, CaseRef
 from cohort.errors import CohortError
-from cohort.io import read_json, write_json, write_volume
+from cohort.io import is_temp_name, read_json, write_json, write_volume
 from cohort.layouts.base import Cohort, generic_lesion_mapping, load_with_mapping
 
 
@@ -47,9 +47,17 @@ def read_nnunet(root: Path, split: str = "Tr") -> Cohort:
     mapping = generic_lesion_mapping(names, hint=root.name, where=str(root / "dataset.json"))
     cohort = Cohort(root, "nnunet")
     for img in sorted((root / f"images{split}").glob(f"*_0000{ending}")):
+        if is_temp_name(img):
+            continue
         cid = img.name[: -len(f"_0000{ending}")]
         lab = root / f"labels{split}" / f"{cid}{ending}"
-        cohort.refs.append(CaseRef(cid, img, lab if lab.exists() else None, "nnunet", partial(_load, mapping)))
+        cohort.refs.append(CaseRef(cid, img, lab if lab.exists() or lab.is_symlink() else None, "nnunet",
+                                   partial(_load, mapping)))
+    images = set(cohort.ids())
+    for lab in sorted((root / f"labels{split}").glob(f"*{ending}")):
+        cid = lab.name[: -len(ending)]
+        if not is_temp_name(lab) and cid not in images:
+            cohort.problems[cid] = f"{lab}: label file has no image images{split}/{cid}_0000{ending}"
     return cohort
 
 

@@ -55,13 +55,15 @@ def generate_cohort(out_dir: str | Path, site: str | SiteProfile = "A", n: int =
     so an interrupted run resumes where it stopped. Failures are collected in
     the returned report, not raised.
     """
+    from cohort.io import clean_stale_temps
     from cohort.layouts import case_done, write_case, write_manifest
 
     prof = get_site(site)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if n < 0:
+    if n < 0:  # before the folder exists: a refused argument leaves nothing behind
         raise ValueError(f"n must be >= 0, got {n}")
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # case folders of a run killed mid-write
     report = BatchReport()
     columns = (TextColumn(f"phantoms site {prof.name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

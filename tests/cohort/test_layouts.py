@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -7,6 +9,8 @@ import pytest
 from cohort.errors import BatchReport, CohortError
 from cohort.io import write_volume
 from cohort.layouts import NnUNetWriter, case_done, detect_layout, open_cohort, write_case, write_manifest
+from cohort.summary import summarize
+from tests.conftest import write_lying_header
 
 
 def test_abdomenatlas_write_read_roundtrip(tmp_path, make_case):
@@ -164,3 +168,104 @@ def test_nnunet_writer_accepts_organ_types(tmp_path, make_case):
     assert w.lut[3] == w.lut[4] == 1 and w.lut[5] == 2
     with pytest.raises(ValueError, match="overlaps"):
         NnUNetWriter(tmp_path, 7, "K", ["kidney", "kidney_left"])
+
+
+def _lying_cohort(root, make_case):
+    """Two good cases and three whose headers lie (zero spacing, 4000^3 claims over tiny payloads)."""
+    write_case(make_case("good1"), root)
+    write_case(make_case("good2", seed=2), root)
+    for cid, problem, name in (("zero", "zero_spacing", "ct.nii.gz"), ("huge", "huge_shape", "ct.nii.gz"),
+                               ("hugelab", "huge_shape", "combined_labels.nii.gz")):
+        write_case(make_case(cid), root)
+        write_lying_header(root / cid / name, problem)
+    return root
+
+
+def test_lying_headers_are_reported_by_name_and_the_rest_read(tmp_path, make_case):
+    root = _lying_cohort(tmp_path / "c", make_case)
+    report = BatchReport()
+    assert [c.case_id for c in open_cohort(root).iter_cases(report)] == ["good1", "good2"]
+    assert sorted(report.failed) == ["huge", "hugelab", "zero"]
+    assert "zero/ct.nii.gz: invalid voxel spacing: zero spacing" in report.failed["zero"]
+    assert "huge/ct.nii.gz: header claims shape (4000, 4000, 4000)" in report.failed["huge"]
+    assert "hugelab/combined_labels.nii.gz: header claims shape (4000, 4000, 4000)" in report.failed["hugelab"]
+    # `tumorgen cohort info` reads through summarize
+    report = BatchReport()
+    s = summarize(root, report=report, progress=False)
+    assert s.n_cases == 2 and sorted(report.done) == ["good1", "good2"] and sorted(report.failed) == ["huge", "hugelab", "zero"]
+
+
+def test_stale_temps_are_not_cases(tmp_path, make_case):
+    root = tmp_path / "aa"
+    write_case(make_case("good"), root, per_organ_masks=True)
+    (root / "good" / "combined_labels.nii.gz").unlink()  # read the per-organ masks
+    # what a kill mid-write leaves: a half-written case folder and a mask temp
+    half = root / ".killed.1a2b3c4d.part"
+    write_volume(half / "ct.nii.gz", make_case().ct, make_case().affine)
+    (root / "good" / "segmentations" / ".liver.0f0f0f0f.part.nii.gz").write_bytes(b"partial")
+    cohort = open_cohort(root)
+    assert cohort.ids() == ["good"] and not cohort.problems
+    assert cohort.refs[0].load().has("liver")
+    # nnU-Net and KiTS readers too
+    w = NnUNetWriter(tmp_path, 9, "T", ["liver"])
+    w.add(make_case("a"))
+    nn = w.finish()
+    (nn / "imagesTr" / ".b_0000.0a0b0c0d.part.nii.gz").write_bytes(b"partial")
+    (nn / "labelsTr" / ".b.0a0b0c0d.part.nii.gz").write_bytes(b"partial")
+    cohort = open_cohort(nn)
+    assert cohort.ids() == ["a"] and not cohort.problems
+    k = tmp_path / "kits"
+    write_volume(k / "case_00000" / "imaging.nii.gz", make_case().ct, np.eye(4))
+    write_volume(k / ".case_00001.0a0b0c0d.part" / "imaging.nii.gz", make_case().ct, np.eye(4))
+    cohort = open_cohort(k)
+    assert cohort.layout == "kits23" and cohort.ids() == ["case_00000"] and not cohort.problems
+
+
+def test_cases_that_cannot_be_used_are_reported_not_skipped(tmp_path, make_case):
+    root = tmp_path / "aa"
+    for cid in ("good", "noct", "sidecaronly", "linkedct", "linkedlab"):
+        write_case(make_case(cid), root)
+    (root / "noct" / "ct.nii.gz").unlink()
+    for f in ("ct.nii.gz", "combined_labels.nii.gz"):
+        (root / "sidecaronly" / f).unlink()
+    for cid, f in (("linkedct", "ct.nii.gz"), ("linkedlab", "combined_labels.nii.gz")):
+        (root / cid / f).unlink()
+        (root / cid / f).symlink_to(tmp_path / "gone" / f)
+    (root / "linkedcase").symlink_to(tmp_path / "gone" / "case")
+    cohort = open_cohort(root)
+    assert cohort.ids() == ["good"]
+    assert sorted(cohort.problems) == ["linkedcase", "linkedct", "linkedlab", "noct", "sidecaronly"]
+    assert "noct: case folder has no ct.nii.gz" in cohort.problems["noct"]
+    assert "linkedct/ct.nii.gz: dangling symbolic link" in cohort.problems["linkedct"]
+    assert "combined_labels.nii.gz: dangling symbolic link" in cohort.problems["linkedlab"]
+    assert "linkedcase: dangling symbolic link" in cohort.problems["linkedcase"]
+    report = BatchReport()
+    assert [c.case_id for c in cohort.iter_cases(report)] == ["good"] and len(report.failed) == 5
+    # an nnU-Net label without its image is a case too
+    w = NnUNetWriter(tmp_path, 9, "T", ["liver"])
+    w.add(make_case("a"))
+    w.add(make_case("b"))
+    (w.finish() / "imagesTr" / "b_0000.nii.gz").unlink()
+    assert "label file has no image imagesTr/b_0000.nii.gz" in open_cohort(w.root).problems["b"]
+    # and KiTS23 case folders
+    k = tmp_path / "kits"
+    write_volume(k / "case_00000" / "imaging.nii.gz", make_case().ct, np.eye(4))
+    write_volume(k / "case_00001" / "segmentation.nii.gz", make_case().label, np.eye(4))
+    (k / "case_00002").symlink_to(tmp_path / "gone" / "case")
+    cohort = open_cohort(k)
+    assert cohort.ids() == ["case_00000"] and sorted(cohort.problems) == ["case_00001", "case_00002"]
+    assert "case folder has no imaging.nii.gz" in cohort.problems["case_00001"]
+
+
+def test_written_cases_follow_the_umask(tmp_path, make_case):
+    old = os.umask(0o022)
+    try:
+        case_dir = write_case(make_case("c1"), tmp_path / "cohort", per_organ_masks=True)
+        manifest = write_manifest(tmp_path / "cohort")
+    finally:
+        os.umask(old)
+    for d in (case_dir, case_dir / "segmentations"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    for f in [*case_dir.iterdir(), *(case_dir / "segmentations").iterdir(), manifest]:
+        if f.is_file():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

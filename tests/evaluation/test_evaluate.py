@@ -14,6 +14,7 @@ from cohort.io import read_json, write_volume
 from cohort.layouts import write_case
 from evaluation.evaluate import evaluate_cohort
 from evaluation.metrics import MetricsConfig
+from tests.conftest import write_lying_header
 from tumorgen.cli import main
 
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
@@ -152,3 +153,58 @@ def test_cli_evaluate(cohort, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt_root), "--out", str(out),
                  "--set", "tolerance=3"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_lying_headers_are_reported_and_the_other_cases_evaluated(cohort, tmp_path, capsys):
+    gt_root, pred = cohort
+    write_lying_header(gt_root / "case_c" / "ct.nii.gz", "zero_spacing", SHAPE, AFFINE)  # GT side
+    write_lying_header(pred / "case_d.nii.gz", "huge_shape", SHAPE, AFFINE)  # prediction side
+    result, report = evaluate_cohort(pred, gt_root, tmp_path / "out", CFG, progress=False)
+    assert sorted(report.done) == ["case_a", "case_b"] and sorted(report.failed) == ["case_c", "case_d"]
+    assert "case_c/ct.nii.gz: invalid voxel spacing: zero spacing" in report.failed["case_c"]
+    assert "case_d.nii.gz: header claims shape (4000, 4000, 4000)" in report.failed["case_d"]
+    assert result.organs["liver"].n_cases == 2
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt_root), "--out", str(tmp_path / "cli"), "--quiet",
+                 "--set", "bootstrap_n=10"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED case_c" in err and "FAILED case_d" in err and "2 done" in err
+
+
+def test_stale_prediction_temp_is_not_a_case(cohort, tmp_path):
+    gt_root, pred = cohort
+    # what `tumorgen predict` killed mid-write leaves beside the predictions
+    (pred / ".case_e.1a2b3c4d.part.nii.gz").write_bytes(b"partial")
+    (pred / ".case_a_tumor_prob.0a0b0c0d.part.nii.gz").write_bytes(b"partial")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".summary.99aa88bb.part.json").write_text("{")  # a killed evaluation's own temp
+    (out / "notes.txt").write_text("mine")
+    _, report = evaluate_cohort(pred, gt_root, out, CFG, progress=False)
+    assert report.ok and sorted(report.done) == ["case_a", "case_b", "case_c", "case_d"]
+    assert (pred / ".case_e.1a2b3c4d.part.nii.gz").exists()  # not evaluate's folder: ignored, not deleted
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "lesions.csv", "metrics.yaml", "notes.txt",
+                                                     "summary.json", "summary.md"]
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt_root), "--out", str(out), "--quiet",
+                 "--set", "bootstrap_n=10"]) == 0
+
+
+def test_every_problem_of_a_case_is_kept(cohort, tmp_path):
+    gt_root, pred = cohort
+    (gt_root / "case_c" / "ct.nii.gz").unlink()  # GT case unusable: listed as a problem, not as a case
+    _, report = evaluate_cohort(pred, gt_root, tmp_path / "out", CFG, progress=False)
+    problems = report.problems("case_c")
+    assert len(problems) == 2
+    assert "ground truth:" in problems[0] and "case folder has no ct.nii.gz" in problems[0]
+    assert "case_c.nii.gz: prediction has no ground-truth case" in problems[1]
+    summary = read_json(tmp_path / "out" / "summary.json")
+    assert "no ct.nii.gz" in summary["failed"]["case_c"] and "no ground-truth case" in summary["failed"]["case_c"]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert md.count("- `case_c`:") == 2
+
+
+def test_a_refused_evaluation_leaves_no_output_folder(cohort, tmp_path):
+    gt_root, pred = cohort
+    out = tmp_path / "out"
+    assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(gt_root), "--out", str(out)]) == 2
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert not out.exists()

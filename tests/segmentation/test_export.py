@@ -6,6 +6,8 @@ import pytest
 from cohort.io import read_label, write_json
 from segmentation.config import SegConfigError, SourceConfig
 from segmentation.export import check_nnunet_dataset, export_nnunet, parse_source_spec, plan_counts
+from tests.segmentation.helpers import write_cohort
+from tumorgen.cli import main
 
 
 @pytest.mark.parametrize("sizes,weights,expected", [([4, 20], [1.0, 3.0], [4, 12]), ([4, 6], [1.0, 3.0], [2, 6]),
@@ -78,6 +80,44 @@ def test_cli_export_with_ratio(cohorts, tmp_path):
     assert rc == 0
     rec = json.loads((tmp_path / "Dataset007_TumorGen" / "tumorgen_export.json").read_text())
     assert rec["counts"] == {"real": 1, "syn": 3}
+
+
+def test_cli_export_reports_every_case_it_cannot_use(tmp_path, capsys):
+    src = write_cohort(tmp_path / "src", 3, "c", seed=0)
+    (src / "c_001" / "ct.nii.gz").unlink()  # a case folder with no CT
+    (src / "c_003").symlink_to(tmp_path / "gone")  # a dangling link to a case folder
+    out = tmp_path / "raw"
+    rc = main(["export", "nnunet", "--sources", f"name=real,path={src}", "--classes", "liver", "liver_lesion",
+               "--dataset-id", "8", "--out", str(out)])
+    assert rc == 1
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "2 done" in err and "2 failed" in err
+    assert "FAILED real_c_001" in err and "FAILED real_c_003" in err
+    rec = json.loads((out / "Dataset008_TumorGen" / "tumorgen_export.json").read_text())
+    assert rec["cases"] == {"real": ["real_c_000", "real_c_002"]} and sorted(rec["failed"]) == ["real_c_001", "real_c_003"]
+    assert "case folder has no ct.nii.gz" in rec["failed"]["real_c_001"]
+    assert "dangling symbolic link" in rec["failed"]["real_c_003"]
+
+
+def test_export_cleans_its_own_stale_temps(cohorts, tmp_path):
+    root = tmp_path / "Dataset501_TumorGen"
+    (root / "imagesTr").mkdir(parents=True)
+    stale = root / "imagesTr" / ".real_real_000_0000.1a2b3c4d.part.nii.gz"  # a killed export's half-written CT
+    stale.write_bytes(b"partial")
+    (root / "imagesTr" / "README.txt").write_text("mine")
+    res = _export(cohorts, tmp_path)
+    assert not stale.exists() and (root / "imagesTr" / "README.txt").exists()
+    assert res.report.ok and check_nnunet_dataset(res.root).ok
+    # the structural check does not take a temp for a badly named image either
+    stale.write_bytes(b"partial")
+    assert check_nnunet_dataset(res.root).ok
+
+
+def test_cli_export_of_a_missing_cohort_leaves_no_output_folder(tmp_path):
+    out = tmp_path / "raw"
+    assert main(["export", "nnunet", "--sources", str(tmp_path / "nope"), "--classes", "liver",
+                 "--dataset-id", "8", "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 def test_nnunetv2_integrity_check(cohorts, tmp_path):

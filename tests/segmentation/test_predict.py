@@ -89,6 +89,41 @@ def test_bad_case_is_reported_not_fatal(trained, tmp_path):
     assert report.done == ["good"] and "bad" in report.failed and "ct.nii.gz" in report.failed["bad"]
 
 
+def _stub_model(monkeypatch):
+    """Skip the network: these tests are about the files predict_cohort reads and writes."""
+    from types import SimpleNamespace
+
+    import segmentation.predict as sp
+
+    model = SimpleNamespace(classes=["liver"], infer=SimpleNamespace(min_lesion_mm3=0.0))
+    monkeypatch.setattr(sp, "resolve_model_dir", lambda p: p)
+    monkeypatch.setattr(sp, "load_model", lambda p, device="cpu": model)
+    monkeypatch.setattr(sp, "predict_case", lambda m, case, **kw: sp.CasePrediction(
+        case.case_id, np.zeros(case.ct.shape, np.uint8), case.affine))
+
+
+def test_stale_temps_of_a_killed_run_are_cleaned_on_start(monkeypatch, tmp_path):
+    _stub_model(monkeypatch)
+    write_case(make_case("good", 1), tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".good.1a2b3c4d.part.nii.gz").write_bytes(b"partial")  # what a kill mid-write leaves
+    (out / ".bad_tumor_prob.0a0b0c0d.part.nii.gz").write_bytes(b"partial")
+    (out / "notes.part.txt").write_text("mine")
+    report = predict_cohort(tmp_path / "model", tmp_path / "in", out, show=False)
+    assert report.ok and report.done == ["good"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "notes.part.txt", "predict_report.json"]
+
+
+def test_a_missing_input_leaves_no_output_folder(monkeypatch, tmp_path):
+    from tumorgen.cli import main
+
+    _stub_model(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tmp_path), "--input", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
 def test_dice_per_class():
     a = np.array([0, 1, 1, 2, 2, 0])
     b = np.array([0, 1, 0, 2, 2, 2])

@@ -47,6 +47,32 @@ def test_cohort_info_bad_case_exits_nonzero(tmp_path, make_case, capsys):
     assert "broken" in captured.err and "ct.nii.gz" in captured.err
 
 
+def test_cohort_info_reports_lying_headers_and_reads_the_rest(tmp_path, make_case, capsys):
+    from cohort.layouts import write_case
+    from tests.conftest import write_lying_header
+
+    for cid in ("good", "zero", "huge"):
+        write_case(make_case(cid), tmp_path)
+    write_lying_header(tmp_path / "zero" / "ct.nii.gz", "zero_spacing")
+    write_lying_header(tmp_path / "huge" / "ct.nii.gz", "huge_shape")
+    assert main(["cohort", "info", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "1 cases" in captured.out
+    assert "FAILED huge" in captured.err and "FAILED zero" in captured.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["synthesize", "--method", "rules", "--healthy", "{missing}", "--out", "{out}", "--no-progress"],
+    ["phantoms", "--n", "-1", "--out", "{out}", "--no-progress"],
+])
+def test_a_refused_run_leaves_no_output_folder(tmp_path, argv):
+    # evaluate, export nnunet and predict: tests/evaluation/test_evaluate.py, tests/segmentation/test_export.py,
+    # tests/segmentation/test_predict.py
+    out = tmp_path / "out"
+    assert main([a.format(missing=tmp_path / "nope", out=out) for a in argv]) == 2
+    assert not out.exists()
+
+
 def test_phantoms_then_info_console_script(tmp_path):
     out = tmp_path / "siteA"
     r = subprocess.run([sys.executable, "-m", "tumorgen.cli", "phantoms", "--site", "A", "--n", "2", "--tumor-fraction",

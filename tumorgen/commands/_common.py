@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 
@@ -19,3 +22,20 @@ def report_exit(report) -> int:
     """Print a BatchReport's summary; exit status 1 when any case failed."""
     console.print(report.summary())
     return 0 if report.ok else 1
+
+
+def discard_new_output(path: Path, existed: bool, own: Sequence[str] = ()) -> None:
+    """Delete the output folder a command created before failing on its arguments.
+
+    Only when ``existed`` is False (the command made it) and it holds nothing
+    but the command's own bookkeeping files ``own`` (e.g. the resolved config)
+    and temporaries, so a refused run leaves no empty result folder behind and
+    never deletes a case.
+    """
+    from cohort.io import is_temp_name
+
+    path = Path(path)
+    if existed or not path.is_dir():
+        return
+    if all(p.name in own or is_temp_name(p) for p in path.iterdir()):
+        shutil.rmtree(path)
