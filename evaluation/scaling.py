@@ -53,13 +53,38 @@ class CohortSource:
 
 
 @dataclass
+class FilterStep:
+    """How a filtered source is made from another: score its cohort with a trained
+    discriminator folder (``tumorgen filter train``), apply the config's policy, keep the
+    accepted cases. ``segmentor``: a segmentation run folder for the FreeTumor gate."""
+
+    model: str = ""
+    config: str | None = None  # FilterConfig YAML (a path, or relative to configs/); None = the shipped filter.yaml
+    config_set: list[str] = field(default_factory=list)
+    segmentor: str | None = None
+
+
+@dataclass
 class SyntheticSource:
-    """A synthetic source of the grid: an existing cohort/manifest (``path``) or one the
-    study makes from the healthy cohorts with a baseline ``method`` ("ca" | "rules")."""
+    """A synthetic source of the grid, exactly one of:
+
+    - ``path``: an existing cohort or manifest;
+    - ``method``: a registered synthesizer (:mod:`generative.registry`: "ca", "rules",
+      "diffusion", ...) the study runs on the healthy cohorts itself, with ``params`` (its
+      config; diffusion needs ``model: DIR``) and, for diffusion, optionally a ``sample_spec``
+      YAML (several tumors per case) instead of one tumor in one of ``organs`` per case;
+      ``onthefly: true`` synthesizes during training instead (no cohort is written);
+    - ``filtered_from``: the cases of another source (by name) that a ``filter`` accepts.
+    """
 
     name: str = "ca"
     path: str | None = None
     method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    sample_spec: str | None = None
+    onthefly: bool = False
+    filtered_from: str | None = None
+    filter: FilterStep | None = None
     accepted_only: bool = False
     organs: list[str] = field(default_factory=lambda: ["liver"])
     per_case: int = 1
@@ -109,14 +134,43 @@ def load_scaling_config(path: str | Path | None, overrides: list[str] | None = N
     for s in cfg.grid.sources:
         if s != NONE and s not in names:
             raise ValueError(f"{path}: grid.sources names {s!r}, which is not among synthetic[].name {names}")
-    for s in cfg.synthetic:
-        if (s.path is None) == (s.method is None):
-            raise ValueError(f"{path}: synthetic source {s.name!r} needs exactly one of path or method")
-        if s.method is not None and s.method not in ("ca", "rules"):
-            raise ValueError(f"{path}: synthetic source {s.name!r}: method must be 'ca' or 'rules'")
+    check_sources(cfg, str(path))
     if any(n < 1 for n in cfg.grid.real_sizes):
         raise ValueError(f"{path}: grid.real_sizes must be >= 1")
     return cfg
+
+
+def check_sources(cfg: ScalingConfig, where: str = "scaling config") -> None:
+    """Each synthetic source names exactly one of path / method / filtered_from, a known maker
+    with valid params, and (filtered) an earlier source and a filter model."""
+    from generative.registry import get_entry, make_config
+
+    seen: list[str] = []
+    for s in cfg.synthetic:
+        what = f"{where}: synthetic source {s.name!r}"
+        given = [k for k in ("path", "method", "filtered_from") if getattr(s, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"{what} needs exactly one of path, method or filtered_from (got {given or 'none'})")
+        if s.name in seen or s.name == NONE:
+            raise ValueError(f"{what}: the name is used twice (or is {NONE!r})")
+        if s.method is not None:
+            e = get_entry(s.method)
+            mcfg = make_config(s.method, s.params, f"{what}: params")
+            if e.needs_model and not getattr(mcfg, "model", ""):
+                raise ValueError(f"{what}: method {s.method!r} needs params.model (a trained model folder)")
+            if s.sample_spec is not None and s.method != "diffusion":
+                raise ValueError(f"{what}: sample_spec is for method 'diffusion' only")
+        elif s.onthefly:
+            raise ValueError(f"{what}: onthefly needs a method")
+        if s.filtered_from is not None:
+            if s.filtered_from not in seen:
+                raise ValueError(f"{what}: filtered_from {s.filtered_from!r} must name a source listed before it")
+            if s.filter is None or not s.filter.model:
+                raise ValueError(f"{what}: filtered_from needs filter.model (a discriminator folder)")
+            base = next(b for b in cfg.synthetic if b.name == s.filtered_from)
+            if base.onthefly:
+                raise ValueError(f"{what}: cannot filter the on-the-fly source {base.name!r}")
+        seen.append(s.name)
 
 
 def cells(cfg: ScalingConfig) -> list[Cell]:
@@ -164,6 +218,7 @@ class StudyData:
     test_ood: Path
     synthetic: dict[str, Path]
     accepted_only: dict[str, bool]
+    onthefly: dict[str, SyntheticSource] = field(default_factory=dict)
 
 
 def prepare_data(cfg: ScalingConfig, out: Path) -> StudyData:
@@ -176,32 +231,80 @@ def prepare_data(cfg: ScalingConfig, out: Path) -> StudyData:
     tood = _materialise(cfg.test_ood, d / "test_ood", sp, "test_ood")
     synthetic: dict[str, Path] = {}
     accepted: dict[str, bool] = {}
+    onthefly: dict[str, SyntheticSource] = {}
+    check_sources(cfg)
     for s in cfg.synthetic:
         accepted[s.name] = s.accepted_only
         if s.path is not None:
             synthetic[s.name] = Path(s.path)
-            continue
-        if not healthy:
-            raise ValueError(f"synthetic source {s.name!r} ({s.method}) needs healthy cohorts to insert tumors into")
-        target = d / f"synthetic_{s.name}"
-        make_baseline_cohort(s, healthy, target)
-        synthetic[s.name] = target
-    return StudyData(real, healthy, tid, tood, synthetic, accepted)
+        elif s.filtered_from is not None:
+            synthetic[s.name] = make_filtered_source(s, synthetic[s.filtered_from], d / f"filtered_{s.name}")
+            accepted[s.name] = True
+        else:
+            if not healthy:
+                raise ValueError(f"synthetic source {s.name!r} ({s.method}) needs healthy cohorts to insert tumors into")
+            if s.onthefly:
+                onthefly[s.name] = s
+                continue
+            target = d / f"synthetic_{s.name}"
+            make_synthetic_cohort(s, healthy, target)
+            synthetic[s.name] = target
+    return StudyData(real, healthy, tid, tood, synthetic, accepted, onthefly)
 
 
-def make_baseline_cohort(s: SyntheticSource, healthy: list[Path], target: Path) -> Path:
-    """CA or rule-based tumors inserted into every healthy case (resumable)."""
-    from generative.tumors import make_synthesizer, synthesize_cohort
+def make_synthetic_cohort(s: SyntheticSource, healthy: list[Path], target: Path) -> Path:
+    """Tumors of the registered maker ``s.method`` inserted into every healthy case, through
+    the one cohort loop (resumable: finished cases are skipped)."""
+    from cohort.config import load_config
+    from generative.registry import build_synthesizer
+    from generative.tumors import synthesize_cohort
     from generative.tumors.base import TumorSpec
 
-    synth = make_synthesizer(s.method)
-    specs = [TumorSpec(organ=o) for o in s.organs]
+    synth = build_synthesizer(s.method, dict(s.params), f"synthetic source {s.name!r}: params")
+    plan: Any = [TumorSpec(organ=o) for o in s.organs]
+    n_per_case = s.per_case
+    if s.sample_spec is not None:
+        from generative.diffusion.config import SampleSpec
+        from generative.diffusion.sample import sample_plan
+
+        spec = load_config(SampleSpec, _config_path(s.sample_spec))
+        plan, n_per_case = sample_plan(spec), spec.cases_per_source
     report = BatchReport()
     for h in healthy:
-        report.merge(synthesize_cohort(h, target, synth, specs, seed=s.seed, n_per_case=s.per_case))
+        report.merge(synthesize_cohort(h, target, synth, plan, seed=s.seed, n_per_case=n_per_case, progress=False))
     if not report.done and not report.skipped:
         raise RuntimeError(f"synthetic source {s.name!r}: no case could be synthesized:\n{report.summary()}")
     return target
+
+
+#: the name the study used before the registry; kept for callers of the old API
+make_baseline_cohort = make_synthetic_cohort
+
+
+def make_filtered_source(s: SyntheticSource, cohort: Path, target: Path) -> Path:
+    """Score ``cohort`` with ``s.filter.model``, apply the filter policy; returns the filtered
+    manifest (accepted and rejected cases, read with ``accepted_only``). Resumable: a finished
+    manifest is kept."""
+    from cohort.config import load_config
+    from generative.quality import apply_filter, score_cohort
+    from generative.quality.config import FilterConfig
+
+    f = s.filter
+    assert f is not None
+    manifest = target / "manifest.jsonl"
+    if manifest.exists():
+        return manifest
+    fcfg = load_config(FilterConfig, _config_path(f.config) if f.config else _config_path("generative/filter.yaml"),
+                       list(f.config_set))
+    segmentor = None
+    if f.segmentor:
+        from segmentation.predict import build_segmentor
+
+        segmentor = build_segmentor(Path(f.segmentor))
+    target.mkdir(parents=True, exist_ok=True)
+    scores = score_cohort(f.model, cohort, fcfg, segmentor=segmentor, out_path=target / "scores.jsonl")
+    apply_filter(scores, f.model, target, fcfg)
+    return manifest
 
 
 # ----------------------------------------------------------------------------- cells
@@ -216,6 +319,18 @@ def cell_config(cfg: ScalingConfig, cell: Cell, data: StudyData):
     if cell.source != NONE:
         sources.append(SourceConfig(name=cell.source, path=str(data.synthetic[cell.source]), kind="synthetic",
                                     weight=float(cell.ratio), accepted_only=data.accepted_only.get(cell.source, False)))
+    otf = data.onthefly.get(cell.source)
+    if otf is not None:
+        # on-the-fly: the healthy cohorts are a source whose draws get a tumor from the maker
+        sources = sources[:1] + [
+            SourceConfig(name=f"{cell.source}_healthy{i}", path=str(h), kind="real",
+                         weight=float(cell.ratio) / len(data.healthy))
+            for i, h in enumerate(data.healthy)]
+        seg.onthefly.method = otf.method
+        seg.onthefly.prob = 1.0
+        seg.onthefly.organs = list(otf.organs)
+        seg.onthefly.params = dict(otf.params)
+        seg.onthefly.sources = [s.name for s in sources[1:]]
     seg.sources = sources
     # validation: held out from the real subset would shrink tiny subsets; use the ID test's
     # first cases only for monitoring (never for model selection), so every cell trains on n_real.
@@ -238,7 +353,12 @@ def run_cell(cfg: ScalingConfig, cell: Cell, data: StudyData, out: Path, show: b
     cdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seg_cfg = cell_config(cfg, cell, data)
-    model = train_segmentation(seg_cfg, cdir / "seg", resume=True, show=show)
+    synth = spec_for = None
+    if seg_cfg.onthefly.method is not None:
+        from generative.registry import resolve_onthefly
+
+        synth, spec_for = resolve_onthefly(seg_cfg.onthefly.method, dict(seg_cfg.onthefly.params))
+    model = train_segmentation(seg_cfg, cdir / "seg", resume=True, show=show, synthesizer=synth, spec_for=spec_for)
     t_train = time.perf_counter() - t0
     mcfg = load_metrics_config(_config_path(cfg.metrics) if cfg.metrics else None, list(cfg.metrics_set))
     result: dict[str, Any] = {"cell": cell.id, "n_real": cell.n_real, "source": cell.source, "ratio": cell.ratio,

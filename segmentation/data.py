@@ -103,16 +103,21 @@ class ClassMap:
 # ----------------------------------------------------------------------------- sources
 
 
-def open_source(src: SourceConfig, seed: int = 0) -> list[CaseRef]:
+def open_source(src: SourceConfig, seed: int = 0, problems: dict[str, str] | None = None) -> list[CaseRef]:
     """The case references of a source: its cohort (or manifest), filtered and subset as configured.
 
     ``accepted_only`` keeps references whose manifest line / sidecar says
     ``accepted: true``. ``max_cases`` keeps a subset drawn with ``seed`` (stable
     across runs, nested: the first n of a larger subset are the same cases).
+    ``problems``, when given, receives the cases the listing found but cannot
+    use ({case id: why}: a case folder without its CT, a dangling link), so the
+    caller can report them instead of dropping them.
     """
     from cohort.layouts import open_cohort
 
     cohort = open_cohort(src.path, layout=src.layout, accepted_only=src.accepted_only)
+    if problems is not None:
+        problems.update(cohort.problems)
     refs = list(cohort.refs)
     if src.accepted_only:
         refs = [r for r in refs if _accepted(r)]
@@ -390,8 +395,9 @@ class PatchDataset(torch.utils.data.Dataset):
         self.augment = build_augmentation(cfg.data) if cfg.data.augment else None
         self.synthesizer = synthesizer if (cfg.onthefly.method is not None or synthesizer is not None) else None
         self.spec_for = spec_for
+        named = set(cfg.onthefly.sources)
         self.synth_sources = set(synth_sources) if synth_sources is not None else {
-            i for i, s in enumerate(cfg.sources) if s.kind == "real"}
+            i for i, s in enumerate(cfg.sources) if (s.name in named if named else s.kind == "real")}
 
     def __len__(self) -> int:
         return self.sampler.start + self.sampler.num_draws

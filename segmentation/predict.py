@@ -142,13 +142,15 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
     with ``save_prob``). Bad cases are recorded in the report, not fatal.
     With ``overwrite`` False, cases whose output exists are skipped.
     """
-    from cohort.io import write_json, write_volume
+    from cohort.io import clean_stale_temps, write_json, write_volume
     from cohort.layouts import open_cohort
 
     model = load_model(resolve_model_dir(model_dir), device=device)
     cohort = open_cohort(input)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # a run killed mid-write leaves temporaries that `tumorgen evaluate` would list beside the predictions
+    clean_stale_temps(out)
     report = BatchReport()
     for cid, why in cohort.problems.items():
         report.fail(cid, why)
@@ -178,3 +180,17 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
                                              "classes": model.classes, "seconds": timings,
                                              "done": report.done, "skipped": report.skipped, "failed": report.failed})
     return report
+
+
+def build_segmentor(run: str | Path, device: str = "cpu"):
+    """A callable ``(ct HU (X, Y, Z), spacing (mm)) -> lesion probability map`` from a
+    segmentation run (or model) folder: the FreeTumor gate of the quality filter."""
+    from segmentation.networks import load_model, resolve_model_dir
+
+    model = load_model(resolve_model_dir(Path(run)), device=device)
+
+    def segment(ct_hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        case = Case("freetumor_gate", ct_hu, np.zeros(ct_hu.shape, np.uint8), np.diag([*spacing, 1.0]), {})
+        return predict_case(model, case, save_prob=True).tumor_prob
+
+    return segment

@@ -208,7 +208,7 @@ def _segmentor_cell(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
 def _filter(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
     from evaluation.scaling import Cell
     from generative.quality import apply_filter, audit, score_cohort, train_discriminator
-    from tumorgen.commands.filter import build_segmentor
+    from segmentation.predict import build_segmentor
 
     f = out / "filter"
     fcfg = _cfg_path(cfg.filter)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from scipy import ndimage
 
 from cohort import labels as L
 from cohort.preprocess import scale_hu, unscale_hu
+from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.tumors.base import (
     SynthesisError,
@@ -40,24 +40,6 @@ from generative.tumors.base import (
 )
 from generative.tumors.placement import place_tumor_mask
 from generative.tumors.shapes import sample_size_class
-
-
-@dataclass
-class InpaintSettings:
-    """How tumors are generated: sampler, steps, ROI and blending (units in the names)."""
-
-    sampler: str = "rflow"
-    steps: int = 30
-    roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
-    feather_mm: float = 3.0
-    margin_mm: float = 3.0  # tumor keeps this far from the organ surface and vessels
-    size_mix: dict[str, float] | None = None  # used when a TumorSpec gives no size
-    early_fraction: float | None = None
-    mixed_precision: str = "no"
-    tile_latent: int = 0
-    #: hold the latents outside the inpainted region to the encoded CT while denoising
-    #: (:meth:`LatentDiffusionPipeline.denoise`); the pixel-space feathered blend follows either way
-    latent_blend: bool = True
 
 
 def _resize(x: np.ndarray, size: tuple[int, ...], mode: str) -> np.ndarray:
@@ -163,7 +145,8 @@ class DiffusionSynthesizer:
         ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings)
         recs = tumor_records(tumor, lesion, spacing, organ, self.name, seed=seed, sampler=self.settings.sampler,
                              steps=self.settings.steps, model_hash=self.model_hash)
-        return SynthesisResult(ct, lab, recs, {"tumors": [info], "model_hash": self.model_hash})
+        return SynthesisResult(ct, lab, recs, {"tumors": [info], "model_hash": self.model_hash,
+                                               "sampler": self.settings.sampler, "steps": self.settings.steps})
 
     def _size(self, spec: TumorSpec, rng: np.random.Generator) -> float | str:
         if spec.diameter_mm is not None:
@@ -194,4 +177,20 @@ class DiffusionSynthesizer:
             records += tumor_records(tumor, lesion, spacing, spec.organ, self.name, size=size if isinstance(size, str) else None,
                                      seed=seed, sampler=self.settings.sampler, steps=self.settings.steps,
                                      model_hash=self.model_hash)
-        return SynthesisResult(ct, lab, records, {"tumors": infos, "model_hash": self.model_hash})
+        return SynthesisResult(ct, lab, records, {"tumors": infos, "model_hash": self.model_hash,
+                                                  "sampler": self.settings.sampler, "steps": self.settings.steps})
+
+
+def build_diffusion_synthesizer(cfg: DiffusionMakerConfig) -> DiffusionSynthesizer:
+    """The registry's factory for "diffusion": load the pipeline folder ``cfg.model`` on
+    ``cfg.device`` (cuda when available if empty) and wrap it with ``cfg``'s settings."""
+    import dataclasses
+
+    from generative.diffusion.models import pipeline_hash
+
+    if not cfg.model:
+        raise ValueError("diffusion: set model to the controlnet stage's model folder")
+    dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = LatentDiffusionPipeline.from_pretrained(cfg.model, dev)
+    settings = InpaintSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(InpaintSettings)})
+    return DiffusionSynthesizer(pipe, settings, pipeline_hash(cfg.model))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from cohort import labels as L
 from cohort.errors import CohortError
+from cohort.hardware import resolve_precision
 from cohort.io import write_json
 from generative.diffusion.models import Autoencoder, LatentControlNet, LatentUNet, pipeline_hash
 from generative.diffusion.schedulers import NoiseProcess, ProcessSpec, make_sampler
@@ -244,13 +245,14 @@ class LatentDiffusionPipeline:
     def sample(self, label: torch.Tensor | None = None, *, image: torch.Tensor | None = None,
                inpaint_mask: torch.Tensor | None = None, shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
-               mixed_precision: str = "no", latent_blend: bool = False) -> torch.Tensor:
+               mixed_precision: str = "auto", latent_blend: bool = False) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1].
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
         for inpainting (without them an inpainting pipeline generates the whole crop or
         volume from the label map); shape (D, H, W) for unconditional (UNet-only) sampling.
         ``tile`` > 0 decodes with a sliding window (volumes larger than memory allows).
+        ``mixed_precision``: auto | no | bf16 | fp16 (:func:`cohort.hardware.resolve_precision`).
         ``latent_blend`` (inpainting): hold the latent cells outside the inpainting mask to the
         encoded image during denoising (see :meth:`denoise`).
         Same seed, same inputs -> the same output.
@@ -271,7 +273,7 @@ class LatentDiffusionPipeline:
         if any(s % down for s in spatial):
             raise ValueError(f"spatial size {tuple(spatial)} must be divisible by the autoencoder's {down}x")
         lat_shape = (B, self.autoencoder.config["latent_channels"], *[s // down for s in spatial])
-        dtype = torch.bfloat16 if mixed_precision == "bf16" else (torch.float16 if mixed_precision == "fp16" else None)
+        dtype = resolve_precision(mixed_precision, self.device, "sampling").autocast_dtype
         known = None
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if latent_blend and label is not None and self.spec.inpaint and image is not None and inpaint_mask is not None:

@@ -4,51 +4,35 @@
     accelerate launch --num_processes 2 -m generative.diffusion.sample --healthy ...   (sharded, GPUs)
     torchrun --nproc_per_node 2 -m generative.diffusion.sample --healthy ...           (sharded, CPU processes)
 
-Jobs are (source case, k) for k < ``cases_per_source``; job j belongs to rank
-``j % world_size``. Each job's randomness comes from (spec seed, source case id,
-k) only, so the cohort is the same whatever the number of processes and
-whether the run was interrupted: finished cases (``cohort.layouts.case_done``)
-are skipped, and cases are written atomically (``write_case``), so nothing is
-ever half-written. Bad source cases are reported and skipped; the returned
-:class:`cohort.errors.BatchReport` says so.
+The loop itself is the one every tumor maker shares
+(:func:`generative.tumors.offline.synthesize_cohort`): jobs are (source case, k) for
+k < ``cases_per_source``; job j belongs to rank ``j % world_size``; each job's
+randomness comes from (spec seed, source case id, k) only, so the cohort is the same
+whatever the number of processes and whether the run was interrupted. Bad source
+cases are reported and skipped; the returned :class:`cohort.errors.BatchReport` says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cohort import labels as L
-from cohort.case import Case
 from cohort.config import load_config
-from cohort.errors import BatchReport, CohortError
-from cohort.layouts import case_done, open_cohort, write_case, write_manifest
-from generative.diffusion.config import SampleSpec
-from generative.diffusion.inpaint import DiffusionSynthesizer, InpaintSettings
-from generative.diffusion.models import pipeline_hash
-from generative.diffusion.pipeline import LatentDiffusionPipeline
+from cohort.errors import BatchReport
+from generative.diffusion.config import DiffusionMakerConfig, SampleSpec
+from generative.registry import build_synthesizer
 from generative.tumors.base import SynthesisError, TumorSpec
+from generative.tumors.offline import synthesize_cohort
 from generative.tumors.shapes import sample_size_class
 
 console = Console(stderr=True)
-
-
-def job_rng(seed: int, case_id: str, k: int) -> np.random.Generator:
-    """Randomness of one synthetic case, from (seed, source case id, k) alone."""
-    return np.random.default_rng([int(seed), zlib.crc32(case_id.encode()), int(k)])
-
-
-def synthetic_id(source_id: str, k: int) -> str:
-    return f"{source_id}_diff{k:02d}"
 
 
 def tumor_plan(spec: SampleSpec, label: np.ndarray, rng: np.random.Generator) -> list[TumorSpec]:
@@ -63,28 +47,9 @@ def tumor_plan(spec: SampleSpec, label: np.ndarray, rng: np.random.Generator) ->
             for _ in range(n)]
 
 
-def make_case(synth: DiffusionSynthesizer, source: Case, k: int, spec: SampleSpec, model_hash: str,
-              source_path: str) -> Case:
-    """One synthetic case from one healthy case, with its provenance sidecar."""
-    t0 = time.time()
-    rng = job_rng(spec.seed, source.case_id, k)
-    ct, label = source.ct, source.label
-    records, plan = [], tumor_plan(spec, source.label, rng)
-    for ts in plan:
-        res = synth(ct, label, source.spacing, ts, rng)
-        ct, label = res.ct, res.label
-        records += res.records
-    cid = synthetic_id(source.case_id, k)
-    meta = {
-        "case_id": cid, "kind": "synthetic", "generator": "diffusion",
-        "source": {"dataset": (source.meta.get("source") or {}).get("dataset"), "case_id": source.case_id,
-                   "path": source_path},
-        "site": source.meta.get("site"), "seed": spec.seed, "seed_key": [spec.seed, source.case_id, k],
-        "model_hash": model_hash,
-        "sampler": spec.sampler, "steps": spec.steps, "tumors": records,
-        "tumor_specs": [t.as_dict() for t in plan], "seconds": round(time.time() - t0, 3),
-    }
-    return Case(cid, ct, label, source.affine, meta)
+def sample_plan(spec: SampleSpec):
+    """The cohort loop's plan for a sample spec: ``(case, rng) -> [TumorSpec, ...]``."""
+    return lambda case, rng: tumor_plan(spec, case.label, rng)
 
 
 def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str | Path, out: str | Path,
@@ -92,8 +57,11 @@ def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str
                   progress: bool = True, device: str | None = None) -> BatchReport:
     """Write a synthetic cohort (AbdomenAtlas layout + manifest) under ``out``.
 
-    rank / world_size: this process's shard; by default from accelerate's process state
-    (1 process unless started with ``accelerate launch`` on GPUs or ``torchrun`` on CPU).
+    A front door to the one cohort loop (:func:`generative.tumors.offline.synthesize_cohort`)
+    with the registry's "diffusion" synthesizer and the spec's tumor plan; output cases are
+    ``<source>_diffusion_<k>``. rank / world_size: this process's shard; by default from
+    accelerate's process state (1 process unless started with ``accelerate launch`` on GPUs
+    or ``torchrun`` on CPU).
     """
     spec = spec if isinstance(spec, SampleSpec) else load_config(SampleSpec, spec, list(overrides))
     state = None
@@ -102,56 +70,19 @@ def sample_cohort(healthy: str | Path, model: str | Path, spec: SampleSpec | str
 
         state = PartialState(cpu=device == "cpu")
         rank, world_size = state.process_index, state.num_processes
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out)
-    report = BatchReport()
-    pipe = LatentDiffusionPipeline.from_pretrained(model, dev)
-    mhash = pipeline_hash(model)
-    settings = InpaintSettings(sampler=spec.sampler, steps=spec.steps, roi_size=list(spec.roi_size),
-                               feather_mm=spec.feather_mm, margin_mm=spec.margin_mm, size_mix=dict(spec.size_mix),
-                               early_fraction=spec.early_fraction or None, mixed_precision=spec.mixed_precision,
-                               tile_latent=spec.tile_latent, latent_blend=spec.latent_blend)
-    synth = DiffusionSynthesizer(pipe, settings, mhash)
-    cohort = open_cohort(healthy)
-    refs = cohort.refs[: spec.max_sources] if spec.max_sources else cohort.refs
-    if rank == 0:
-        for cid, why in cohort.problems.items():
-            report.fail(cid, why)
-    jobs = [(ref, k) for ref in refs for k in range(spec.cases_per_source)]
-    mine = [j for i, j in enumerate(jobs) if i % world_size == rank]
-    bar = Progress(TextColumn(f"[bold]sample r{rank}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[msg]}"), console=console, disable=not progress)
-    loaded: dict[str, Case | None] = {}
-    with bar:
-        task = bar.add_task("sample", total=len(mine), msg="")
-        for ref, k in mine:
-            cid = synthetic_id(ref.case_id, k)
-            if case_done(out, cid):
-                report.skipped.append(cid)
-                bar.advance(task)
-                continue
-            try:
-                if ref.case_id not in loaded:
-                    loaded.clear()  # keep one source case in memory
-                    loaded[ref.case_id] = ref.load()
-                case = make_case(synth, loaded[ref.case_id], k, spec, mhash, str(ref.image))
-                write_case(case, out)
-                report.done.append(cid)
-                bar.update(task, advance=1, msg=f"{cid} {case.meta['seconds']:.1f}s")
-            except (CohortError, SynthesisError, ValueError) as e:
-                report.fail(cid, f"source {ref.case_id}: {e}")
-                bar.advance(task)
-    if state is not None:
-        state.wait_for_everyone()
-    if rank == 0:
-        write_manifest(out)
+    synth = build_synthesizer("diffusion", DiffusionMakerConfig(model=str(model), device=device or "",
+                                                                **dataclasses.asdict(spec.inpaint)))
+    t0 = time.perf_counter()
+    report = synthesize_cohort(healthy, out, synth, sample_plan(spec), seed=spec.seed,
+                               n_per_case=spec.cases_per_source, limit=spec.max_sources or None, progress=progress,
+                               rank=rank, world_size=world_size,
+                               barrier=state.wait_for_everyone if state is not None else None)
     if progress and report.done:
-        secs = [json.loads((out / c / "case.json").read_text())["seconds"] for c in report.done]
-        console.print(f"rank {rank}: {len(report.done)} cases in {sum(secs):.1f} s, {np.mean(secs):.2f} s per case "
-                      f"({spec.sampler}, {spec.steps} steps)")
+        sec = time.perf_counter() - t0
+        console.print(f"rank {rank}: {len(report.done)} cases in {sec:.1f} s, {sec / len(report.done):.2f} s per case "
+                      f"({spec.inpaint.sampler}, {spec.inpaint.steps} steps)")
     if world_size > 1:
-        console.print(f"rank {rank} of {world_size}: {len(mine)} of {len(jobs)} jobs, {len(report.done)} written, "
-                      f"{len(report.skipped)} already done")
+        console.print(f"rank {rank} of {world_size}: {len(report.done)} written, {len(report.skipped)} already done")
     return report
 
 

@@ -22,9 +22,8 @@ __all__ = [
 
 
 def make_synthesizer(method: str, config=None) -> Synthesizer:
-    """The synthesizer for ``method`` ("ca" or "rules") with its config (or defaults)."""
-    if method == "ca":
-        return CASynthesizer(config)
-    if method == "rules":
-        return RuleSynthesizer(config)
-    raise ValueError(f"unknown synthesis method {method!r}; expected 'ca' or 'rules' (diffusion: tumorgen sample)")
+    """The registered synthesizer ``method`` with its config (a mapping, an instance or None);
+    see :mod:`generative.registry`."""
+    from generative.registry import build_synthesizer
+
+    return build_synthesizer(method, config)

@@ -13,20 +13,19 @@ import csv
 import io
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cohort import labels as L
 from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
-from cohort.io import read_json, write_json, write_text
+from cohort.io import clean_stale_temps, read_json, write_json, write_text
 from cohort.layouts import case_done, open_cohort, write_case, write_manifest
 from cohort.lesions import EARLY_TUMOR_DIAMETER_MM
+from cohort.progress import StepProgress
 from generative.tumors.base import SynthesisError, Synthesizer, TumorSpec
 
 SIZES_CSV = "tumors.csv"
@@ -42,6 +41,10 @@ def output_id(source_id: str, method: str, k: int) -> str:
     return f"{source_id}_{method}_{k:02d}"
 
 
+#: how the tumors of one output case are chosen: ``plan(case, rng) -> [TumorSpec, ...]``
+Plan = Callable[[Case, np.random.Generator], list[TumorSpec]]
+
+
 def pick_spec(specs: Sequence[TumorSpec], case: Case, rng: np.random.Generator) -> TumorSpec:
     """One spec among those whose organ the case has (uniformly); SynthesisError when none."""
     present = [s for s in specs if np.isin(case.label, L.organ_indices(s.organ)).any()]
@@ -50,18 +53,40 @@ def pick_spec(specs: Sequence[TumorSpec], case: Case, rng: np.random.Generator) 
     return present[int(rng.integers(len(present)))] if len(present) > 1 else present[0]
 
 
-def synthesize_case(case: Case, synthesizer: Synthesizer, spec: TumorSpec, rng: np.random.Generator,
-                    out_id: str, seed: int, k: int) -> Case:
-    """One synthetic case from one healthy case, with its provenance sidecar."""
-    lesion = L.lesion_index_for(spec.organ)
-    if (case.label == lesion).any():
-        raise SynthesisError(f"source case already holds {L.INDEX_TO_NAME[lesion]} voxels (not healthy for "
-                             f"{spec.organ})")
+def one_of(specs: TumorSpec | Sequence[TumorSpec]) -> Plan:
+    """The plan "one spec per output case, drawn among those whose organ the case has"."""
+    specs = [specs] if isinstance(specs, TumorSpec) else list(specs)
+    if not specs:
+        raise ValueError("a synthesis plan needs at least one TumorSpec")
+    return lambda case, rng: [pick_spec(specs, case, rng)]
+
+
+def synthesize_case(case: Case, synthesizer: Synthesizer, specs: TumorSpec | Sequence[TumorSpec],
+                    rng: np.random.Generator, out_id: str, seed: int, k: int) -> Case:
+    """One synthetic case from one healthy case (each spec applied in turn), with its provenance sidecar.
+
+    The sidecar schema is the same for every method: generator, seed, rng_key (seed, source
+    case id, k), specs, tumors (one record per tumor), model_hash / sampler / steps (None for
+    methods without them), synthesis (method details) and seconds.
+    """
+    specs = [specs] if isinstance(specs, TumorSpec) else list(specs)
+    for spec in specs:
+        lesion = L.lesion_index_for(spec.organ)
+        if (case.label == lesion).any():
+            raise SynthesisError(f"source case already holds {L.INDEX_TO_NAME[lesion]} voxels (not healthy for "
+                                 f"{spec.organ})")
     t0 = time.perf_counter()
-    res = synthesizer(case.ct.astype(np.float32, copy=False), case.label.astype(np.uint8, copy=False), case.spacing,
-                      spec, rng)
+    ct, label = case.ct.astype(np.float32, copy=False), case.label.astype(np.uint8, copy=False)
+    records: list[dict[str, Any]] = []
+    infos: list[dict[str, Any]] = []
+    for spec in specs:
+        res = synthesizer(ct, label, case.spacing, spec, rng)
+        ct, label = res.ct, res.label
+        records += res.records
+        infos.append({key: v for key, v in res.info.items() if key != "seconds"})
     seconds = time.perf_counter() - t0
     src = case.meta.get("source") if isinstance(case.meta.get("source"), dict) else {}
+    first = infos[0] if infos else {}
     meta: dict[str, Any] = {
         "case_id": out_id,
         "kind": "synthetic",
@@ -71,74 +96,86 @@ def synthesize_case(case: Case, synthesizer: Synthesizer, spec: TumorSpec, rng: 
         "seed": int(seed),
         "rng_key": [int(seed), case.case_id, int(k)],
         "site": case.meta.get("site"),
-        "model_hash": None,
-        "sampler": None,
-        "steps": res.info.get("steps"),
-        "spec": spec.as_dict(),
-        "tumors": res.records,
-        "synthesis": {key: v for key, v in res.info.items() if key != "seconds"},
+        "model_hash": getattr(synthesizer, "model_hash", None) or None,
+        "sampler": first.get("sampler"),
+        "steps": first.get("steps"),
+        "specs": [s.as_dict() for s in specs],
+        "tumors": records,
+        "synthesis": infos[0] if len(infos) == 1 else infos,
         "filter": None,
         "seconds": round(seconds, 3),
     }
-    return Case(out_id, res.ct, res.label, np.array(case.affine), meta)
+    return Case(out_id, ct, label, np.array(case.affine), meta)
 
 
 def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer: Synthesizer,
-                      specs: TumorSpec | Sequence[TumorSpec], seed: int = 0, n_per_case: int = 1,
-                      limit: int | None = None, progress: bool = True) -> BatchReport:
-    """Synthesize ``n_per_case`` tumor cases per healthy case of ``healthy_dir`` into ``out_dir``.
+                      specs: TumorSpec | Sequence[TumorSpec] | Plan, seed: int = 0, n_per_case: int = 1,
+                      limit: int | None = None, progress: bool = True, rank: int = 0, world_size: int = 1,
+                      barrier: Callable[[], None] | None = None) -> BatchReport:
+    """The one cohort loop of every tumor maker: ``n_per_case`` synthetic cases per healthy case.
 
-    specs: one spec or several (one drawn per output case). Already written cases are
-    skipped (resume). Writes ``manifest.jsonl``, ``tumors.csv`` (one row per tumor with
-    its size) and ``synthesis_summary.json`` at the end. Returns the :class:`BatchReport`.
+    specs: one spec or several (one drawn per output case among the organs the case has),
+        or a plan ``(case, rng) -> [TumorSpec, ...]`` (several tumors per case).
+    rank / world_size: this process's shard; job j = (source case, k) belongs to rank
+        ``j % world_size``, so the cohort is the same for any number of processes.
+        ``barrier`` (e.g. accelerate's ``wait_for_everyone``) is called before rank 0 writes
+        the cohort files.
+    Output case ``<source id>_<method>_<k>`` draws from (seed, source case id, k) alone, so a
+    killed run resumes where it stopped with the same result; finished cases are skipped.
+    Rank 0 writes ``manifest.jsonl``, ``tumors.csv`` (one row per tumor with its size) and
+    ``synthesis_summary.json`` at the end. Returns the :class:`BatchReport`.
     """
-    specs = [specs] if isinstance(specs, TumorSpec) else list(specs)
-    if not specs:
-        raise ValueError("synthesize_cohort needs at least one TumorSpec")
+    plan: Plan = specs if callable(specs) and not isinstance(specs, TumorSpec) else one_of(specs)  # type: ignore[arg-type]
     if n_per_case < 1:
         raise ValueError(f"n_per_case must be >= 1, got {n_per_case}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
     out_dir = Path(out_dir)
     if Path(healthy_dir).resolve() == out_dir.resolve():
         raise CohortError(out_dir, "output folder is the healthy cohort itself; choose another --out")
     cohort = open_cohort(healthy_dir)
     report = BatchReport()
-    for cid, why in cohort.problems.items():
-        report.fail(cid, why)
+    if rank == 0:
+        for cid, why in cohort.problems.items():
+            report.fail(cid, why)
     refs = cohort.refs[:limit] if limit else cohort.refs
     if not refs:
         raise CohortError(healthy_dir, "the healthy cohort holds no cases")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cols = (TextColumn("[bold]synthesize {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[case]}"), TimeRemainingColumn())
-    with Progress(*cols, disable=not progress, transient=False, console=Console(stderr=True)) as bar:
-        task = bar.add_task("cases", total=len(refs) * n_per_case, method=synthesizer.name, case="")
-        for ref in refs:
-            todo = [k for k in range(n_per_case) if not case_done(out_dir, output_id(ref.case_id, synthesizer.name, k))]
-            for k in set(range(n_per_case)) - set(todo):
-                report.skipped.append(output_id(ref.case_id, synthesizer.name, k))
-            bar.advance(task, n_per_case - len(todo))
-            if not todo:
+    if rank == 0:
+        clean_stale_temps(out_dir)  # what a killed run left half-written
+    if barrier is not None:
+        barrier()  # no rank writes before the stale temps are gone
+    jobs = [(ref, k) for ref in refs for k in range(n_per_case)]
+    mine = [j for i, j in enumerate(jobs) if i % world_size == rank]
+    name = synthesizer.name
+    desc = f"synthesize {name}" + (f" r{rank}/{world_size}" if world_size > 1 else "")
+    loaded: dict[str, Case] = {}
+    with StepProgress(desc, len(mine), enabled=progress, unit="case") as bar:
+        for ref, k in mine:
+            oid = output_id(ref.case_id, name, k)
+            if case_done(out_dir, oid):
+                report.skipped.append(oid)
+                bar.advance()
                 continue
             try:
-                case = ref.load()
-            except CohortError as e:
-                for k in todo:
-                    report.fail(output_id(ref.case_id, synthesizer.name, k), e)
-                bar.advance(task, len(todo))
-                continue
-            for k in todo:
-                oid = output_id(ref.case_id, synthesizer.name, k)
-                bar.update(task, case=oid)
+                if ref.case_id not in loaded:
+                    loaded.clear()  # one source case in memory
+                    loaded[ref.case_id] = ref.load()
+                case = loaded[ref.case_id]
                 rng = case_rng(seed, ref.case_id, k)
-                try:
-                    spec = pick_spec(specs, case, rng)
-                    write_case(synthesize_case(case, synthesizer, spec, rng, oid, seed, k), out_dir)
-                    report.done.append(oid)
-                except (SynthesisError, CohortError, ValueError) as e:
-                    report.fail(oid, f"source {ref.case_id}: {e}")
-                bar.advance(task)
-    write_manifest(out_dir)
-    summarize_sizes(out_dir)
+                out = synthesize_case(case, synthesizer, plan(case, rng), rng, oid, seed, k)
+                write_case(out, out_dir)
+                report.done.append(oid)
+                bar.advance(info=f"{oid} {out.meta['seconds']:.1f}s")
+            except (SynthesisError, CohortError, ValueError) as e:
+                report.fail(oid, f"source {ref.case_id}: {e}")
+                bar.advance()
+    if barrier is not None:
+        barrier()
+    if rank == 0:
+        write_manifest(out_dir)
+        summarize_sizes(out_dir)
     return report
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from evaluation.scaling import (
     CohortSource,
+    FilterStep,
     Grid,
     PhantomCohort,
     ScalingConfig,
@@ -48,7 +49,7 @@ def test_config_checks(tmp_path):
     with pytest.raises(ValueError, match="grid.sources names 'ca'"):
         load_scaling_config(p)
     p.write_text("synthetic:\n  - {name: ca}\n")
-    with pytest.raises(ValueError, match="needs exactly one of path or method"):
+    with pytest.raises(ValueError, match="needs exactly one of path, method or filtered_from"):
         load_scaling_config(p)
 
 
@@ -82,3 +83,73 @@ def test_study_runs_resumes_and_reports(tmp_path):
         for split in ("id", "ood"):
             assert row[f"{split}_dsc"] == pytest.approx(cell[split]["dsc"], nan_ok=True)
     assert "real + rules x1" in (out / "report" / "report.html").read_text() or (out / "report" / "scaling_dsc.png").exists()
+
+
+def test_diffusion_and_filtered_sources_load(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("synthetic:\n"
+                 "  - {name: diffusion, method: diffusion, params: {model: /m, steps: 4}}\n"
+                 "  - {name: diffusion_filtered, filtered_from: diffusion, filter: {model: /d}}\n"
+                 "  - {name: ca_otf, method: ca, onthefly: true}\n"
+                 "grid: {sources: [none, diffusion, diffusion_filtered, ca_otf]}\n")
+    cfg = load_scaling_config(p)
+    assert [s.name for s in cfg.synthetic] == ["diffusion", "diffusion_filtered", "ca_otf"]
+    assert cfg.synthetic[0].params == {"model": "/m", "steps": 4} and cfg.synthetic[1].filter.model == "/d"
+    for text, match in [
+        ("synthetic:\n  - {name: d, method: diffusion}\n", "needs params.model"),
+        ("synthetic:\n  - {name: d, method: gan}\n", "unknown synthesizer 'gan'"),
+        ("synthetic:\n  - {name: r, method: rules, params: {colour: 1}}\n", "colour"),
+        ("synthetic:\n  - {name: f, filtered_from: d, filter: {model: /d}}\n", "must name a source listed before"),
+        ("synthetic:\n  - {name: r, method: rules}\n  - {name: f, filtered_from: r}\n", "needs filter.model"),
+        ("synthetic:\n  - {name: r, method: rules, onthefly: true}\n  - {name: f, filtered_from: r, filter: {model: /d}}\n",
+         "cannot filter the on-the-fly source"),
+    ]:
+        p.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_scaling_config(p)
+
+
+@pytest.mark.slow
+def test_study_makes_diffusion_and_filtered_diffusion_sources_itself(tmp_path):
+    import torch
+
+    from cohort.config import config_dir, load_config
+    from cohort.layouts import open_cohort
+    from generative.diffusion.config import GenerativeConfig
+    from generative.diffusion.training import build_pipeline
+    from generative.quality import FilterConfig, train_discriminator
+    from generative.quality.toy import write_toy_cohort
+    from tests.generative.test_quality_pipeline import TINY
+
+    torch.manual_seed(0)
+    gcfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml",
+                       ["data.spacing_mm=[6.0,6.0,6.0]"])
+    build_pipeline(gcfg).save_pretrained(tmp_path / "model")
+    disc = train_discriminator([write_toy_cohort(tmp_path / "real", 8, "real", seed=1)],
+                               [write_toy_cohort(tmp_path / "syn", 8, "noise", seed=2)],
+                               load_config(FilterConfig, TINY), tmp_path / "disc")
+    cfg = tiny_study()
+    cfg.synthetic = [
+        SyntheticSource(name="diffusion", method="diffusion",
+                        params={"model": str(tmp_path / "model"), "steps": 2, "roi_size": [32, 32, 32],
+                                "margin_mm": 0.0, "size_mix": {"small": 1.0}, "device": "cpu"}),
+        SyntheticSource(name="diffusion_filtered", filtered_from="diffusion",
+                        filter=FilterStep(model=str(disc), config=str(TINY))),
+    ]
+    cfg.grid = Grid(real_sizes=[1], sources=["diffusion", "diffusion_filtered"], ratios=[1.0], seeds=[0])
+    out = tmp_path / "study"
+    rep = run_study(cfg, out, show=False)
+    made = open_cohort(out / "data" / "synthetic_diffusion").refs
+    assert made and all("_diffusion_" in r.case_id for r in made)
+    manifest = out / "data" / "filtered_diffusion_filtered" / "manifest.jsonl"
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert len(rows) == len(made) and all("accepted" in r for r in rows)
+    n_acc = sum(bool(r["accepted"]) for r in rows)
+    cell = out / "cells" / "real001_diffusion_filtered_x1_seed0" / "cell.json"
+    if n_acc:
+        assert rep.ok, rep.summary()
+        counts = json.loads(cell.read_text())["source_counts"]["sources"]["diffusion_filtered"]
+        assert counts["cases"] == n_acc  # the cell trained on the accepted cases only
+    else:  # nothing accepted: the cell says so instead of training on rejected cases
+        assert "real001_diffusion_filtered_x1_seed0" in rep.failed
+    assert (out / "cells" / "real001_diffusion_x1_seed0" / "cell.json").exists()

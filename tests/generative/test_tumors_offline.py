@@ -104,6 +104,6 @@ def test_cli_bad_spec_and_config_errors(tmp_path, capsys):
                "--spec", "organ=liver,colour=red"])
     assert rc == 2
     rc = main(["synthesize", "--method", "ca", "--healthy", str(src), "--out", str(tmp_path / "o"),
-               "--set", "ca.no_such_key=1"])
+               "--set", "params.no_such_key=1"])
     assert rc == 2
     assert "no_such_key" in capsys.readouterr().err

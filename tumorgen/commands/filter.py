@@ -83,25 +83,12 @@ def _config(args):
 
 
 def build_segmentor(run: Path | None, device: str = "cpu"):
-    """A callable ``(ct HU (X, Y, Z), spacing) -> lesion probability map`` from a segmentation run, or None."""
+    """The FreeTumor gate's segmentor (:func:`segmentation.predict.build_segmentor`), or None."""
     if run is None:
         return None
-    try:
-        from segmentation.networks import load_model, resolve_model_dir
-        from segmentation.predict import predict_case
-    except ImportError as e:  # the segmentation stage is not installed or not built
-        raise SystemExit(f"--segmentor {run}: the FreeTumor gate needs the segmentation stage ({e})") from None
-    import numpy as np
+    from segmentation.predict import build_segmentor as build
 
-    from cohort.case import Case
-
-    model = load_model(resolve_model_dir(run), device=device)
-
-    def segment(ct_hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-        case = Case("freetumor_gate", ct_hu, np.zeros(ct_hu.shape, np.uint8), np.diag([*spacing, 1.0]), {})
-        return predict_case(model, case, save_prob=True).tumor_prob
-
-    return segment
+    return build(run, device)
 
 
 def _errors():

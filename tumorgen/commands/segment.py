@@ -1,17 +1,14 @@
 """`tumorgen segment train`: train tumor segmentation on real + synthetic cohorts.
 
-Resolves a named on-the-fly synthesizer (``onthefly: {method: ca, ...}``) into
-an object here, because only ``tumorgen`` composes the generators with
-segmentation. For several processes: ``accelerate launch -m tumorgen.cli segment train ...``.
+Resolves a named on-the-fly synthesizer (``onthefly: {method: ca, ...}``) into an
+object through the synthesizer registry (:func:`generative.registry.resolve_onthefly`):
+``segmentation`` never imports the generators. For several processes: ``accelerate launch -m tumorgen.cli segment train ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 from pathlib import Path
-from typing import Any
 
 from tumorgen.commands._common import add_set_argument, console
 
@@ -30,39 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def resolve_synthesizer(method: str, params: dict[str, Any]) -> tuple[Any, Any]:
-    """(synthesizer, spec_for) for a named method.
-
-    ``params`` keys that are :class:`generative.tumors.base.TumorSpec` fields
-    (size, diameter_mm, steps, count) shape every tumor; the rest configure the
-    synthesizer (its ``<Name>Config`` dataclass).
-    """
-    from generative.tumors.base import TumorSpec
-
-    spec_keys = {f.name for f in dataclasses.fields(TumorSpec)} - {"organ"}
-    spec_kw = {k: v for k, v in params.items() if k in spec_keys}
-    synth_kw = {k: v for k, v in params.items() if k not in spec_keys}
-    tumors = importlib.import_module("generative.tumors")
-    try:
-        synth = tumors.make_synthesizer(method)
-        if synth_kw:
-            # the synthesizer's own config dataclass (CAConfig, RulesConfig) takes the remaining params
-            cfg_cls = type(synth.config)
-            known = {f.name for f in dataclasses.fields(cfg_cls)}
-            unknown = sorted(set(synth_kw) - known)
-            if unknown:
-                raise ValueError(f"onthefly.params: unknown key(s) {unknown} for {cfg_cls.__name__} or TumorSpec; "
-                                 f"known: {sorted(known | spec_keys)}")
-            synth = tumors.make_synthesizer(method, cfg_cls(**synth_kw))
-    except ValueError as e:
-        raise SystemExit(f"onthefly: {e}") from None
-
-    def spec_for(organ: str, rng) -> Any:
-        return TumorSpec(organ=organ, **spec_kw)
-
-    return synth, spec_for
-
-
 def run_train(args: argparse.Namespace) -> int:
     from cohort.config import ConfigError
     from cohort.errors import CohortError
@@ -76,7 +40,13 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     synth = spec_for = None
     if cfg.onthefly.method is not None:
-        synth, spec_for = resolve_synthesizer(cfg.onthefly.method, dict(cfg.onthefly.params))
+        from generative.registry import resolve_onthefly
+
+        try:
+            synth, spec_for = resolve_onthefly(cfg.onthefly.method, dict(cfg.onthefly.params))
+        except (ConfigError, ValueError) as e:
+            console.print(f"[red]config error[/red] onthefly: {e}")
+            return 2
     run_dir = args.run_dir or Path("runs/segmentation") / (args.config.stem if args.config else "default")
     try:
         model = train_segmentation(cfg, run_dir, resume=args.resume, synthesizer=synth, spec_for=spec_for,

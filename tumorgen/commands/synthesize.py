@@ -1,23 +1,29 @@
-"""`tumorgen synthesize`: CA (Pixel2Cancer) or rule-based (SyntheticTumors) tumors in a healthy cohort."""
+"""`tumorgen synthesize`: tumors from any registered maker (CA, rules, diffusion, ...) in a healthy cohort."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from tumorgen.commands._common import add_set_argument, console, report_exit
+from tumorgen.commands._common import add_set_argument, console, discard_new_output, report_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from generative.registry import synthesizer_names
+
     p = subparsers.add_parser(
         "synthesize",
-        help="insert CA or rule-based tumors into a healthy cohort (the baselines)",
-        description="For each healthy case, grow (--method ca, Pixel2Cancer cellular automaton) or draw "
-                    "(--method rules, SyntheticTumors ellipsoids) tumors and write AbdomenAtlas case folders with "
-                    "provenance sidecars (tumor sizes included), manifest.jsonl, tumors.csv and "
-                    "synthesis_summary.json. Finished cases are skipped (resumable); bad source cases are "
-                    "reported and make the exit status 1.")
-    p.add_argument("--method", required=True, choices=("ca", "rules"))
+        help="insert tumors from a registered maker (ca, rules, diffusion, ...) into a healthy cohort",
+        description="For each healthy case, grow (--method ca, Pixel2Cancer cellular automaton), draw "
+                    "(--method rules, SyntheticTumors ellipsoids) or inpaint (--method diffusion --model DIR) tumors "
+                    "and write AbdomenAtlas case folders with provenance sidecars (tumor sizes included), "
+                    "manifest.jsonl, tumors.csv and synthesis_summary.json. Finished cases are skipped (resumable); "
+                    "bad source cases are reported and make the exit status 1. `tumorgen sample` is the same loop "
+                    "with several diffusion tumors per case.")
+    p.add_argument("--method", required=True, choices=synthesizer_names(),
+                   help="a registered tumor maker (generative.registry)")
+    p.add_argument("--model", type=Path, default=None, help="diffusion: the controlnet stage's model folder "
+                   "(same as --set params.model=DIR)")
     p.add_argument("--healthy", required=True, type=Path, metavar="COHORT", help="healthy cohort (any layout)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output cohort folder")
     p.add_argument("--config", type=Path, default=None,
@@ -28,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="cohort seed (default: the config's)")
     p.add_argument("--n-per-case", type=int, default=None, help="synthetic cases per healthy case")
     p.add_argument("--limit", type=int, default=None, help="use at most this many healthy cases")
-    p.add_argument("--device", default=None, help="CA device: cpu, cuda or auto (default: the config's)")
+    p.add_argument("--device", default=None, help="device of the maker: cpu, cuda (CA also auto; default: the config's)")
     p.add_argument("--compat", action="store_true", help="CA: pixel2cancer_compat (reproduce the reference quirks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_set_argument(p)
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from generative.tumors.config import SynthesisConfig
 
     path = args.config or (config_dir() / "generative" / f"synth_{args.method}.yaml")
+    if args.config is None and not path.exists():
+        path = None  # a registered maker without a shipped YAML: its defaults
     overrides = [f"method={args.method}"] + list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -51,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         overrides.append(f"limit={args.limit}")
     if args.device is not None:
-        overrides.append(f"ca.device={args.device}")
+        overrides.append(f"params.device={args.device}")
+    if args.model is not None:
+        overrides.append(f"params.model={args.model}")
     if args.compat:
-        overrides.append("ca.compat=true")
+        overrides.append("params.compat=true")
     try:
         cfg = load_config(SynthesisConfig, path, overrides)
         if args.spec:
@@ -64,12 +74,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     console.print(f"synthesize: {cfg.method} on {args.healthy} -> {args.out} (seed {cfg.seed}, "
                   f"{cfg.n_per_case} per case, specs {[s.as_dict() for s in cfg.specs]})")
+    existed = args.out.exists()
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, args.out / "synthesis_config.yaml")
         report = synthesize_cohort(args.healthy, args.out, synth, cfg.specs, seed=cfg.seed,
                                    n_per_case=cfg.n_per_case, limit=cfg.limit or None, progress=not args.no_progress)
     except (CohortError, ValueError) as e:
+        # refused before any case was written (e.g. no --healthy cohort): leave no folder behind
+        discard_new_output(args.out, existed, own=("synthesis_config.yaml",))
         console.print(f"[red]error:[/red] {e}")
         return 2
     summary = summarize_sizes(args.out)
