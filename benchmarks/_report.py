@@ -20,3 +20,23 @@ def write_section(md: Path, begin: str, end: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     write_text(md, text)
     print(f"wrote {md}")
+
+
+def machine_line() -> str:
+    """The hardware every benchmark number is measured on: device, CPU capability and whether bf16
+    is native (what ``mixed_precision: auto`` picks), threads, load, versions."""
+    import os
+    import platform
+
+    import torch
+
+    from cohort.hardware import cpu_kind, cpu_model, resolve_precision
+
+    if torch.cuda.is_available():
+        dev = f"{torch.cuda.get_device_name(0)} (auto precision {resolve_precision('auto', 'cuda').label})"
+    else:
+        dev = f"{cpu_model()}, {os.cpu_count()} cores"
+    load = os.getloadavg()[0]
+    return (f"{dev}; CPU {cpu_kind()} (auto precision on CPU: {resolve_precision('auto', 'cpu').label}); "
+            f"{torch.get_num_threads()} torch threads, load average {load:.1f}; torch {torch.__version__}, "
+            f"python {platform.python_version()}")

@@ -237,9 +237,9 @@ def main() -> None:
                 ratios.append(r)
                 print(json.dumps(r), flush=True)
 
-    dev = (torch.cuda.get_device_name(0) if a.device == "cuda" else
-           f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), shared with other jobs; torch threads "
-           f"{a.threads}, CA growth pinned to CAConfig.cpu_threads=1")
+    from _report import machine_line
+
+    dev = machine_line() + ("" if a.device == "cuda" else "; CA growth pinned to CAConfig.cpu_threads=1 (fp32)")
     lines = ["\n## CA and rule-based tumor synthesis (generative.tumors)\n",
              f"`python benchmarks/bench_ca.py{' --device cuda' if a.device == 'cuda' else ''}` "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Machine: {dev}; torch {torch.__version__}, numpy {np.__version__}, python {platform.python_version()}. "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -60,10 +59,9 @@ def store(part: str, value) -> None:
 
 
 def machine() -> str:
-    import torch
+    from _report import machine_line
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU ({platform.machine()})"
-    return f"{dev}, torch {torch.__version__}, python {platform.python_version()}"
+    return machine_line()
 
 
 def part_data(args) -> None:

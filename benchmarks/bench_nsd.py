@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
@@ -93,8 +92,9 @@ def main() -> None:
 
     cpus = os.cpu_count()
     print(f"## NSD at 2 mm: bounding-box crop vs full volume ({shape[0]}x{shape[1]}x{shape[2]})\n")
-    print(f"Machine: {platform.processor() or platform.machine()}, {cpus} CPU cores (shared), "
-          f"numpy {np.__version__}, python {platform.python_version()}.\n")
+    from _report import machine_line
+
+    print(f"Machine: {machine_line()}; {cpus} CPU cores, numpy {np.__version__} (float64, no autocast).\n")
     print("| path | time (s) | NSD |")
     print("|---|---|---|")
     print(f"| full volume (reference, no crop) | {t_full:.2f} | {nsd_full:.6f} |")

@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the toy case comes from tests/toys.py
+
 ROI = 64
 CONFIGS = [  # (name, sampler, steps, precision, implementation)
     ("ours rflow-10 fp32", "rflow", 10, "no", "ours"),
@@ -60,9 +63,9 @@ def _inputs(pipe):
     import numpy as np
     import torch
 
-    from generative.diffusion.data import make_toy_case
+    from tests.toys import toy_abdomen_case
 
-    case = make_toy_case("bench", shape=(ROI,) * 3, seed=0)
+    case = toy_abdomen_case("bench", shape=(ROI,) * 3, seed=0)
     lab = torch.from_numpy(case.label.astype(np.int64))[None, None]
     img = torch.rand(1, 1, ROI, ROI, ROI, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros_like(img)
@@ -156,6 +159,9 @@ def main(argv=None) -> int:
     if "measured_steps" in ref:
         print(f"(MONAI DDPM-1000: {ref['measured_seconds']:.1f} s measured over {ref['measured_steps']} steps, scaled x"
               f"{1000 / ref['measured_steps']:.0f})")
+    from _report import machine_line
+
+    print(f"\nMachine: {machine_line()}")
     print("\n| configuration | steps | s / 64^3 ROI | speed-up vs MONAI DDPM-1000 | peak RSS MB | memory ratio |")
     print("|---|---|---|---|---|---|")
     for r in rows:

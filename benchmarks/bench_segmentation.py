@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -76,24 +75,9 @@ def store(part: str, value) -> None:
 
 
 def machine() -> str:
-    import torch
+    from _report import machine_line
 
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
-    return f"{cpu}, {_threads()} torch threads of {os.cpu_count()} cores (load average {load:.1f}), torch {torch.__version__}"
-
-
-# ----------------------------------------------------------------------------- speed
-
+    return machine_line()
 
 def speed_worker(spec: dict) -> dict:
     """One configuration, measured in this process. spec: patch, precision, synth, steps, cohort."""
