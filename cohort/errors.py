@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +66,3 @@ class BatchReport:
         lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"]
         lines += [f"  FAILED {cid}: {why}" for cid in sorted(self.failed) for why in self.problems(cid)]
         return "\n".join(lines)
-
-    def to_json(self) -> str:
-        return json.dumps({"done": self.done, "skipped": self.skipped, "failed": self.failed,
-                           "reasons": {cid: self.problems(cid) for cid in self.failed}}, indent=2)

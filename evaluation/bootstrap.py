@@ -89,13 +89,6 @@ def ratio_summary(num: np.ndarray, den: np.ndarray, idx: np.ndarray, level: floa
     return Summary(value, lo, hi, int(round(total)))
 
 
-def mean_summary(values: np.ndarray, idx: np.ndarray, level: float = 0.95) -> Summary:
-    """Mean of the finite entries of ``values`` (N,) with its bootstrap interval; NaN entries are excluded."""
-    values = np.asarray(values, dtype=np.float64)
-    valid = np.isfinite(values)
-    return ratio_summary(np.where(valid, values, 0.0), valid.astype(np.float64), idx, level)
-
-
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` (N,) for labels ``positive`` (N,) bool.
 

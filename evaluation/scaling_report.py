@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cohort.io import read_json, write_json, write_text
+from cohort.report import html_page, markdown_table_html
 from evaluation.scaling import HEADLINE
 
 SPLITS = (("id", "in-distribution"), ("ood", "out-of-distribution"))
@@ -140,26 +141,14 @@ def write_report(out: str | Path, note: str | None = None) -> Path:
             if n is not None:
                 n_test[split] = n
     small = max(r["n_real"] for r in results) < 20 or min(n_test.values() or [0]) < 20
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Scaling study</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#eee}.warn{background:#fff3cd;padding:8px}</style>",
-             "</head><body><h1>Scaling study: segmentation vs number of real CTs</h1>"]
+    parts = ["<h1>Scaling study: segmentation vs number of real CTs</h1>"]
     if note:
         parts.append(f"<p>{html.escape(note)}</p>")
     if small:
         parts.append("<p class='warn'>Small study: few real training cases and/or few test cases per split "
                      f"(test cases with tumors: {n_test}). Differences between sources at this size are within "
                      "noise; read the bootstrap intervals before any conclusion.</p>")
-    parts.append("<h2>Table (mean over seeds ± SD)</h2>" + _md_to_html(md))
+    parts.append("<h2>Table (mean over seeds ± SD)</h2>" + markdown_table_html(md))
     for p in pngs:
         parts.append(f"<h3>{html.escape(p.stem.replace('scaling_', ''))}</h3><img src='{p.name}' width='1000'>")
-    parts.append("</body></html>")
-    return write_text(rdir / "report.html", "\n".join(parts))
-
-
-def _md_to_html(md: str) -> str:
-    lines = [ln for ln in md.strip().splitlines() if not ln.startswith("|---")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]
-    return "\n".join(out + ["</table>"])
+    return write_text(rdir / "report.html", html_page("Scaling study", parts))

@@ -186,13 +186,6 @@ class SurfaceDistances:
                     + self.areas_pred[self.distances_pred_to_gt <= tolerance_mm].sum())
         return hit / total
 
-    def surface_overlap(self, tolerance_mm: float) -> tuple[float, float]:
-        """Fraction of GT area near the prediction and of predicted area near the GT."""
-        def frac(d: np.ndarray, a: np.ndarray) -> float:
-            tot = float(a.sum())
-            return float(a[d <= tolerance_mm].sum()) / tot if tot > 0 else float("nan")
-        return frac(self.distances_gt_to_pred, self.areas_gt), frac(self.distances_pred_to_gt, self.areas_pred)
-
 
 def _union_bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box of ``a | b`` as slices, or None when both are empty."""

@@ -9,7 +9,9 @@ The pipeline of one training draw ``i`` (deterministic in ``(seed, i)``):
    preprocessing is not redone every epoch (MONAI's CacheDataset idea).
 3. With probability ``onthefly.prob`` a healthy real case gets a synthetic
    tumor from the caller's synthesizer, applied to the patch only so that
-   synthesis stays cheap next to the training step.
+   synthesis stays cheap next to the training step
+   (:func:`segmentation.synthesis.synthesize_patch`, the path the MONAI
+   transform ``RandTumorSynthesisd`` takes too).
 4. A patch is cropped around a foreground voxel (``pos_fraction``) or a random
    background voxel, HU are clipped and scaled to [0, 1], labels are mapped to
    output channels, and MONAI augmentation (affine, flips, intensity) runs.
@@ -33,6 +35,7 @@ from cohort import labels as L
 from cohort.case import Case, CaseRef
 from cohort.errors import CohortError
 from segmentation.config import DataConfig, OnTheFlyConfig, SegConfig, SourceConfig
+from segmentation.synthesis import Synthesis, synthesize_patch
 
 #: at most this many voxel indices are kept per case and region to centre crops on
 MAX_CENTRE_CANDIDATES = 20000
@@ -106,8 +109,10 @@ class ClassMap:
 def open_source(src: SourceConfig, seed: int = 0, problems: dict[str, str] | None = None) -> list[CaseRef]:
     """The case references of a source: its cohort (or manifest), filtered and subset as configured.
 
-    ``accepted_only`` keeps references whose manifest line / sidecar says
-    ``accepted: true``. ``max_cases`` keeps a subset drawn with ``seed`` (stable
+    ``accepted_only`` keeps the cases the quality filter accepted, by cohort's one
+    rule (:func:`cohort.layouts.manifest.keep_accepted`: the manifest line's or the
+    sidecar's ``accepted``; no decision is not accepted; a cohort that was never
+    filtered is an error). ``max_cases`` keeps a subset drawn with ``seed`` (stable
     across runs, nested: the first n of a larger subset are the same cases).
     ``problems``, when given, receives the cases the listing found but cannot
     use ({case id: why}: a case folder without its CT, a dangling link), so the
@@ -119,10 +124,8 @@ def open_source(src: SourceConfig, seed: int = 0, problems: dict[str, str] | Non
     if problems is not None:
         problems.update(cohort.problems)
     refs = list(cohort.refs)
-    if src.accepted_only:
-        refs = [r for r in refs if _accepted(r)]
-        if not refs:
-            raise CohortError(src.path, f"source {src.name!r}: no case is marked accepted (accepted_only: true)")
+    if src.accepted_only and not refs:
+        raise CohortError(src.path, f"source {src.name!r}: no case is marked accepted (accepted_only: true)")
     if not refs:
         raise CohortError(src.path, f"source {src.name!r}: the cohort has no cases")
     refs.sort(key=lambda r: r.case_id)
@@ -130,21 +133,6 @@ def open_source(src: SourceConfig, seed: int = 0, problems: dict[str, str] | Non
         order = np.random.default_rng([seed, _stable_int(src.name)]).permutation(len(refs))
         refs = [refs[i] for i in sorted(order[: src.max_cases])]
     return refs
-
-
-def _accepted(ref: CaseRef) -> bool:
-    extra = ref.extra or {}
-    if "accepted" in extra:
-        return bool(extra["accepted"])
-    filt = extra.get("filter")
-    if isinstance(filt, dict) and "accepted" in filt:
-        return bool(filt["accepted"])
-    if ref.sidecar is not None and Path(ref.sidecar).exists():
-        from cohort.io import read_json
-
-        meta = read_json(ref.sidecar)
-        return bool((meta.get("filter") or {}).get("accepted", False))
-    return False
 
 
 def _stable_int(text: str) -> int:
@@ -357,15 +345,6 @@ def build_augmentation(data: DataConfig) -> T.Compose:
     ])
 
 
-@dataclass
-class Synthesis:
-    """What on-the-fly synthesis did on one draw (for bookkeeping and the benchmark)."""
-
-    applied: bool = False
-    organ: str | None = None
-    seconds: float = 0.0
-
-
 class PatchDataset(torch.utils.data.Dataset):
     """Training patches for draw indices (see the module docstring).
 
@@ -447,21 +426,11 @@ class PatchDataset(torch.utils.data.Dataset):
             centre = self._centre(c, rng, c.candidates(L.organ_indices(organ)))
             ct = crop_patch(c.ct_hu, centre, self.patch, pad_value=-1000).astype(np.float32)
             lab = crop_patch(c.label, centre, self.patch, pad_value=0).copy()
-            import time
-
-            t0 = time.perf_counter()
             spec = self.spec_for(organ, rng) if self.spec_for is not None else organ
-            try:
-                res = self.synthesizer(ct, lab, c.spacing, spec, rng)
-            except ValueError:
-                # the organ is too small in this patch for the method (SynthesisError is a
-                # ValueError): train on the healthy patch rather than stop the run
-                return ct, lab, Synthesis(False, organ, time.perf_counter() - t0)
-            syn = Synthesis(True, organ, time.perf_counter() - t0)
-            new_ct, new_lab = np.asarray(res.ct, np.float32), np.asarray(res.label, np.uint8)
-            if new_ct.shape != ct.shape or new_lab.shape != lab.shape:
-                raise ValueError(f"synthesizer returned shapes {new_ct.shape}/{new_lab.shape} for a {ct.shape} patch")
-            return new_ct, new_lab, syn
+            # a ValueError (SynthesisError is one) means the organ is too small in this patch for
+            # the method: train on the healthy patch rather than stop the run
+            ct, lab, syn = synthesize_patch(self.synthesizer, ct, lab, c.spacing, spec, rng, skip=ValueError)
+            return ct, lab, Synthesis(syn.applied, organ, syn.seconds)
         centre = self._centre(c, rng)
         return (crop_patch(c.ct_hu, centre, self.patch, pad_value=-1000),
                 crop_patch(c.label, centre, self.patch, pad_value=0), syn)

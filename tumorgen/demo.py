@@ -302,13 +302,10 @@ def _report(cfg: DemoConfig, out: Path, data: Path, stages: Stages) -> dict[str,
 
 
 def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) -> Path:
-    from evaluation.scaling_report import _md_to_html
+    from cohort.report import html_page, markdown_table_html
 
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>tumorgen demo</title><style>"
-             "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}.warn{background:#fff3cd;padding:8px}"
-             "</style></head><body><h1>tumorgen demo report</h1>",
+    parts = ["<h1>tumorgen demo report</h1>",
              "<p class='warn'>Demo sizes: a handful of phantom cases per cohort and minutes of CPU training. "
              "The numbers are real measurements on held-out phantoms, but at this size they show that the chain works, "
              "not which synthetic source is better. Run <code>tumorgen scaling run --config "
@@ -327,7 +324,7 @@ def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) 
         lines = (ev / "generator_eval.md").read_text().splitlines()
         table = "\n".join(ln for ln in lines if ln.startswith("|"))
         items = "".join(f"<li>{e(ln.strip().lstrip('- '))}</li>" for ln in lines if ln.strip().startswith("- "))
-        parts.append(f"<h2>Generator</h2><ul>{items}</ul>" + (_md_to_html(table) if table else ""))
+        parts.append(f"<h2>Generator</h2><ul>{items}</ul>" + (markdown_table_html(table) if table else ""))
         if (ev / "tumor_montage.png").exists():
             parts.append(f"<img src='{(ev / 'tumor_montage.png').relative_to(out)}' width='900'>")
     elif gen:
@@ -338,11 +335,10 @@ def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) 
                      f"<a href='{e(filt.get('audit', ''))}'>Open the audit report</a>.</p>")
     parts.append("<h2>Scaling study</h2><p><a href='scaling/report/report.html'>Full scaling report</a></p>")
     if table_md:
-        parts.append(_md_to_html(table_md))
+        parts.append(markdown_table_html(table_md))
     for png in sorted((out / "scaling" / "report").glob("scaling_*.png")):
         parts.append(f"<img src='{png.relative_to(out)}' width='1000'>")
-    parts.append("</body></html>")
-    return write_text(out / "report.html", "\n".join(parts))
+    return write_text(out / "report.html", html_page("tumorgen demo", parts))
 
 
 def run_demo(out: str | Path, config: str | Path | None = None, overrides: list[str] | None = None) -> Path:

@@ -13,7 +13,16 @@ from cohort.errors import CohortError
 from cohort.layouts.abdomenatlas import case_dir, case_done, is_abdomenatlas, read_abdomenatlas, write_case
 from cohort.layouts.base import Cohort
 from cohort.layouts.kits import is_kits, read_kits
-from cohort.layouts.manifest import MANIFEST_NAME, read_manifest, read_rows, write_manifest, write_rows
+from cohort.layouts.manifest import (
+    MANIFEST_NAME,
+    filter_decision,
+    is_accepted,
+    keep_accepted,
+    read_manifest,
+    read_rows,
+    write_manifest,
+    write_rows,
+)
 from cohort.layouts.msd import is_msd, read_msd
 from cohort.layouts.nnunet import NnUNetWriter, is_nnunet, read_nnunet
 from cohort.layouts.single import read_single
@@ -51,7 +60,9 @@ def open_cohort(path: str | Path, layout: str | None = None, mapping: Any = None
     """Open a cohort in any supported layout (auto-detected unless ``layout`` is given).
 
     ``mapping`` (manifests only): a named mapping ("totalsegmentator_v2") or
-    ``{value: name}``. ``accepted_only``: for filtered manifests, keep accepted cases.
+    ``{value: name}``. ``accepted_only``: keep the cases the quality filter accepted
+    (:func:`cohort.layouts.manifest.keep_accepted`: a case without a decision is not
+    accepted, and a cohort without any decision is a CohortError).
     """
     path = Path(path)
     layout = layout or detect_layout(path)
@@ -68,10 +79,12 @@ def open_cohort(path: str | Path, layout: str | None = None, mapping: Any = None
         return read_manifest(path, mapping=mapping, accepted_only=accepted_only)
     if layout not in readers:
         raise CohortError(path, f"unknown layout {layout!r}; choose one of {LAYOUTS}")
-    return readers[layout](path)
+    cohort = readers[layout](path)
+    return keep_accepted(cohort) if accepted_only else cohort
 
 
 __all__ = [
     "Cohort", "open_cohort", "detect_layout", "write_case", "case_done", "case_dir", "write_manifest",
-    "read_manifest", "read_rows", "write_rows", "NnUNetWriter", "LAYOUTS", "MANIFEST_NAME",
+    "read_manifest", "read_rows", "write_rows", "NnUNetWriter", "LAYOUTS", "MANIFEST_NAME", "filter_decision",
+    "is_accepted", "keep_accepted",
 ]

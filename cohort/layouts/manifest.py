@@ -5,12 +5,16 @@ optionally ``mapping`` (a named mapping such as ``totalsegmentator_v2`` or
 ``vocabulary``, or a JSON object ``{"value": "name"}``) and ``accepted``
 (written by the quality filter). Relative paths are taken from the manifest's
 folder. The product writes ``manifest.jsonl`` beside every cohort it makes.
+
+The ``accepted`` rule (``accepted_only``, every layout) is :func:`keep_accepted`,
+built on :func:`filter_decision` / :func:`is_accepted`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,8 +84,6 @@ def read_manifest(path: Path, mapping: Any = None, accepted_only: bool = False) 
         if not cid or not img:
             cohort.problems[cid or f"line{n}"] = f"{path}: row {n} needs case_id and ct"
             continue
-        if accepted_only and str(row.get("accepted", True)).lower() in ("false", "0", "no"):
-            continue
         img = (path.parent / img) if not Path(img).is_absolute() else Path(img)
         lab = row.get("label")
         lab = ((path.parent / lab) if not Path(lab).is_absolute() else Path(lab)) if lab else None
@@ -90,7 +92,73 @@ def read_manifest(path: Path, mapping: Any = None, accepted_only: bool = False) 
         extra = {k: v for k, v in row.items() if k not in ("case_id", "ct", "image", "label", "mapping")}
         cohort.refs.append(CaseRef(cid, img, lab, "manifest", partial(_load, mp, unmapped),
                                    sidecar if sidecar.exists() else None, extra))
-    return cohort
+    return keep_accepted(cohort) if accepted_only else cohort
+
+
+# ----------------------------------------------------------------------------- the accepted rule
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def filter_decision(record: Mapping[str, Any] | None, where: str | Path | None = None) -> bool | None:
+    """The quality filter's decision recorded for one case: True, False, or None when there is none.
+
+    ``record``: a manifest row (``CaseRef.extra``) or a case's provenance (the ``case.json``
+    sidecar, ``Case.meta``). Read from ``accepted`` (a bool, or the text true/false, 1/0, yes/no
+    of a CSV manifest, any case), else from the sidecar's ``filter`` block (``filter.accepted``).
+    A missing, null or empty value is no decision; any other value is a CohortError at ``where``.
+    """
+    if not record:
+        return None
+    value = record.get("accepted")
+    if value is None and isinstance(record.get("filter"), Mapping):
+        value = record["filter"].get("accepted")
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if not text:
+        return None  # an empty CSV cell
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise CohortError(where, f"accepted must be true or false, got {value!r}")
+
+
+def is_accepted(record: Mapping[str, Any] | None, where: str | Path | None = None) -> bool:
+    """Whether the quality filter accepted the case of ``record`` (see :func:`filter_decision`).
+
+    No decision is not acceptance: a case the filter never judged is not "accepted".
+    """
+    return filter_decision(record, where) is True
+
+
+def keep_accepted(cohort: Cohort) -> Cohort:
+    """The cases of ``cohort`` the quality filter accepted: what ``accepted_only`` means everywhere.
+
+    A case's decision is its manifest row's (``accepted``), else its sidecar's. Rules:
+
+    - a case marked accepted is kept; one marked rejected is dropped;
+    - a case with no decision is dropped (the filter never judged it; the filter's own manifest
+      writes ``accepted`` on every line, so this only happens in a hand-merged list);
+    - a cohort where *no* case carries a decision was never filtered, and asking for its accepted
+      cases is a CohortError, not "keep them all": training on unfiltered cases while the config
+      says ``accepted_only`` would be a silent mistake. Point ``accepted_only`` at the filter's
+      ``manifest.jsonl`` (``tumorgen filter apply``), or drop it.
+
+    Listing problems are kept. Every case rejected leaves an empty cohort (the caller says so).
+    """
+    kept, decided = [], 0
+    for ref in cohort.refs:
+        decision = filter_decision(ref.extra, cohort.root)
+        if decision is None and ref.sidecar is not None:
+            decision = filter_decision(read_sidecar(ref.sidecar), ref.sidecar)
+        decided += decision is not None
+        if decision is True:
+            kept.append(ref)
+    if cohort.refs and not decided:
+        raise CohortError(cohort.root, "accepted_only: no case carries a quality-filter decision (accepted), so this "
+                                       "cohort was never filtered; use the filter's manifest.jsonl (tumorgen filter "
+                                       "apply) or drop accepted_only")
+    return Cohort(cohort.root, cohort.layout, kept, dict(cohort.problems))
 
 
 def manifest_row(root: Path, case_dir: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from scipy import ndimage
 
 from cohort import labels as L
 from cohort.phantom.anatomy import TEXTURE_HU, TISSUE, TISSUES, Anatomy
-from cohort.phantom.fields import Grid
 from cohort.phantom.sites import SiteProfile
 from cohort.phantom.tumors import FOOTPRINT, PlacedTumor, TumorRequest, insert_tumors, measure
 
@@ -124,8 +123,3 @@ def render(anat: Anatomy, site: SiteProfile, requests: list[TumorRequest], rng_t
             measure(t, (label == t.label) & (inst == i).any(-1), out_spacing)
     ct = add_noise(hu, site, out_spacing, rng_noise)
     return ct, label, placed
-
-
-def output_grid(fine: Grid, k: int) -> Grid:
-    """The grid of the rendered scan for an anatomy drawn with ``k`` sub-slices."""
-    return Grid((fine.shape[0], fine.shape[1], fine.shape[2] // k), (*fine.spacing[:2], fine.spacing[2] * k))

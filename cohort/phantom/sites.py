@@ -16,7 +16,7 @@ Radiology 2010).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +115,6 @@ class SiteProfile:
         """Mean HU of every tissue at this site: unenhanced + phase + site shift."""
         phase = PHASE_SHIFT_HU[self.phase]
         return {t: v + phase.get(t, 0.0) + self.hu_shift.get(t, 0.0) for t, v in BASE_HU.items()}
-
-    def with_(self, **changes: Any) -> SiteProfile:
-        """A copy with some fields changed (e.g. ``spacing_mm=(1.5, 1.5, 1.5)``)."""
-        return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
         return {

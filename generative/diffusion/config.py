@@ -10,7 +10,6 @@ errors; ``--set a.b=v`` overrides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cohort.config import bounded
 from cohort.hardware import MemoryFormat, PrecisionName
@@ -192,10 +191,3 @@ class SampleSpec:
             raise ValueError(f"cases_per_source must be >= 1, got {self.cases_per_source}")
         if not 0 < self.tumors_min <= self.tumors_max:
             raise ValueError(f"need 0 < tumors_min <= tumors_max, got {self.tumors_min}, {self.tumors_max}")
-
-
-def write_resolved(cfg: object, path: str | Path) -> Path:
-    """Write the resolved config beside a run (cohort.config.save_config)."""
-    from cohort.config import save_config
-
-    return save_config(cfg, path)

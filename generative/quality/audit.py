@@ -27,6 +27,7 @@ from cohort.config import to_dict  # noqa: E402
 from cohort.io import read_json, write_json, write_text  # noqa: E402
 from cohort.layouts import open_cohort  # noqa: E402
 from cohort.preprocess import to_ras  # noqa: E402
+from cohort.report import format_cell, html_page, html_table  # noqa: E402
 from generative.quality.apply import (  # noqa: E402
     FILTER_NAMES,
     CaseScore,
@@ -218,28 +219,8 @@ def probe_sources(scores: Sequence[CaseScore], cfg: FilterConfig, val_groups: se
 
 
 # ------------------------------------------------------------------ html
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    b = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{b}</table>"
-
-
 def _pct(v: float | None) -> str | None:
     return None if v is None else f"{100 * v:.0f} %"
-
-
-CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}
-th{background:#eee}img{max-width:100%;border:1px solid #ddd;margin:4px 0}.key{font-size:15px}
-.note{color:#555;font-size:13px}"""
 
 
 # ------------------------------------------------------------------ audit
@@ -366,10 +347,10 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
 
     h, c, pr = s["held_out"], s["cohort"], s["probes"]["rejection"]
     skipped = "".join(f"<li><b>{html.escape(k)}</b> not applied: {html.escape(v)}</li>" for k, v in s["skipped_filters"].items())
-    side = _table(["filter", "voting", "cohort cases accepted", "known-bad probes rejected"],
-                  [[f, "yes" if (f in s["active_filters"] or f == "all") else "no",
-                    _pct(v["case_acceptance"]), _pct(v["probe_rejection"])]
-                   for f, v in s["filters_side_by_side"].items()])
+    side = html_table(["filter", "voting", "cohort cases accepted", "known-bad probes rejected"],
+                      [[f, "yes" if (f in s["active_filters"] or f == "all") else "no",
+                        _pct(v["case_acceptance"]), _pct(v["probe_rejection"])]
+                       for f, v in s["filters_side_by_side"].items()])
     rate_rows = lambda t: [[g, e["n"], *[_pct(e.get(f)) for f in COLUMNS]] for g, e in t.items()]  # noqa: E731
     probe_rows = [[k, e["n"], *[_pct(e.get(f)) for f in COLUMNS]] for k, e in pr.items()]
     ctrl = s["probes"]["source_acceptance"]
@@ -378,15 +359,14 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
     rejected = [[d.case_id, d.score, "; ".join(r for r in d.reasons)] for d in dec.cases if not d.accepted]
     accepted_n = c["n_accepted"]
     parts = [
-        f"<html><head><meta charset='utf-8'><title>Quality filter audit</title><style>{CSS}</style></head><body>",
         "<h1>Synthetic tumor quality filter: audit</h1>",
-        f"<p class='key'>Discriminator held-out AUC: <b>{_fmt(h['auc'])}</b> "
+        f"<p class='key'>Discriminator held-out AUC: <b>{format_cell(h['auc'])}</b> "
         f"({h['n_real']} real vs {h['n_synthetic']} synthetic tumors from validation cases). "
         f"Policy <b>{html.escape(s['policy']['kind'])}</b>: cutoff {s['cutoff']:.3f} ({html.escape(s['cutoff_how'])}).</p>",
         f"<p class='key'>Cohort: {c['n_cases']} cases, {c['n_tumors']} tumors; <b>{accepted_n}</b> cases accepted by all "
         f"voting filters ({html.escape(', '.join(s['active_filters']))}). Known-bad probes rejected: "
         f"<b>{_pct(pr.get('overall', {}).get('all'))}</b>. Mean time to score a case: "
-        f"{_fmt(c['seconds_per_case_mean'])} s.</p>",
+        f"{format_cell(c['seconds_per_case_mean'])} s.</p>",
         (f"<p class='note'>{c['n_cases_seen_in_training']} of these cases were negatives in the discriminator's "
          "training set (their scores are optimistic about rejection); the held-out AUC above is the honest "
          "number.</p>" if c["n_cases_seen_in_training"] else ""),
@@ -396,10 +376,10 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
         "The discriminator judges a case by its worst tumor.</p>",
         "<h2>Discriminator on held-out data</h2>", fig("roc", "ROC"), fig("hist", "score histogram"),
         "<h2>Acceptance of synthetic tumors by organ</h2>",
-        _table(["organ", "tumors", *COLUMNS], rate_rows(c["tumor_acceptance_by_organ"])), fig("by_organ", "by organ"),
+        html_table(["organ", "tumors", *COLUMNS], rate_rows(c["tumor_acceptance_by_organ"])), fig("by_organ", "by organ"),
         "<h2>Acceptance by tumor size</h2><p class='note'>early: max axial diameter &le; 20 mm; medium &le; 50 mm; "
         "large above.</p>",
-        _table(["size", "tumors", *COLUMNS], rate_rows(c["tumor_acceptance_by_size"])), fig("by_size", "by size"),
+        html_table(["size", "tumors", *COLUMNS], rate_rows(c["tumor_acceptance_by_size"])), fig("by_size", "by size"),
         "<h2>Most real-looking synthetic tumors</h2>", fig("montage_most_real", "most real montage"),
         "<h2>Least real-looking synthetic tumors</h2>", fig("montage_least_real", "least real montage"),
         "<h2>Known-bad probes</h2><p class='note'>Copies of tumor cases (source: "
@@ -407,10 +387,10 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
         "broken on purpose: noise-filled, wrong HU (450), blocky (its bounding box), moved outside its organ. "
         "Rejection rates, judged at the cohort's cutoff; the last row is the acceptance of the same cases "
         "unbroken (the control).</p>",
-        _table(["probe", "cases", *COLUMNS], probe_rows), fig("probes", "probe rejection"),
+        html_table(["probe", "cases", *COLUMNS], probe_rows), fig("probes", "probe rejection"),
         "".join(f"<p class='note'>{html.escape(n)}</p>" for n in s["probes"]["notes"]),
         f"<h2>Rejected cases ({len(rejected)})</h2>",
-        _table(["case", "score", "reasons"], rejected) if rejected else "<p>none</p>",
-        "<p class='note'>Every number on this page is in summary.json beside it.</p></body></html>",
+        html_table(["case", "score", "reasons"], rejected) if rejected else "<p>none</p>",
+        "<p class='note'>Every number on this page is in summary.json beside it.</p>",
     ]
-    return "\n".join(parts)
+    return html_page("Quality filter audit", parts)

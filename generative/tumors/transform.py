@@ -9,6 +9,10 @@ Put it before intensity scaling (it works on HU), or tell it the scaling with
 
 Only healthy samples are changed: a sample whose label already holds any
 lesion voxel, or lacks the spec's organ, passes through untouched.
+
+The synthesis itself goes through :func:`segmentation.synthesis.synthesize_patch`, the
+path segmentation training takes for its on-the-fly tumors (``segmentation`` never
+imports ``generative``; this module imports that one function).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from monai.transforms import MapTransform, Randomizable
 
 from cohort import labels as L
 from generative.tumors.base import SynthesisError, Synthesizer, TumorSpec
+from segmentation.synthesis import synthesize_patch
 
 
 def _spacing_of(img: Any) -> tuple[float, float, float] | None:
@@ -125,16 +130,17 @@ class RandTumorSynthesisd(Randomizable, MapTransform):
         if self.hu_range is not None:
             lo, hi = self.hu_range
             ct = ct * (hi - lo) + lo
-        try:
-            res = self.synthesizer(ct, label, self._spacing(d, img), self._spec, np.random.default_rng(self._seed))
-        except SynthesisError:
-            return d  # e.g. organ too small for the CA to grow in: leave the sample healthy
-        new_ct = res.ct
+        # the patch-synthesis path of segmentation training; a SynthesisError (e.g. organ too small
+        # for the CA to grow in) leaves the sample healthy
+        new_ct, new_lab, syn = synthesize_patch(self.synthesizer, ct, label, self._spacing(d, img), self._spec,
+                                                np.random.default_rng(self._seed), skip=SynthesisError)
+        if not syn.applied:
+            return d
         if self.hu_range is not None:
             lo, hi = self.hu_range
             new_ct = np.clip((new_ct - lo) / (hi - lo), 0.0, 1.0)
         d[ik] = _like(new_ct[None].astype(np.float32), img)
-        d[lk] = _like(res.label[None], lab)
+        d[lk] = _like(new_lab[None], lab)
         if self.records_key:
-            d[self.records_key] = res.records
+            d[self.records_key] = syn.records
         return d

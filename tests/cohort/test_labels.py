@@ -30,3 +30,15 @@ def test_apply_mapping_reports_unmapped_values():
         L.apply_mapping(src, {1: "liver", 2: "liver_lesion"}, where="x.nii.gz")
     out = L.apply_mapping(src, {1: "liver", 2: "liver_lesion"}, unmapped="background")
     assert out.tolist() == [[0, 5, 27, 0]]
+
+
+def test_importing_the_vocabulary_does_not_import_nibabel():
+    import subprocess
+    import sys
+
+    code = "import sys; from cohort import labels; print('nibabel' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    lazy = "import sys, cohort; print(cohort.Case.__module__, 'nibabel' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True,
+                          check=True).stdout.split() == ["cohort.case", "True"]

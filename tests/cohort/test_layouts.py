@@ -8,7 +8,17 @@ import pytest
 
 from cohort.errors import BatchReport, CohortError
 from cohort.io import write_volume
-from cohort.layouts import NnUNetWriter, case_done, detect_layout, open_cohort, write_case, write_manifest
+from cohort.layouts import (
+    NnUNetWriter,
+    case_done,
+    detect_layout,
+    filter_decision,
+    is_accepted,
+    open_cohort,
+    write_case,
+    write_manifest,
+    write_rows,
+)
 from cohort.summary import summarize
 from tests.conftest import write_lying_header
 
@@ -124,6 +134,42 @@ def test_manifest_csv_with_mapping(tmp_path, make_case):
     (tmp_path / "m.csv").write_text('case_id,ct,label,mapping\nx,img.nii.gz,lab.nii.gz,"{""7"": ""liver"", ""9"": ""liver_tumor""}"\n')
     back = open_cohort(tmp_path / "m.csv").refs[0].load()
     assert set(np.unique(back.label)) == {0, 5, 27}
+
+
+def test_one_accepted_rule_for_manifest_rows_and_sidecars(tmp_path, make_case):
+    assert filter_decision({"accepted": True}) is True and filter_decision({"accepted": "False"}) is False
+    assert filter_decision({"accepted": "1"}) is True and filter_decision({"accepted": "no"}) is False  # CSV text
+    assert filter_decision({"filter": {"accepted": False, "score": 0.1}}) is False  # a sidecar's filter block
+    assert filter_decision({"kind": "synthetic"}) is None and filter_decision({"accepted": None}) is None
+    assert not is_accepted({}) and not is_accepted({"accepted": "false"}) and is_accepted({"accepted": "TRUE"})
+    with pytest.raises(CohortError, match="accepted must be true or false"):
+        filter_decision({"accepted": "maybe"}, "m.csv")
+
+    for i in range(4):
+        write_case(make_case(f"c{i}", seed=i), tmp_path / "cohort")
+    write_manifest(tmp_path / "cohort")
+    # a cohort that was never filtered: accepted_only is an error, not "keep every case"
+    assert len(open_cohort(tmp_path / "cohort")) == 4
+    with pytest.raises(CohortError, match="never filtered"):
+        open_cohort(tmp_path / "cohort", accepted_only=True)
+    with pytest.raises(CohortError, match="never filtered"):
+        open_cohort(tmp_path / "cohort", layout="abdomenatlas", accepted_only=True)
+    # a filtered manifest: accepted kept, rejected and undecided (hand-merged line) dropped, CSV text read
+    rows = [{"case_id": f"c{i}", "ct": f"cohort/c{i}/ct.nii.gz", "label": f"cohort/c{i}/combined_labels.nii.gz"}
+            for i in range(4)]
+    rows[0]["accepted"], rows[1]["accepted"], rows[2]["accepted"] = True, False, "true"
+    man = write_rows(tmp_path / "filtered.jsonl", rows)
+    assert open_cohort(man, accepted_only=True).ids() == ["c0", "c2"]
+    assert len(open_cohort(man)) == 4
+    csv_path = tmp_path / "filtered.csv"
+    csv_path.write_text("case_id,ct,label,accepted\n" + "".join(
+        f"{r['case_id']},{r['ct']},{r['label']},{r.get('accepted', '')}\n" for r in rows))
+    assert open_cohort(csv_path, accepted_only=True).ids() == ["c0", "c2"]  # "False" text is a rejection
+    # a decision in the sidecar counts when the manifest line has none
+    side = tmp_path / "cohort" / "c3" / "case.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "filter": {"accepted": True, "score": 0.9}}))
+    assert open_cohort(man, accepted_only=True).ids() == ["c0", "c2", "c3"]
+    assert open_cohort(tmp_path / "cohort", layout="abdomenatlas", accepted_only=True).ids() == ["c3"]
 
 
 def test_batch_reports_every_bad_case_and_continues(tmp_path, make_case):

@@ -118,15 +118,15 @@ def test_study_makes_diffusion_and_filtered_diffusion_sources_itself(tmp_path):
     from generative.diffusion.config import GenerativeConfig
     from generative.diffusion.training import build_pipeline
     from generative.quality import FilterConfig, train_discriminator
-    from generative.quality.toy import write_toy_cohort
     from tests.generative.test_quality_pipeline import TINY
+    from tests.toys import write_toy_lesion_cohort
 
     torch.manual_seed(0)
     gcfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml",
                        ["data.spacing_mm=[6.0,6.0,6.0]"])
     build_pipeline(gcfg).save_pretrained(tmp_path / "model")
-    disc = train_discriminator([write_toy_cohort(tmp_path / "real", 8, "real", seed=1)],
-                               [write_toy_cohort(tmp_path / "syn", 8, "noise", seed=2)],
+    disc = train_discriminator([write_toy_lesion_cohort(tmp_path / "real", 8, "real", seed=1)],
+                               [write_toy_lesion_cohort(tmp_path / "syn", 8, "noise", seed=2)],
                                load_config(FilterConfig, TINY), tmp_path / "disc")
     cfg = tiny_study()
     cfg.synthetic = [

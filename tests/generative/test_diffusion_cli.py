@@ -6,8 +6,8 @@ import numpy as np
 
 from cohort.config import config_dir
 from cohort.layouts import write_case
-from generative.diffusion.data import make_toy_case
 from generative.diffusion.evaluate import frechet_distance
+from tests.toys import toy_abdomen_case
 from tumorgen.cli import main
 
 TINY = str(config_dir() / "demo" / "generative_tiny.yaml")
@@ -15,12 +15,12 @@ TINY = str(config_dir() / "demo" / "generative_tiny.yaml")
 
 def test_tumorgen_train_and_generator_eval(tmp_path, capsys):
     for i in range(2):
-        write_case(make_toy_case(f"t{i}", seed=i), tmp_path / "real")
+        write_case(toy_abdomen_case(f"t{i}", seed=i), tmp_path / "real")
     code = main(["train", "--stage", "autoencoder", "--config", TINY, "--run-dir", str(tmp_path / "ae"), "--quiet",
                  "--set", f"data.cohort={tmp_path / 'real'}", "--set", "train.steps=2", "--set", "loss.perceptual=none"])
     assert code == 0 and (tmp_path / "ae" / "model" / "autoencoder" / "model.safetensors").exists()
     for i in range(2):  # a stand-in "synthetic" cohort: brighter tumors than the real ones
-        c = make_toy_case(f"s{i}", seed=10 + i)
+        c = toy_abdomen_case(f"s{i}", seed=10 + i)
         c.ct[c.label == 27] += 60
         write_case(c, tmp_path / "syn")
     code = main(["generator", "eval", "--model", str(tmp_path / "ae" / "model"), "--real", str(tmp_path / "real"),
@@ -35,7 +35,7 @@ def test_tumorgen_train_and_generator_eval(tmp_path, capsys):
 
 def test_train_reports_missing_lpips_weights_with_exit_status_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    write_case(make_toy_case("t0", seed=0), tmp_path / "real")
+    write_case(toy_abdomen_case("t0", seed=0), tmp_path / "real")
     code = main(["train", "--stage", "autoencoder", "--config", TINY, "--run-dir", str(tmp_path / "ae"), "--quiet",
                  "--set", f"data.cohort={tmp_path / 'real'}", "--set", "loss.perceptual=lpips"])
     assert code == 2
@@ -87,3 +87,28 @@ def test_heldout_real_tumors_set_the_scale_and_invisible_tumors_score_as_healthy
     assert "real held out" in md and "tumor rate" in md
     png = (tmp_path / "eval" / "tumor_montage.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_refuses_a_run_folder_holding_a_run_unless_resume_or_overwrite(tmp_path, capsys):
+    from generative.train import main as train_main
+
+    write_case(toy_abdomen_case("t0", seed=0), tmp_path / "real")
+    run = tmp_path / "ae"
+    sets = ["--set", f"data.cohort={tmp_path / 'real'}", "--set", "train.steps=2", "--set", "loss.perceptual=none"]
+    args = ["train", "--stage", "autoencoder", "--config", TINY, "--run-dir", str(run), "--quiet", *sets]
+    assert main(args) == 0
+    weights = (run / "model" / "autoencoder" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(run) in lines[0] and "--resume" in lines[0] and "--overwrite" in lines[0], lines
+    assert (run / "model" / "autoencoder" / "model.safetensors").read_bytes() == weights
+    # `python -m generative.train` (and `accelerate launch -m generative.train`) refuses the same way
+    assert train_main(["--stage", "autoencoder", "--config", TINY, "--run-dir", str(run), "--no-progress", *sets]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # a finished run: nothing retrained
+    assert json.loads((run / "train_summary.json").read_text())["start_step"] == 2
+    assert main([*args, "--overwrite", "--set", "train.steps=1"]) == 0
+    s = json.loads((run / "train_summary.json").read_text())
+    assert s["start_step"] == 0 and s["steps"] == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000001"]

@@ -7,11 +7,11 @@ import torch
 from cohort import labels as L
 from cohort.config import config_dir, load_config
 from generative.diffusion.config import GenerativeConfig
-from generative.diffusion.data import make_toy_case
 from generative.diffusion.inpaint import DiffusionSynthesizer, InpaintSettings
+from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.diffusion.training import build_pipeline
-from generative.pipeline import LatentDiffusionPipeline
 from generative.tumors.base import Synthesizer, TumorSpec
+from tests.toys import toy_abdomen_case
 
 torch.set_num_threads(2)
 
@@ -31,7 +31,7 @@ def ddpm_pipe():
 
 
 def _inputs():
-    case = make_toy_case("c", seed=3)
+    case = toy_abdomen_case("c", seed=3)
     lab = torch.from_numpy(case.label.astype(np.int64))[None, None]
     img = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros_like(img)
@@ -90,7 +90,7 @@ def test_save_and_reload_pipeline_gives_identical_samples(pipe, tmp_path):
 
 @pytest.mark.parametrize("spacing", [1.5, 2.0])
 def test_inpainting_changes_only_the_roi_and_labels_only_inside_the_organ(pipe, spacing):
-    healthy = make_toy_case("h", shape=(40, 36, 32), spacing=spacing, seed=5, tumor=False)
+    healthy = toy_abdomen_case("h", shape=(40, 36, 32), spacing=spacing, seed=5, tumor=False)
     synth = DiffusionSynthesizer(pipe, InpaintSettings(steps=2, roi_size=[32, 32, 32], margin_mm=1.5, feather_mm=3.0))
     assert isinstance(synth, Synthesizer) and synth.name == "diffusion"
     ct0, lab0 = healthy.ct.copy(), healthy.label.copy()
@@ -121,7 +121,7 @@ def test_inpainting_needs_an_inpainting_controlnet():
 
 
 def test_whole_volume_generation_from_a_label_map_alone(pipe):
-    case = make_toy_case("w", shape=(48, 32, 32), seed=1)
+    case = toy_abdomen_case("w", shape=(48, 32, 32), seed=1)
     lab = torch.from_numpy(case.label.astype(np.int64))[None, None]
     a = pipe.sample(lab, steps=2, seed=0, tile=4)
     assert a.shape == (1, 1, 48, 32, 32) and torch.equal(a, pipe.sample(lab, steps=2, seed=0, tile=4))

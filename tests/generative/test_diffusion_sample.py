@@ -12,9 +12,9 @@ from cohort.io import read_image, read_label
 from cohort.layouts import open_cohort, write_case
 from generative.diffusion import sample as S
 from generative.diffusion.config import GenerativeConfig, SampleSpec
-from generative.diffusion.data import make_toy_case
 from generative.diffusion.training import build_pipeline
 from tests.conftest import cpu_processes_cmd
+from tests.toys import toy_abdomen_case
 
 SPEC = config_dir() / "demo" / "sample_tiny.yaml"
 
@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml")
     build_pipeline(cfg).save_pretrained(root / "model")
     for i in range(3):
-        write_case(make_toy_case(f"h{i}", seed=20 + i, tumor=False), root / "healthy")
+        write_case(toy_abdomen_case(f"h{i}", seed=20 + i, tumor=False), root / "healthy")
     return root
 
 
@@ -133,3 +133,27 @@ def test_two_processes_write_the_same_cohort_as_one(setup, tmp_path):
     assert "rank 0 of 2: 2 written" in out and "rank 1 of 2: 1 written" in out, out[-3000:]
     _same(_cohort_arrays(tmp_path / "one"), _cohort_arrays(tmp_path / "two"))
     assert (tmp_path / "two" / "manifest.jsonl").read_text().count("\n") == 3
+
+
+def test_cli_sample_full_disk_stops_and_exits_1(setup, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import generative.tumors.offline as O
+    from tumorgen.cli import main
+
+    calls = []
+
+    def full_disk(case, root):
+        calls.append(case.case_id)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(O, "write_case", full_disk)
+    out = tmp_path / "out"
+    code = main(["sample", "--healthy", str(setup / "healthy"), "--model", str(setup / "model"), "--spec", str(SPEC),
+                 "--out", str(out), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert calls == ["h0_diffusion_00"]  # no case sampled after the disk was full
+    assert "FAILED h0_diffusion_00" in err and str(out / "h0_diffusion_00") in err and "No space left on device" in err
+    assert "FAILED h1_diffusion_00: not attempted" in err and "FAILED h2_diffusion_00: not attempted" in err
+    assert not [p for p in out.iterdir() if p.is_dir()]

@@ -6,7 +6,7 @@ import pytest
 from cohort.case import Case
 from generative.quality.crops import CropConfig, extract_crops, find_tumors, sample_crop, size_bin
 from generative.quality.probes import PROBE_KINDS, WRONG_HU, make_probe, make_probes
-from generative.quality.toy import LIVER, LIVER_LESION, make_toy_case
+from tests.toys import LIVER, LIVER_LESION, toy_lesion_case
 
 
 def _sphere_case(spacing: float, shape: int, radius_mm: float = 6.0) -> Case:
@@ -20,7 +20,7 @@ def _sphere_case(spacing: float, shape: int, radius_mm: float = 6.0) -> Case:
 
 def test_crop_is_fixed_size_centred_and_scaled():
     cfg = CropConfig(size=16, spacing_mm=1.5)
-    case = make_toy_case("a", np.random.default_rng(0), "real")
+    case = toy_lesion_case("a", np.random.default_rng(0), "real")
     crops = extract_crops(case, cfg)
     assert len(crops) == 1
     img = crops[0].image
@@ -53,14 +53,14 @@ def test_size_bins():
 
 
 def test_specks_are_not_tumors():
-    case = make_toy_case("h", np.random.default_rng(0), None)
+    case = toy_lesion_case("h", np.random.default_rng(0), None)
     case.label[3, 3, 3] = LIVER_LESION
     assert find_tumors(case, CropConfig(min_voxels=8)) == []
 
 
 @pytest.fixture(scope="module")
 def source():
-    return make_toy_case("src", np.random.default_rng(3), "real")
+    return toy_lesion_case("src", np.random.default_rng(3), "real")
 
 
 def test_probes_break_the_tumor_as_named(source):
@@ -85,7 +85,7 @@ def test_probes_break_the_tumor_as_named(source):
 
 
 def test_make_probes_is_deterministic_and_reports_what_it_could_not_build(source):
-    healthy = make_toy_case("h", np.random.default_rng(0), None)
+    healthy = toy_lesion_case("h", np.random.default_rng(0), None)
     p1, notes = make_probes([source, healthy], PROBE_KINDS, seed=1)
     p2, _ = make_probes([source, healthy], PROBE_KINDS, seed=1)
     assert [p.kind for p in p1] == list(PROBE_KINDS)

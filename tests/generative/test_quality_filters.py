@@ -15,11 +15,11 @@ from generative.quality.filters import (
     fit_hu_bounds,
 )
 from generative.quality.probes import make_probe
-from generative.quality.toy import LIVER_LESION, make_toy_case
+from tests.toys import LIVER_LESION, toy_lesion_case
 
 
 def _case(seed, kind="real"):
-    c = make_toy_case(f"c{seed}", np.random.default_rng(seed), kind)
+    c = toy_lesion_case(f"c{seed}", np.random.default_rng(seed), kind)
     return c, find_tumors(c, CropConfig())
 
 
@@ -56,7 +56,7 @@ def test_freetumor_gate_threshold(prob):
 
 
 def test_freetumor_gate_without_tumor_accepts_without_running():
-    case = make_toy_case("h", np.random.default_rng(0), None)
+    case = toy_lesion_case("h", np.random.default_rng(0), None)
     seg = FakeSegmentor(1.0)
     v = FreeTumorGate(seg).judge(case, [])
     assert v.accepted and seg.calls == 0

@@ -22,7 +22,7 @@ from generative.quality import (
     train_discriminator,
 )
 from generative.quality.apply import Scorer
-from generative.quality.toy import make_toy_case, write_toy_cohort
+from tests.toys import toy_lesion_case, write_toy_lesion_cohort
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "generative" / "filter_tiny.yaml"
 
@@ -31,8 +31,8 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "generative" / "filter_
 def world(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("quality")
-    real = write_toy_cohort(root / "real", 12, "real", seed=1)
-    syn = write_toy_cohort(root / "syn", 12, "noise", seed=2)
+    real = write_toy_lesion_cohort(root / "real", 12, "real", seed=1)
+    syn = write_toy_lesion_cohort(root / "syn", 12, "noise", seed=2)
     cfg = load_config(FilterConfig, TINY)
     model = train_discriminator([real], [syn], cfg, root / "model")
     return {"root": root, "real": real, "syn": syn, "cfg": cfg, "model": model}
@@ -48,8 +48,8 @@ def test_discriminator_separates_real_from_noise_filled(world):
     assert cal["val_auc"] > 0.75, cal
     assert len(cal["real_scores"]) > 0 and len(cal["synthetic_scores"]) > 0
     # and on cases it never saw
-    fresh = write_toy_cohort(world["root"] / "fresh_real", 6, "real", seed=11)
-    fresh_bad = write_toy_cohort(world["root"] / "fresh_bad", 6, "noise", seed=12)
+    fresh = write_toy_lesion_cohort(world["root"] / "fresh_real", 6, "real", seed=11)
+    fresh_bad = write_toy_lesion_cohort(world["root"] / "fresh_bad", 6, "noise", seed=12)
     pr = [t["p_real"] for s in score_cohort(world["model"], fresh, world["cfg"]) for t in s.tumors]
     pb = [t["p_real"] for s in score_cohort(world["model"], fresh_bad, world["cfg"]) for t in s.tumors]
     assert auc(pr, pb) > 0.8, (pr, pb)
@@ -78,7 +78,7 @@ def test_split_is_by_case_and_early_stopping_keeps_the_best(world):
 
 
 def test_too_few_cases_is_a_clear_error(world, tmp_path):
-    one = write_toy_cohort(tmp_path / "one", 1, "real", seed=5)
+    one = write_toy_lesion_cohort(tmp_path / "one", 1, "real", seed=5)
     with pytest.raises(CohortError, match="at least 2 real"):
         train_discriminator([one], [world["syn"]], world["cfg"], tmp_path / "m")
 
@@ -149,7 +149,7 @@ def test_audit_writes_html_pngs_and_json_matching_scores(world, tmp_path):
 
 def test_probe_scoring_on_a_good_case_is_consistent(world):
     scorer = Scorer(world["model"], world["cfg"])
-    good = make_toy_case("g", np.random.default_rng(99), "real")
+    good = toy_lesion_case("g", np.random.default_rng(99), "real")
     tumors, score, verdicts = scorer.score_case(good)
     assert score == min(t["p_real"] for t in tumors) and verdicts["hu_check"]["accepted"]
 

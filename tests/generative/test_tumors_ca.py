@@ -7,7 +7,7 @@ import torch
 from cohort import labels as L
 from generative.tumors import CAConfig, CASynthesizer, SynthesisError, TumorSpec
 from generative.tumors.ca import BOUNDARY, NECROTIC, OUT_OF_RANGE, THRESHOLD, grow, quantize_density
-from generative.tumors.toy import toy_liver
+from tests.toys import toy_liver
 
 torch.set_num_threads(1)
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]

@@ -6,7 +6,7 @@ import pytest
 from cohort import labels as L
 from generative.tumors import RulesConfig, RuleSynthesizer, SynthesisError, TumorSpec
 from generative.tumors.shapes import SIZE_CLASSES_MM
-from generative.tumors.toy import toy_liver
+from tests.toys import toy_liver
 
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
 

@@ -13,7 +13,7 @@ from generative.tumors.shapes import (
     sample_radii_mm,
     sample_size_class,
 )
-from generative.tumors.toy import toy_liver
+from tests.toys import toy_liver
 
 
 def test_size_classes_match_synthetictumors():

@@ -8,8 +8,8 @@ from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged
 
 from cohort import labels as L
 from generative.tumors import CAConfig, CASynthesizer, RuleSynthesizer, TumorSpec
-from generative.tumors.toy import toy_liver
 from generative.tumors.transform import RandTumorSynthesisd
+from tests.toys import toy_liver
 
 torch.set_num_threads(1)
 LESION = L.NAME_TO_INDEX["liver_lesion"]
@@ -84,3 +84,16 @@ def test_rejects_bad_shapes():
     ct, lab = toy_liver(16)
     with pytest.raises(ValueError, match=r"shape \(1, X, Y, Z\)"):
         tr({"image": ct, "label": lab})
+
+
+def test_transform_takes_the_training_patch_synthesis_path():
+    from segmentation.synthesis import synthesize_patch
+
+    d = items(1)[0]
+    spec = TumorSpec("liver", size="small", count=1)
+    tr = RandTumorSynthesisd(("image", "label"), RuleSynthesizer(), prob=1.0, specs=spec, spacing=(1.0, 1.0, 1.0))
+    tr.set_random_state(5)
+    out = tr(dict(d))
+    ct, lab, syn = synthesize_patch(RuleSynthesizer(), d["image"][0], d["label"][0], (1.0, 1.0, 1.0), spec,
+                                    np.random.default_rng(tr._seed))
+    assert syn.applied and np.array_equal(out["image"][0], ct) and np.array_equal(out["label"][0], lab)
