@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -27,6 +28,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 
 from cohort.config import load_config, save_config, to_dict
+from cohort.errors import CohortError
 from cohort.hardware import resolve_precision, use_channels_last
 from cohort.progress import StepProgress
 from generative.diffusion import data as D
@@ -35,9 +37,11 @@ from generative.diffusion.models import model_hash
 from generative.diffusion.perceptual import build_perceptual
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.diffusion.training import (
+    CKPT_RE,
     AutoencoderLosses,
     TrainState,
     build_stage_models,
+    checkpoint_dir,
     export_pipeline,
     latest_checkpoint,
     load_init_spec,
@@ -58,18 +62,50 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: what an earlier run left in its folder and ``overwrite`` deletes (the latent cache/ stays: it is keyed by its inputs)
+RUN_OUTPUTS = ("checkpoints", "model", "logs", "train_summary.json")
+
+
+def previous_run(run_dir: str | Path) -> list[str]:
+    """What in ``run_dir`` is an earlier run's work: its complete checkpoints and its exported model."""
+    run_dir = Path(run_dir)
+    ckpts = [p for p in checkpoint_dir(run_dir).glob("step_*") if CKPT_RE.match(p.name) and p.is_dir()]
+    found = [f"{len(ckpts)} checkpoint(s) in checkpoints/"] if ckpts else []
+    model = run_dir / "model"
+    if model.is_dir() and any(model.iterdir()):
+        found.append("an exported model/")
+    return found
+
+
+def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse to train from scratch over an earlier run unless asked (CohortError naming the folder);
+    returns what ``overwrite`` will delete."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run or replace it")
+    held = previous_run(run_dir)
+    if held and not resume and not overwrite:
+        raise CohortError(run_dir, f"already holds a run ({', '.join(held)}); rerun with --resume to continue it or "
+                                   "--overwrite to delete it and start over (resume=True / overwrite=True in Python)")
+    return held if overwrite else []
+
+
 def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str | Path | None = None,
-                resume: bool = False, overrides: list[str] | tuple[str, ...] = (), progress: bool = True) -> Path:
+                resume: bool = False, overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
+                overwrite: bool = False) -> Path:
     """Train ``stage`` and return its exported model folder ``<run_dir>/model``.
 
     config: a :class:`GenerativeConfig` or a YAML path (+ ``overrides`` "a.b=v").
     run_dir: defaults to ``<output_dir>/<stage>``; holds config.yaml, logs/, checkpoints/, model/.
+    resume: continue from the newest checkpoint (or start fresh when there is none).
+    overwrite: delete an earlier run's checkpoints, model and logs first. With neither, a folder
+        that holds a run (checkpoints or a model) is refused with a CohortError.
     """
     # 1. config -------------------------------------------------------------------------------
     cfg = config if isinstance(config, GenerativeConfig) else load_config(GenerativeConfig, config, list(overrides))
     cfg = replace(cfg, stage=stage).check()
     t = cfg.train
     run_dir = Path(run_dir or Path(cfg.output_dir) / stage)
+    replaced = check_run_dir(run_dir, resume, overwrite)  # every rank, before any writes
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     # "auto" becomes bf16 or fp32 for this machine; the resolved value is what config.yaml records
@@ -80,6 +116,14 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
                       log_with="tensorboard", project_config=ProjectConfiguration(str(run_dir), str(run_dir / "logs")))
     set_seed(t.seed)  # model initialisation is the same in every run of this config
     if acc.is_main_process:
+        if replaced:
+            log.info("overwrite: deleting the earlier run in %s (%s)", run_dir, ", ".join(replaced))
+            for name in RUN_OUTPUTS:
+                path = run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     rank = acc.process_index
@@ -222,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", required=True, choices=["autoencoder", "diffusion", "controlnet"])
     p.add_argument("--config", required=True, help="YAML of generative.diffusion.config.GenerativeConfig")
     p.add_argument("--run-dir", default=None, help="default: <output_dir>/<stage>")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
+    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -231,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = train_stage(args.stage, args.config, args.run_dir, args.resume, args.overrides, not args.no_progress)
+    try:
+        out = train_stage(args.stage, args.config, args.run_dir, args.resume, args.overrides, not args.no_progress,
+                          overwrite=args.overwrite)
+    except (CohortError, ValueError) as e:  # ConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"model written to {out}")
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from cohort.config import save_config
+from cohort.errors import CohortError
 from cohort.hardware import resolve_precision
 from cohort.io import write_json
 from cohort.progress import StepProgress
@@ -38,15 +40,32 @@ from segmentation.config import SegConfig, SegConfigError, load_seg_config, vali
 from segmentation.data import ClassMap, MixingSampler, PatchDataset, build_cache, collate
 from segmentation.networks import build_network, network_kwargs, save_model
 
+#: what an earlier run left in its folder and ``overwrite`` deletes ("segmentation" is the tracker's log folder)
+RUN_OUTPUTS = ("checkpoints", "model", "segmentation", E.COUNTS_NAME, "summary.json")
+
+
+def previous_run(run_dir: str | Path) -> list[str]:
+    """What in ``run_dir`` is an earlier run's work: its checkpoints and its exported model."""
+    run_dir = Path(run_dir)
+    ckpts = [d for d in (run_dir / "checkpoints").glob("step_*") if d.is_dir()]
+    found = [f"{len(ckpts)} checkpoint(s) in checkpoints/"] if ckpts else []
+    model = run_dir / "model"
+    if model.is_dir() and any(model.iterdir()):
+        found.append("an exported model/")
+    return found
+
 
 def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = False, synthesizer: Any = None,
-                       spec_for: Callable[[str, np.random.Generator], Any] | None = None, show: bool = True) -> Path:
+                       spec_for: Callable[[str, np.random.Generator], Any] | None = None, show: bool = True,
+                       overwrite: bool = False) -> Path:
     """Train a segmentation model; returns the model folder (``run_dir/model``).
 
     ``synthesizer``/``spec_for``: on-the-fly synthesis (see
     :class:`segmentation.data.PatchDataset`); required when
     ``config.onthefly.method`` is set. ``resume`` continues from the newest
     checkpoint in ``run_dir`` (same config), or starts fresh when there is none.
+    ``overwrite`` deletes an earlier run's checkpoints, model, logs and summaries first; with
+    neither, a ``run_dir`` that holds a run (checkpoints or a model) is refused (CohortError).
     """
     # ---- 1. config, run folder, accelerator -------------------------------------------------
     cfg = validate(config, run_dir)
@@ -56,7 +75,13 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     if cfg.onthefly.method is not None and synthesizer is None:
         raise SegConfigError(f"onthefly.method: {cfg.onthefly.method!r} needs a synthesizer object; run "
                              "`tumorgen segment train` (it resolves the method) or pass synthesizer=")
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run or replace it")
     run_dir = Path(run_dir)
+    held = previous_run(run_dir)  # every rank looks before any rank writes
+    if held and not resume and not overwrite:
+        raise CohortError(run_dir, f"already holds a run ({', '.join(held)}); rerun with --resume to continue it or "
+                                   "--overwrite to delete it and start over (resume=True / overwrite=True in Python)")
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -74,6 +99,14 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     main = accelerator.is_main_process
     set_seed(t.seed)
     if main:
+        if held and overwrite:
+            print(f"overwrite: deleting the earlier run in {run_dir} ({', '.join(held)})", file=sys.stderr)
+            for name in RUN_OUTPUTS:
+                path = run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     if tracker:
         accelerator.init_trackers("segmentation", config=E.flat_hparams(cfg))
@@ -181,7 +214,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="segmentation.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=None, help="YAML config (configs/segmentation/*.yaml)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/segmentation/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
+    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     return p.parse_args(argv)
@@ -189,9 +225,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_seg_config(args.config, args.overrides)
     run_dir = args.run_dir or Path("runs/segmentation") / (args.config.stem if args.config else "default")
-    model_dir = train_segmentation(cfg, run_dir, resume=args.resume)
+    try:
+        cfg = load_seg_config(args.config, args.overrides)
+        model_dir = train_segmentation(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    except (CohortError, ValueError) as e:  # ConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(model_dir)
     return 0
 

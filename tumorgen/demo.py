@@ -301,6 +301,19 @@ def _report(cfg: DemoConfig, out: Path, data: Path, stages: Stages) -> dict[str,
     return {"report": str(page.relative_to(out))}
 
 
+def _machine_html(out: Path) -> str:
+    """One line naming the machine and the precision the stages ran in (environment.json)."""
+    p = out / "environment.json"
+    if not p.exists():
+        return ""
+    env = read_json(p)
+    c = env["cpu"]
+    gpu = ", ".join(d["name"] for d in env["cuda"]["devices"]) or "none"
+    return (f"<p>Machine: {html.escape(c['model'])}, {c['cores']} cores, CPU capability {html.escape(c['kind'])}; "
+            f"<code>mixed_precision: auto</code> ran {html.escape(c['auto_precision'])} on the CPU; GPUs: "
+            f"{html.escape(gpu)}; torch {html.escape(str(env['versions'].get('torch')))}.</p>")
+
+
 def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) -> Path:
     from cohort.report import html_page, markdown_table_html
 
@@ -310,6 +323,7 @@ def _demo_html(cfg, out: Path, state, cohorts, gen, filt, table_md, mont: Path) 
              "The numbers are real measurements on held-out phantoms, but at this size they show that the chain works, "
              "not which synthetic source is better. Run <code>tumorgen scaling run --config "
              "evaluation/scaling_phantom.yaml</code> for a study that means something.</p>",
+             _machine_html(out),
              "<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th></tr>"]
     parts += [f"<tr><td>{e(k)}</td><td>{v.get('seconds')}</td></tr>" for k, v in state.items()]
     parts.append("</table>")
@@ -347,6 +361,13 @@ def run_demo(out: str | Path, config: str | Path | None = None, overrides: list[
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(DemoConfig, _cfg_path(str(config)) if config else _cfg_path("demo/demo.yaml"), overrides or [])
     save_config(cfg, out / "demo.yaml")
+    from tumorgen.env import environment
+
+    env = environment()
+    write_json(out / "environment.json", env)  # the machine every number of this run was measured on
+    console.print(f"machine: {env['cpu']['model']}, CPU {env['cpu']['kind']}; precision auto -> "
+                  f"{env['cpu']['auto_precision']} on CPU" + (f", GPUs: {len(env['cuda']['devices'])}"
+                                                              if env["cuda"]["available"] else ""))
     data = out / "data"
     st = Stages(out)
     t0 = time.perf_counter()

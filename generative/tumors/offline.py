@@ -10,6 +10,7 @@ holding a lesion of the class, organ too small) are reported and skipped.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import time
 import zlib
@@ -23,13 +24,17 @@ from cohort import labels as L
 from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
 from cohort.io import clean_stale_temps, read_json, write_json, write_text
-from cohort.layouts import case_done, open_cohort, write_case, write_manifest
+from cohort.layouts import case_dir, case_done, open_cohort, write_case, write_manifest
 from cohort.lesions import EARLY_TUMOR_DIAMETER_MM
 from cohort.progress import StepProgress
 from generative.tumors.base import SynthesisError, Synthesizer, TumorSpec
 
 SIZES_CSV = "tumors.csv"
 SUMMARY_JSON = "synthesis_summary.json"
+
+#: write errors after which no later case can be written either (disk full, quota, read-only):
+#: the loop stops instead of computing cases it cannot keep
+STOP_ERRNOS = frozenset(n for n in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS) if n is not None)
 
 
 def case_rng(seed: int, case_id: str, k: int) -> np.random.Generator:
@@ -124,6 +129,9 @@ def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer:
     killed run resumes where it stopped with the same result; finished cases are skipped.
     Rank 0 writes ``manifest.jsonl``, ``tumors.csv`` (one row per tumor with its size) and
     ``synthesis_summary.json`` at the end. Returns the :class:`BatchReport`.
+    A write that fails for lack of space (or quota, or a read-only folder) fails its case, leaves
+    no partial case folder, and stops this shard: the cases after it are reported as not
+    attempted; other write errors fail only their case.
     """
     plan: Plan = specs if callable(specs) and not isinstance(specs, TumorSpec) else one_of(specs)  # type: ignore[arg-type]
     if n_per_case < 1:
@@ -151,8 +159,9 @@ def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer:
     name = synthesizer.name
     desc = f"synthesize {name}" + (f" r{rank}/{world_size}" if world_size > 1 else "")
     loaded: dict[str, Case] = {}
+    stopped, rest = "", []  # why the loop stopped early (a full disk) and the jobs it left
     with StepProgress(desc, len(mine), enabled=progress, unit="case") as bar:
-        for ref, k in mine:
+        for i, (ref, k) in enumerate(mine):
             oid = output_id(ref.case_id, name, k)
             if case_done(out_dir, oid):
                 report.skipped.append(oid)
@@ -165,17 +174,41 @@ def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer:
                 case = loaded[ref.case_id]
                 rng = case_rng(seed, ref.case_id, k)
                 out = synthesize_case(case, synthesizer, plan(case, rng), rng, oid, seed, k)
-                write_case(out, out_dir)
-                report.done.append(oid)
-                bar.advance(info=f"{oid} {out.meta['seconds']:.1f}s")
             except (SynthesisError, CohortError, ValueError) as e:
                 report.fail(oid, f"source {ref.case_id}: {e}")
                 bar.advance()
+                continue
+            try:
+                write_case(out, out_dir)  # atomic: on any error no case folder and no temporary remain
+            except (CohortError, ValueError) as e:
+                report.fail(oid, f"source {ref.case_id}: {e}")
+                bar.advance()
+                continue
+            except OSError as e:  # the output folder refused the write
+                why = e.strerror or str(e)
+                report.fail(oid, f"source {ref.case_id}: cannot write {case_dir(out_dir, oid)}: {why}")
+                bar.advance()
+                if e.errno in STOP_ERRNOS:  # full disk: every later case would fail the same way
+                    stopped, rest = f"{why} (stopped after {oid})", mine[i + 1:]
+                    break
+                continue
+            report.done.append(oid)
+            bar.advance(info=f"{oid} {out.meta['seconds']:.1f}s")
+    if stopped:  # every later case of this shard is reported, none is computed
+        for ref, k in rest:
+            oid = output_id(ref.case_id, name, k)
+            if case_done(out_dir, oid):
+                report.skipped.append(oid)
+            else:
+                report.fail(oid, f"not attempted: {out_dir}: {stopped}")
     if barrier is not None:
         barrier()
     if rank == 0:
-        write_manifest(out_dir)
-        summarize_sizes(out_dir)
+        for what, write in (("manifest.jsonl", write_manifest), (SIZES_CSV, summarize_sizes)):
+            try:
+                write(out_dir)
+            except OSError as e:  # the cases written so far stay valid; a rerun writes these files again
+                report.fail(what, f"cannot write {out_dir / what}: {e.strerror or e}")
     return report
 
 

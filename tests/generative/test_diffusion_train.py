@@ -11,10 +11,10 @@ import torch
 from cohort.config import config_dir, load_config
 from cohort.layouts import write_case
 from generative.diffusion.config import GenerativeConfig
-from generative.diffusion.data import make_toy_case
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.diffusion.training import latest_checkpoint
 from generative.train import train_stage
+from tests.toys import toy_abdomen_case
 
 TINY = config_dir() / "demo" / "generative_tiny.yaml"
 
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     """A toy cohort and the three stages trained 3 steps each (shared by the tests here)."""
     root = tmp_path_factory.mktemp("gen")
     for i in range(2):
-        write_case(make_toy_case(f"toy_{i}", seed=i), root / "cohort")
+        write_case(toy_abdomen_case(f"toy_{i}", seed=i), root / "cohort")
     ae = train_stage("autoencoder", _cfg(root / "cohort"), root / "ae", progress=False)
     dm = train_stage("diffusion", _cfg(root / "cohort", init_from=ae), root / "dm", progress=False)
     cn = train_stage("controlnet", _cfg(root / "cohort", init_from=dm), root / "cn", progress=False)
@@ -92,7 +92,7 @@ def test_missing_lpips_weights_stop_before_training(tmp_path, monkeypatch):
     from generative.diffusion.perceptual import PerceptualWeightsMissing
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    write_case(make_toy_case("t0", seed=0), tmp_path / "cohort")
+    write_case(toy_abdomen_case("t0", seed=0), tmp_path / "cohort")
     with pytest.raises(PerceptualWeightsMissing, match="perceptual: none"):
         train_stage("autoencoder", _cfg(tmp_path / "cohort", loss__perceptual="lpips"), tmp_path / "run", progress=False)
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
@@ -117,3 +117,21 @@ def test_two_cpu_processes_train_the_controlnet(trained, tmp_path):
     assert s["steps"] == 2 and s["num_processes"] == 2 and all(math.isfinite(v) for v in s["history"])
     assert latest_checkpoint(tmp_path / "cn2").name == "step_0000002"
     assert LatentDiffusionPipeline.from_pretrained(tmp_path / "cn2" / "model").controlnet is not None
+
+
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
+    from cohort.errors import CohortError
+    from generative.train import previous_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_0000004.tmp").mkdir(parents=True)  # a half-written checkpoint is no run
+    assert previous_run(run) == []
+    (run / "checkpoints" / "step_0000002").mkdir()
+    (run / "model" / "autoencoder").mkdir(parents=True)
+    assert len(previous_run(run)) == 2
+    with pytest.raises(CohortError, match="already holds a run") as e:
+        train_stage("autoencoder", _cfg(tmp_path / "cohort"), run, progress=False)
+    assert str(run) in str(e.value) and "resume" in str(e.value) and "overwrite" in str(e.value)
+    assert not (run / "config.yaml").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="exclude each other"):
+        train_stage("autoencoder", _cfg(tmp_path / "cohort"), run, resume=True, overwrite=True, progress=False)

@@ -11,7 +11,7 @@ from cohort.io import read_image, read_label
 from cohort.layouts import open_cohort, write_case
 from generative.tumors import CASynthesizer, RuleSynthesizer, TumorSpec, synthesize_cohort
 from generative.tumors.offline import case_rng, output_id
-from generative.tumors.toy import toy_liver
+from tests.toys import toy_liver
 from tumorgen.cli import main
 
 torch.set_num_threads(1)
@@ -107,3 +107,64 @@ def test_cli_bad_spec_and_config_errors(tmp_path, capsys):
                "--set", "params.no_such_key=1"])
     assert rc == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def _disk_fills_after(monkeypatch, n_saves):
+    """NIfTI writes succeed ``n_saves`` times, then write a few bytes and fail as a full disk does."""
+    import errno
+
+    import cohort.io
+
+    real_save, calls = cohort.io.nib.save, []
+
+    def save(img, path):
+        calls.append(path)
+        if len(calls) > n_saves:
+            with open(path, "wb") as f:
+                f.write(b"\x1f\x8b partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(img, path)
+
+    monkeypatch.setattr(cohort.io.nib, "save", save)
+    return calls
+
+
+def _no_partial_output(out, expected_cases):
+    from cohort.io import is_temp_name
+
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if is_temp_name(n)], names
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == expected_cases
+
+
+def test_full_disk_stops_the_loop_and_leaves_no_partial_case(tmp_path, monkeypatch):
+    src = healthy_cohort(tmp_path / "healthy", n=3)
+    out = tmp_path / "synth"
+    calls = _disk_fills_after(monkeypatch, 2)  # the first case (CT + labels) fits, the second does not
+    rep = synthesize_cohort(src, out, RuleSynthesizer(), TumorSpec("liver", size="small"), seed=4, progress=False)
+    assert rep.done == ["H00_rules_00"] and not rep.ok
+    why = rep.failed["H01_rules_00"]
+    assert "No space left on device" in why and str(out / "H01_rules_00") in why
+    assert "not attempted" in rep.failed["H02_rules_00"] and "No space left on device" in rep.failed["H02_rules_00"]
+    assert len(calls) == 3  # nothing computed or written after the disk was full
+    _no_partial_output(out, ["H00_rules_00"])
+    assert [c.case_id for c in open_cohort(out).refs] == ["H00_rules_00"]
+    assert (out / "manifest.jsonl").read_text().count("\n") == 1
+    # space again: the rerun keeps the finished case and writes the rest
+    monkeypatch.undo()
+    rep2 = synthesize_cohort(src, out, RuleSynthesizer(), TumorSpec("liver", size="small"), seed=4, progress=False)
+    assert rep2.ok and rep2.skipped == ["H00_rules_00"] and sorted(rep2.done) == ["H01_rules_00", "H02_rules_00"]
+
+
+def test_cli_synthesize_full_disk_exits_1_naming_case_and_path(tmp_path, monkeypatch, capsys):
+    src = healthy_cohort(tmp_path / "healthy", n=2)
+    out = tmp_path / "synth"
+    _disk_fills_after(monkeypatch, 0)
+    rc = main(["synthesize", "--method", "rules", "--healthy", str(src), "--out", str(out),
+               "--spec", "organ=liver,size=tiny", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "FAILED H00_rules_00" in err and str(out / "H00_rules_00") in err and "No space left on device" in err
+    assert "FAILED H01_rules_00: not attempted" in err
+    _no_partial_output(out, [])

@@ -154,3 +154,28 @@ def test_dataloader_workers_run_the_synthesis_and_draw_the_same_patches(cohorts,
         runs[workers] = json.loads((tmp_path / f"w{workers}" / "source_counts.json").read_text())["sources"]["healthy"]
     assert runs[2]["patches"] == runs[0]["patches"] == 6
     assert runs[2]["onthefly_tumors"] == runs[0]["onthefly_tumors"] == 6
+
+
+def test_a_run_folder_holding_a_run_is_refused_unless_resume_or_overwrite(cohorts, tmp_path):
+    from cohort.errors import CohortError
+
+    cfg = tiny_config([{"name": "real", "path": str(cohorts["real"])}])
+    run = tmp_path / "run"
+    train_segmentation(cfg, run, show=False)
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(CohortError, match="already holds a run") as e:
+        train_segmentation(cfg, run, show=False)
+    assert str(run) in str(e.value) and "resume" in str(e.value) and "overwrite" in str(e.value)
+    assert (run / "model" / "model.safetensors").read_bytes() == weights
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000003"]
+    with pytest.raises(ValueError, match="exclude each other"):
+        train_segmentation(cfg, run, resume=True, overwrite=True, show=False)
+    # the scaling study and the demo call with resume=True: a finished run is kept and re-exported
+    train_segmentation(cfg, run, resume=True, show=False)
+    assert json.loads((run / "summary.json").read_text())["steps_this_session"] == 0
+    # overwrite: the earlier run's checkpoints go, training starts from step 0
+    short = tiny_config([{"name": "real", "path": str(cohorts["real"])}], train={"max_steps": 2, "save_every": 2})
+    train_segmentation(short, run, overwrite=True, show=False)
+    s = json.loads((run / "summary.json").read_text())
+    assert s["steps"] == 2 and s["steps_this_session"] == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000002"]

@@ -84,3 +84,85 @@ def test_phantoms_then_info_console_script(tmp_path):
     info = json.loads(r.stdout)
     assert info["cases"] == 2 and info["sites"] == {"A": 2} and info["spacing_mm"] == {"3.00x3.00x3.00": 2}
     assert sum(t["cases"] for t in info["tumors"].values()) >= 1
+
+
+# Every subcommand that reads a config file (--config, or --spec for `sample`): the argv (with {cfg} for the
+# file and {tmp} for a scratch folder) and a wrong-typed value (YAML text, the key the message must name).
+CONFIG_COMMANDS = {
+    "train": (["train", "--stage", "autoencoder", "--config", "{cfg}", "--run-dir", "{tmp}/run", "--quiet"],
+              ("train:\n  steps: many\n", "train.steps")),
+    "sample": (["sample", "--healthy", "{tmp}/healthy", "--model", "{tmp}/model", "--spec", "{cfg}", "--out",
+                "{tmp}/out", "--quiet"], ("seed: many\n", "seed")),
+    "synthesize": (["synthesize", "--method", "rules", "--healthy", "{tmp}/healthy", "--out", "{tmp}/out",
+                    "--config", "{cfg}", "--no-progress"], ("seed: many\n", "seed")),
+    "filter train": (["filter", "train", "--config", "{cfg}", "--real", "{tmp}/real", "--synthetic", "{tmp}/syn",
+                      "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
+    "filter score": (["filter", "score", "--config", "{cfg}", "--model", "{tmp}/disc", "--cohort", "{tmp}/syn",
+                      "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
+    "filter apply": (["filter", "apply", "--config", "{cfg}", "--model", "{tmp}/disc", "--scores", "{tmp}/scores",
+                      "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
+    "filter audit": (["filter", "audit", "--config", "{cfg}", "--model", "{tmp}/disc", "--scores", "{tmp}/scores",
+                      "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
+    "segment train": (["segment", "train", "--config", "{cfg}", "--run-dir", "{tmp}/run", "--quiet"],
+                      ("train:\n  max_steps: many\n", "train.max_steps")),
+    "evaluate": (["evaluate", "--pred", "{tmp}/pred", "--gt", "{tmp}/gt", "--out", "{tmp}/out", "--config", "{cfg}",
+                  "--quiet"], ("nsd_tolerance_mm: many\n", "nsd_tolerance_mm")),
+    "export nnunet": (["export", "nnunet", "--config", "{cfg}", "--dataset-id", "1", "--out", "{tmp}/out"],
+                      ("train:\n  max_steps: many\n", "train.max_steps")),
+    "scaling run": (["scaling", "run", "--config", "{cfg}", "--out", "{tmp}/out"],
+                    ("phantom_spacing_mm: many\n", "phantom_spacing_mm")),
+    "demo": (["demo", "--config", "{cfg}", "--out", "{tmp}/out"], ("spacing_mm: many\n", "spacing_mm")),
+}
+
+
+def _commands_with_config_files():
+    """'<command> [<action>]' of every parser with --config (or --spec, when it names a file) in the CLI."""
+    import argparse
+
+    found = set()
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}".strip())
+            elif {"--config", "--spec"} & set(action.option_strings) and action.type is not str and (
+                    action.metavar != "SPEC"):  # synthesize's --spec is an inline tumor spec, not a file
+                found.add(prefix)
+
+    walk(build_parser(), "")
+    return found
+
+
+def test_every_config_command_is_in_the_config_error_test():
+    assert _commands_with_config_files() == set(CONFIG_COMMANDS)
+
+
+@pytest.mark.parametrize("fault", ["missing", "unknown_key", "wrong_type"])
+@pytest.mark.parametrize("command", sorted(CONFIG_COMMANDS))
+def test_config_errors_are_one_line_naming_file_and_key_exit_2(command, fault, tmp_path, monkeypatch, capsys):
+    import evaluation.scaling
+    import tumorgen.demo
+
+    def no_work(*a, **k):
+        raise AssertionError("the config error must stop the command before any work")
+
+    monkeypatch.setattr(tumorgen.demo, "run_demo", no_work)
+    monkeypatch.setattr(evaluation.scaling, "run_study", no_work)
+    argv, (wrong, wrong_key) = CONFIG_COMMANDS[command]
+    cfg = tmp_path / f"{fault}.yaml"
+    key = {"missing": None, "unknown_key": "no_such_key", "wrong_type": wrong_key}[fault]
+    if fault == "unknown_key":
+        cfg.write_text("no_such_key: 1\n")
+    elif fault == "wrong_type":
+        cfg.write_text(wrong)
+    capsys.readouterr()
+    code = main([a.format(cfg=cfg, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert str(cfg) in lines[0]
+    assert ("does not exist" in lines[0]) if key is None else (key in lines[0]), lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists()

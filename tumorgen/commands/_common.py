@@ -9,7 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console(stderr=True)
+#: soft_wrap: an error or a FAILED line stays one line whatever the terminal width (rich would break
+#: it at 80 columns when stderr is not a terminal), so it can be grepped and parsed
+console = Console(stderr=True, soft_wrap=True)
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:

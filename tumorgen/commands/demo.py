@@ -17,12 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumorgen.demo import run_demo
-
-    config = args.config or ("demo/smoke.yaml" if args.smoke else None)
     import json
+    from pathlib import Path
 
-    page = run_demo(args.out, config, args.overrides)
+    from rich.markup import escape
+
+    from cohort.config import ConfigError, load_config
+    from tumorgen.demo import DemoConfig, _cfg_path, run_demo
+
+    config = args.config or ("demo/smoke.yaml" if args.smoke else "demo/demo.yaml")
+    path = _cfg_path(config)  # a path, or relative to the shipped configs/
+    try:  # check the config before any stage starts (or the run folder is made)
+        load_config(DemoConfig, path if path.exists() else Path(config), args.overrides)
+        page = run_demo(args.out, config, args.overrides)
+    except ConfigError as e:  # one line "<file>: <key>: <problem>", also from a stage's own config
+        console.print(f"[red]config error[/red] {escape(str(e))}", highlight=False)
+        return 2
     console.print(f"open {page}")
     state = json.loads((page.parent / "stages.json").read_text())
     return 1 if state.get("scaling", {}).get("info", {}).get("failed_cells") else 0

@@ -41,4 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CohortError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
+    except OSError as e:  # a write outside the cohort loop (which reports its own) was refused
+        console.print(f"[red]error:[/red] {e.filename or args.out}: {e.strerror or e}")
+        return 1
     return report_exit(report)

@@ -27,12 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rich.markup import escape
+
     from cohort.config import config_dir
     from evaluation.scaling import cells, load_scaling_config, run_study
 
     path = Path(args.config)
-    path = path if path.exists() else config_dir() / args.config
-    cfg = load_scaling_config(path, args.overrides)
+    if not path.exists() and (config_dir() / args.config).exists():
+        path = config_dir() / args.config  # a name relative to the shipped configs/
+    try:
+        cfg = load_scaling_config(path, args.overrides)
+    except ValueError as e:  # ConfigError (a ValueError) and the study's own checks: "<file>: <key>: <problem>"
+        console.print(f"[red]config error[/red] {escape(str(e))}", highlight=False)
+        return 2
     if args.list:
         for c in cells(cfg):
             done = (Path(args.out) / "cells" / c.id / "cell.json").exists()

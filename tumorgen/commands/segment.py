@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--config", type=Path, default=None, help="configs/segmentation/<name>.yaml (default: the paper recipe)")
     tr.add_argument("--run-dir", "--out", dest="run_dir", type=Path, default=None,
                     help="run folder (default runs/segmentation/<config name>); the model lands in RUN/model")
-    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun = tr.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
+    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch "
+                            "(a folder holding a run is refused without --resume or --overwrite)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_argument(tr)
     tr.set_defaults(func=run_train)
@@ -50,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path("runs/segmentation") / (args.config.stem if args.config else "default")
     try:
         model = train_segmentation(cfg, run_dir, resume=args.resume, synthesizer=synth, spec_for=spec_for,
-                                   show=not args.quiet)
+                                   show=not args.quiet, overwrite=args.overwrite)
     except (CohortError, ConfigError) as e:
         console.print(f"[red]error[/red] {e}")
         return 2

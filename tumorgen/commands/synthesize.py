@@ -85,7 +85,15 @@ def run(args: argparse.Namespace) -> int:
         discard_new_output(args.out, existed, own=("synthesis_config.yaml",))
         console.print(f"[red]error:[/red] {e}")
         return 2
-    summary = summarize_sizes(args.out)
+    except OSError as e:  # the output folder refused a write before the cohort loop (a full disk)
+        discard_new_output(args.out, existed, own=("synthesis_config.yaml",))
+        console.print(f"[red]error:[/red] {e.filename or args.out}: {e.strerror or e}")
+        return 1
+    try:
+        summary = summarize_sizes(args.out)
+    except OSError as e:  # the loop reported the cohort files it could not write
+        console.print(f"[red]error:[/red] {args.out}: {e.strerror or e}")
+        return report_exit(report) or 1
     console.print(f"tumors: {summary['tumors']} in {summary['cases_with_tumors']} cases, "
                   f"{summary['early_tumors']} early (<= {summary['early_threshold_mm']:g} mm); "
                   f"diameter quantiles (mm): {summary.get('diameter_mm_quantiles')}")

@@ -22,22 +22,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", required=True, choices=["autoencoder", "diffusion", "controlnet"])
     p.add_argument("--config", required=True, type=Path, help="YAML (e.g. configs/generative/autoencoder.yaml)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: <output_dir>/<stage>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
+    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch "
+                            "(a folder holding a run is refused without --resume or --overwrite)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_set_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from cohort.config import ConfigError
     from cohort.errors import CohortError
     from generative.diffusion.perceptual import PerceptualWeightsMissing
     from generative.train import train_stage
 
     try:
-        out = train_stage(args.stage, args.config, args.run_dir, args.resume, args.overrides, not args.quiet)
+        out = train_stage(args.stage, args.config, args.run_dir, args.resume, args.overrides, not args.quiet,
+                          overwrite=args.overwrite)
     except (ConfigError, CohortError, PerceptualWeightsMissing, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     console.print(f"model written to {out}")
     return 0
