@@ -179,8 +179,9 @@ MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 
 def use_channels_last(setting: str, device: str | torch.device | None = None) -> bool:
     """Whether 3D conv nets run in ``torch.channels_last_3d``. ``auto``: on CPUs, where it was
-    measured faster (0.80x the fp32 autoencoder step, 0.81x the ControlNet step on a 2-core AVX2
-    CPU, benchmarks/bench_precision.py); contiguous on GPUs, where it was not measured."""
+    measured faster (0.80x the fp32 autoencoder step, 0.81x the ControlNet step, 0.77x the demo's
+    SegResNet step on a 2-core AVX2 CPU, benchmarks/bench_precision.py); contiguous on GPUs, where it
+    was not measured."""
     if setting not in ("auto", "channels_last", "contiguous"):
         raise ValueError(f"memory_format: {setting!r} is not auto | channels_last | contiguous")
     if setting == "auto":

@@ -17,7 +17,7 @@ from typing import Any
 
 from cohort import labels as L
 from cohort.config import ConfigError, bounded
-from cohort.hardware import PrecisionName
+from cohort.hardware import MemoryFormat, PrecisionName
 
 #: networks :func:`segmentation.networks.build_network` knows
 NETWORKS = ("segresnet", "dynunet", "swinunetr")
@@ -115,6 +115,7 @@ class TrainConfig:
     grad_accum: int = bounded(1, ge=1)
     grad_clip: float = bounded(12.0, ge=0)  # nnU-Net clips the gradient norm at 12
     mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
+    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d on CPU (measured faster), contiguous on GPU
     val_every: int = bounded(250, ge=1)
     save_every: int = bounded(250, ge=1)
     keep_checkpoints: int = bounded(2, ge=0)

