@@ -177,15 +177,15 @@ def _warn_once(what: str, requested: str, message: str) -> None:
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 
 
-def use_channels_last(setting: str, device: str | torch.device | None = None) -> bool:
-    """Whether 3D conv nets run in ``torch.channels_last_3d``. ``auto``: on CPUs, where it was
-    measured faster (0.80x the fp32 autoencoder step, 0.81x the ControlNet step, 0.77x the demo's
-    SegResNet step on a 2-core AVX2 CPU, benchmarks/bench_precision.py); contiguous on GPUs, where it
-    was not measured."""
+def use_channels_last(setting: str, device: str | torch.device | None = None, precision: str = "no") -> bool:
+    """Whether 3D conv nets run in ``torch.channels_last_3d``. ``auto``: on CPUs in fp32, where it
+    was measured faster (0.80x the fp32 autoencoder step, 0.81x the ControlNet step, 0.77x the demo's
+    SegResNet step on a 2-core AVX2 CPU, benchmarks/bench_precision.py); contiguous on GPUs and in
+    bf16, where it was not measured. ``precision``: the resolved value (no | bf16 | fp16)."""
     if setting not in ("auto", "channels_last", "contiguous"):
         raise ValueError(f"memory_format: {setting!r} is not auto | channels_last | contiguous")
     if setting == "auto":
-        return _device_type(device) == "cpu"
+        return _device_type(device) == "cpu" and precision == "no"
     return setting == "channels_last"
 
 

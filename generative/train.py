@@ -155,8 +155,8 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
         trained = models["unet"] if stage == "diffusion" else models["controlnet"]
         pipe = LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec).to(acc.device)
     # channels_last_3d: 0.80x (autoencoder) and 0.81x (ControlNet) the fp32 step time on an AVX2 CPU
-    # (benchmarks/bench_precision.py); "auto" uses it on CPUs only, where it was measured
-    cl = use_channels_last(t.memory_format, acc.device)
+    # (benchmarks/bench_precision.py); "auto" uses it for fp32 on CPUs only, where it was measured
+    cl = use_channels_last(t.memory_format, acc.device, precision.value)
     if cl:
         for net in ([trained, disc] if stage == "autoencoder" else [pipe.unet, pipe.controlnet]):
             if net is not None:

@@ -115,7 +115,7 @@ class TrainConfig:
     grad_accum: int = bounded(1, ge=1)
     grad_clip: float = bounded(12.0, ge=0)  # nnU-Net clips the gradient norm at 12
     mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
-    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d on CPU (measured faster), contiguous on GPU
+    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d for fp32 on CPU (measured faster), else contiguous
     val_every: int = bounded(250, ge=1)
     save_every: int = bounded(250, ge=1)
     keep_checkpoints: int = bounded(2, ge=0)

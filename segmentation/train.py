@@ -124,8 +124,8 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     cm = ClassMap(tuple(cfg.classes))
     net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
     net = build_network(cfg.network.name, net_kwargs)
-    # channels_last_3d: 0.77x the fp32 SegResNet step (demo network, 32^3) on a 2-core AVX2 CPU; "auto" = CPU only
-    cl = use_channels_last(t.memory_format, accelerator.device)
+    # channels_last_3d: 0.77x the fp32 SegResNet step (demo network, 32^3) on a 2-core AVX2 CPU; "auto" = fp32 on CPU only
+    cl = use_channels_last(t.memory_format, accelerator.device, precision.value)
     if cl:
         net = net.to(memory_format=torch.channels_last_3d)
     loss_fn = E.make_loss()

@@ -96,7 +96,7 @@ class TrainConfig:
     disc_lr: float = bounded(1e-4, gt=0)
     grad_accum: int = bounded(1, ge=1)
     mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
-    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d on CPU (measured faster), contiguous on GPU
+    memory_format: MemoryFormat = "auto"  # auto: channels_last_3d for fp32 on CPU (measured faster), else contiguous
     ema_decay: float = bounded(0.999, ge=0, lt=1)  # 0 disables EMA
     save_every: int = bounded(100, ge=1)  # save_state every N optimizer steps
     keep_checkpoints: int = bounded(2, ge=0)

@@ -112,3 +112,15 @@ def test_no_shipped_config_hard_codes_bf16():
         # --set strings inside YAML (demo overrides) count too
         assert "mixed_precision=bf16" not in text and "mixed_precision=fp16" not in text, f
     assert all(v in ("auto", "no") for *_, v in found)
+
+
+@pytest.mark.parametrize("setting,device,precision,expected", [
+    ("auto", "cpu", "no", True), ("auto", "cpu", "bf16", False), ("auto", "cuda", "no", False),
+    ("channels_last", "cuda", "bf16", True), ("contiguous", "cpu", "no", False)])
+def test_channels_last_choice(setting, device, precision, expected):
+    assert H.use_channels_last(setting, device, precision) is expected
+
+
+def test_unknown_memory_format_is_an_error():
+    with pytest.raises(ValueError, match="memory_format: 'nhwc'"):
+        H.use_channels_last("nhwc", "cpu")
