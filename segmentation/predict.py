@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
+from cohort.progress import StepProgress
 from segmentation.data import ClassMap
 from segmentation.networks import SegModel, load_model, resolve_model_dir
 
@@ -155,13 +155,13 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
     for cid, why in cohort.problems.items():
         report.fail(cid, why)
     timings: dict[str, float] = {}
-    with Progress(disable=not show, transient=True) as prog:
-        task = prog.add_task("predicting", total=len(cohort.refs))
+    with StepProgress(f"predicting {Path(input).name}", len(cohort.refs), enabled=show, unit="case",
+                      transient=True) as prog:
         for ref in cohort.refs:
             target = out / f"{ref.case_id}.nii.gz"
             if target.exists() and not overwrite:
                 report.skipped.append(ref.case_id)
-                prog.advance(task)
+                prog.advance()
                 continue
             try:
                 case = ref.load()
@@ -173,7 +173,7 @@ def predict_cohort(model_dir: str | Path, input: str | Path, out_dir: str | Path
                 report.done.append(ref.case_id)
             except (CohortError, ValueError, RuntimeError) as e:
                 report.fail(ref.case_id, e)
-            prog.advance(task)
+            prog.advance(info=ref.case_id)
     write_json(out / "predict_report.json", {"model": str(model_dir), "input": str(input), "tta": tta,
                                              "min_lesion_mm3": (model.infer.min_lesion_mm3 if min_lesion_mm3 is None
                                                                 else min_lesion_mm3),

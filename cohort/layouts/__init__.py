@@ -51,6 +51,8 @@ def detect_layout(path: str | Path) -> str:
         return "abdomenatlas"
     if (path / MANIFEST_NAME).exists():
         return "manifest"
+    if (path / "ct.nii.gz").exists():
+        return "abdomenatlas_case"
     raise CohortError(path, "no known cohort layout found (AbdomenAtlas case folders with ct.nii.gz, MSD or nnU-Net "
                             "dataset.json, KiTS23 case folders with imaging.nii.gz, or a manifest)")
 
@@ -77,6 +79,17 @@ def open_cohort(path: str | Path, layout: str | None = None, mapping: Any = None
     }
     if layout == "manifest":
         return read_manifest(path, mapping=mapping, accepted_only=accepted_only)
+    if layout == "abdomenatlas_case":
+        # one AbdomenAtlas case folder given instead of its cohort: a cohort of that one case
+        whole = read_abdomenatlas(path.parent)
+        cohort = Cohort(path, "abdomenatlas")
+        cohort.refs = [r for r in whole.refs if r.case_id == path.name]
+        if path.name in whole.problems:
+            cohort.problems[path.name] = whole.problems[path.name]
+        if not cohort.refs and not cohort.problems:
+            raise CohortError(path, f"a case folder that its parent {path.parent} does not list as a case; "
+                                    f"give the cohort folder {path.parent} instead")
+        return keep_accepted(cohort) if accepted_only else cohort
     if layout not in readers:
         raise CohortError(path, f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     cohort = readers[layout](path)

@@ -67,9 +67,12 @@ def feather_weight(region: np.ndarray, spacing, feather_mm: float) -> np.ndarray
 
 
 def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
-                  tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                  tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Generate CT for one tumor mask (bool (X, Y, Z)) and blend it in.
 
+    ``allowed`` (bool (X, Y, Z)): the only voxels whose HU may change (the organ plus the tumor,
+    as the CA and rule makers do); the feathered blend is cut at its edge. None: the whole ROI.
     Returns (ct float32 HU, label uint8, info) with new arrays; inputs are not modified.
     """
     t0 = time.time()
@@ -99,6 +102,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     gen_hu = unscale_hu(_resize(gen, tuple(n), "trilinear"))
 
     w = feather_weight(region, spacing, settings.feather_mm)
+    if allowed is not None:
+        w = w * (allowed[box] | tum_roi)  # nothing outside the organ (and the tumor) changes
     out_ct, out_lab = ct_hu.copy(), label.copy()
     roi = out_ct[box]
     out_ct[box] = np.where(w > 0, w * gen_hu + (1 - w) * roi, roi).astype(np.float32)
@@ -142,7 +147,8 @@ class DiffusionSynthesizer:
         if not tumor.any():
             raise SynthesisError(f"the tumor mask does not overlap the {organ}")
         lesion = L.lesion_index_for(organ)
-        ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings)
+        ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings,
+                                      allowed=organ_mask(label, organ))
         recs = tumor_records(tumor, lesion, spacing, organ, self.name, seed=seed, sampler=self.settings.sampler,
                              steps=self.settings.steps, model_hash=self.model_hash)
         return SynthesisResult(ct, lab, recs, {"tumors": [info], "model_hash": self.model_hash,
@@ -171,7 +177,8 @@ class DiffusionSynthesizer:
             if not tumor.any():
                 raise SynthesisError(f"no room for a {size} tumor in the {spec.organ}")
             seed = int(rng.integers(0, 2**31 - 1))
-            ct, lab, info = inpaint_tumor(self.pipe, ct, lab, spacing, tumor, lesion, seed, self.settings)
+            ct, lab, info = inpaint_tumor(self.pipe, ct, lab, spacing, tumor, lesion, seed, self.settings,
+                                          allowed=organ)
             info["size"] = size
             infos.append(info)
             records += tumor_records(tumor, lesion, spacing, spec.organ, self.name, size=size if isinstance(size, str) else None,

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import track
 
 from cohort.case import Case
 from cohort.config import load_config
@@ -27,6 +26,7 @@ from cohort.errors import BatchReport, CohortError
 from cohort.io import read_json, write_json, write_text
 from cohort.layouts import open_cohort, write_rows
 from cohort.preprocess import to_ras
+from cohort.progress import track
 from generative.quality.config import FilterConfig
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import patient_group
@@ -116,7 +116,7 @@ def score_cohort(model_dir: str | Path, cohort_dir: str | Path, config: FilterCo
     for cid, why in cohort.problems.items():
         report.fail(cid, why)
     scores = []
-    for ref in track(cohort.refs, description=f"scoring {Path(cohort_dir).name}", transient=True):
+    for ref in track(cohort.refs, f"scoring {Path(cohort_dir).name}", unit="case"):
         t0 = time.perf_counter()
         try:
             case = to_ras(ref.load())

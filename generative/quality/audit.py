@@ -27,6 +27,7 @@ from cohort.config import to_dict  # noqa: E402
 from cohort.io import read_json, write_json, write_text  # noqa: E402
 from cohort.layouts import open_cohort  # noqa: E402
 from cohort.preprocess import to_ras  # noqa: E402
+from cohort.progress import track
 from cohort.report import format_cell, html_page, html_table  # noqa: E402
 from generative.quality.apply import (  # noqa: E402
     FILTER_NAMES,
@@ -305,7 +306,7 @@ def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_d
 
     def judge(case_list, kind):
         out = []
-        for c in case_list:
+        for c in track(case_list, f"audit: scoring {kind} cases", unit="case"):
             tumors, sc, verdicts = scorer.score_case(c)
             out.append(CaseScore(c.case_id, "", "", None, kind, None, tumors, sc, verdicts))
         return out, (decide_cases(out, cfg, cal, cutoff=dec.cutoff) if out else None)

@@ -3,8 +3,9 @@
 Each output case ``<source id>_<method>_<k>`` is drawn with a generator seeded
 from (seed, source case id, k), so results do not depend on the order or on
 which cases were already done: a killed run resumes where it stopped and
-produces the same cohort. Bad source cases (unreadable, no organ, already
-holding a lesion of the class, organ too small) are reported and skipped.
+produces the same cohort. Bad source cases (unreadable, no organ, organ too
+small) are reported and skipped. Lesions the source case already holds are kept
+(new tumors go elsewhere in the organ) and listed in the sidecar's ``existing_lesions``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
 from cohort.io import clean_stale_temps, read_json, write_json, write_text
 from cohort.layouts import case_dir, case_done, open_cohort, write_case, write_manifest
-from cohort.lesions import EARLY_TUMOR_DIAMETER_MM
+from cohort.lesions import EARLY_TUMOR_DIAMETER_MM, measure_lesions
 from cohort.progress import StepProgress
 from generative.tumors.base import SynthesisError, Synthesizer, TumorSpec
 
@@ -75,11 +76,11 @@ def synthesize_case(case: Case, synthesizer: Synthesizer, specs: TumorSpec | Seq
     methods without them), synthesis (method details) and seconds.
     """
     specs = [specs] if isinstance(specs, TumorSpec) else list(specs)
-    for spec in specs:
-        lesion = L.lesion_index_for(spec.organ)
-        if (case.label == lesion).any():
-            raise SynthesisError(f"source case already holds {L.INDEX_TO_NAME[lesion]} voxels (not healthy for "
-                                 f"{spec.organ})")
+    # a source that already holds lesions (the common augmentation case: real tumor-bearing scans)
+    # keeps them: every maker places its tumors inside organ voxels, away from labelled lesions, and
+    # the sidecar records the existing lesions beside the new ones
+    existing = np.isin(case.label, L.LESION_LABELS)
+    existing_records = [r.as_dict() for r in measure_lesions(case.label, case.spacing)] if existing.any() else []
     t0 = time.perf_counter()
     ct, label = case.ct.astype(np.float32, copy=False), case.label.astype(np.uint8, copy=False)
     records: list[dict[str, Any]] = []
@@ -90,6 +91,8 @@ def synthesize_case(case: Case, synthesizer: Synthesizer, specs: TumorSpec | Seq
         records += res.records
         infos.append({key: v for key, v in res.info.items() if key != "seconds"})
     seconds = time.perf_counter() - t0
+    if existing.any() and not np.array_equal(label[existing], case.label[existing]):
+        raise SynthesisError(f"{synthesizer.name} overwrote existing lesion voxels of the source case")
     src = case.meta.get("source") if isinstance(case.meta.get("source"), dict) else {}
     first = infos[0] if infos else {}
     meta: dict[str, Any] = {
@@ -106,6 +109,7 @@ def synthesize_case(case: Case, synthesizer: Synthesizer, specs: TumorSpec | Seq
         "steps": first.get("steps"),
         "specs": [s.as_dict() for s in specs],
         "tumors": records,
+        "existing_lesions": existing_records,
         "synthesis": infos[0] if len(infos) == 1 else infos,
         "filter": None,
         "seconds": round(seconds, 3),
@@ -179,7 +183,9 @@ def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer:
                 bar.advance()
                 continue
             try:
-                write_case(out, out_dir)  # atomic: on any error no case folder and no temporary remain
+                # a source in the AbdomenAtlas layout with per-organ masks gets them back, new lesions included
+                per_organ = cohort.layout == "abdomenatlas" and (Path(ref.image).parent / "segmentations").is_dir()
+                write_case(out, out_dir, per_organ_masks=per_organ)  # atomic: on any error no case folder and no temporary remain
             except (CohortError, ValueError) as e:
                 report.fail(oid, f"source {ref.case_id}: {e}")
                 bar.advance()

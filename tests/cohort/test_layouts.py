@@ -315,3 +315,14 @@ def test_written_cases_follow_the_umask(tmp_path, make_case):
     for f in [*case_dir.iterdir(), *(case_dir / "segmentations").iterdir(), manifest]:
         if f.is_file():
             assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_a_single_case_folder_reads_as_a_one_case_cohort(tmp_path):
+    from cohort.layouts import open_cohort, write_case
+    from tests.conftest import tiny_case
+
+    for i in range(2):
+        write_case(tiny_case(f"c{i}", seed=i), tmp_path / "cohort")
+    one = open_cohort(tmp_path / "cohort" / "c1")
+    assert [r.case_id for r in one.refs] == ["c1"]
+    assert one.refs[0].load().ct.shape == tiny_case("c1").ct.shape

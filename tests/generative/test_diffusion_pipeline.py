@@ -106,6 +106,9 @@ def test_inpainting_changes_only_the_roi_and_labels_only_inside_the_organ(pipe, 
     assert np.all(lab0[res.label == lesion] == L.NAME_TO_INDEX["liver"])  # only where the liver was
     assert not np.array_equal(res.ct, ct0) and np.isfinite(res.ct).all()
     assert len(res.records) >= 1 and res.records[0]["method"] == "diffusion"
+    # every changed voxel is inside the organ or the new tumor (the blend does not leak into neighbours)
+    hu_changed = res.ct != ct0
+    assert hu_changed.any() and np.all((lab0[hu_changed] == L.NAME_TO_INDEX["liver"]) | (res.label[hu_changed] == lesion))
     again = synth(healthy.ct, healthy.label, healthy.spacing, TumorSpec(organ="liver", size="tiny"), np.random.default_rng(0))
     assert np.array_equal(again.ct, res.ct) and np.array_equal(again.label, res.label)
 

@@ -154,7 +154,7 @@ def test_probe_scoring_on_a_good_case_is_consistent(world):
     assert score == min(t["p_real"] for t in tumors) and verdicts["hu_check"]["accepted"]
 
 
-def test_cli_train_score_apply_audit(world, tmp_path):
+def test_cli_train_score_apply_audit(world, tmp_path, capsys):
     from tumorgen.cli import main
 
     m = tmp_path / "m"
@@ -168,6 +168,11 @@ def test_cli_train_score_apply_audit(world, tmp_path):
     assert main(["filter", "apply", "--config", str(TINY), "--model", str(m), "--scores", str(out),
                  "--out", str(out)]) == 0
     assert (out / "manifest.jsonl").exists() and (out / "filter_summary.json").exists()
+    # the printed count is the manifest's case-level decisions (per-filter "accepted" keys do not count)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    n_acc = sum(bool(r.get("accepted")) for r in rows)
+    assert f"{n_acc} of {len(rows)} cases accepted" in capsys.readouterr().err
+    assert json.loads((out / "filter_summary.json").read_text())["n_accepted"] == n_acc
     assert main(["filter", "audit", "--config", str(TINY), "--model", str(m), "--scores", str(out),
                  "--out", str(out / "audit"), "--set", "audit.probes=[noise]", "--probe-cohort", str(world["real"])]) == 0
     assert (out / "audit" / "report.html").exists()

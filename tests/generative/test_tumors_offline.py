@@ -75,15 +75,6 @@ def test_results_do_not_depend_on_order_or_subset(tmp_path):
     assert case_rng(1, "H02", 0).random() == case_rng(1, "H02", 0).random() != case_rng(1, "H02", 1).random()
 
 
-def test_source_with_lesion_is_rejected(tmp_path):
-    root = tmp_path / "h"
-    ct, lab = toy_liver(24)
-    lab[12, 12, 12] = LESION
-    write_case(Case("SICK", ct, lab, np.diag([1.5, 1.5, 1.5, 1.0]), {}), root)
-    rep = synthesize_cohort(root, tmp_path / "o", RuleSynthesizer(), TumorSpec("liver"), progress=False)
-    assert "not healthy" in rep.failed["SICK_rules_00"]
-
-
 @pytest.mark.parametrize("method", ["ca", "rules"])
 def test_cli_synthesize(tmp_path, method):
     src = healthy_cohort(tmp_path / "healthy", n=2)
@@ -168,3 +159,39 @@ def test_cli_synthesize_full_disk_exits_1_naming_case_and_path(tmp_path, monkeyp
     assert "FAILED H00_rules_00" in err and str(out / "H00_rules_00") in err and "No space left on device" in err
     assert "FAILED H01_rules_00: not attempted" in err
     _no_partial_output(out, [])
+
+
+@pytest.mark.parametrize("method", ["rules", "ca"])
+def test_a_case_with_a_lesion_gains_a_second_one_and_keeps_the_first(tmp_path, method):
+    from generative.registry import build_synthesizer
+
+    ct, label = toy_liver(40, seed=3)
+    c = np.argwhere(label == 5).mean(0).astype(int)
+    label[c[0] + 4:c[0] + 8, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = 27  # an existing real tumor
+    case = Case("T01", ct, label, np.diag([1.5, 1.5, 1.5, 1.0]), {"kind": "real"})
+    first = case.label == 27
+    assert first.any()
+    write_case(case, tmp_path / "src")
+    spec = TumorSpec("liver", steps=20) if method == "ca" else TumorSpec("liver", size="tiny")
+    rep = synthesize_cohort(tmp_path / "src", tmp_path / "out", build_synthesizer(method), spec, seed=2, progress=False)
+    assert rep.ok, rep.summary()
+    out = open_cohort(tmp_path / "out").refs[0].load()
+    src = open_cohort(tmp_path / "src").refs[0].load()  # as stored (HU rounded on disk)
+    assert np.all(out.label[first] == 27) and np.array_equal(out.ct[first], src.ct[first])  # kept as it was
+    new = (out.label == 27) & ~first
+    assert new.any()
+    meta = json.loads((tmp_path / "out" / out.case_id / "case.json").read_text())
+    assert len(meta["existing_lesions"]) == 1 and meta["existing_lesions"][0]["voxels"] == int(first.sum())
+    assert meta["tumors"] and sum(t["voxels"] for t in meta["tumors"]) == int(new.sum())
+
+
+def test_per_organ_masks_come_back_when_the_source_had_them(tmp_path):
+    ct, lab = toy_liver(24)
+    write_case(Case("P01", ct, lab, np.diag([1.5, 1.5, 1.5, 1.0]), {"kind": "real"}), tmp_path / "src",
+               per_organ_masks=True)
+    rep = synthesize_cohort(tmp_path / "src", tmp_path / "out", RuleSynthesizer(), TumorSpec("liver", size="tiny"),
+                            progress=False)
+    assert rep.ok, rep.summary()
+    seg = tmp_path / "out" / "P01_rules_00" / "segmentations"
+    assert (seg / "liver.nii.gz").exists() and (seg / "liver_lesion.nii.gz").exists()
+    assert read_label(seg / "liver_lesion.nii.gz")[0].any()

@@ -143,8 +143,13 @@ def run_apply(args) -> int:
     except _errors() as e:
         console.print(f"[red]error[/red] {e}")
         return 2
-    n_acc = sum(1 for line in manifest.read_text().splitlines() if '"accepted": true' in line)
-    console.print(f"{n_acc} of {len(scores)} cases accepted -> {manifest}")
+    import json
+
+    from cohort.layouts import is_accepted
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    n_acc = sum(1 for r in rows if is_accepted(r))  # the manifest's own case-level decision
+    console.print(f"{n_acc} of {len(rows)} cases accepted -> {manifest}")
     return report_exit(report)
 
 
