@@ -17,12 +17,16 @@ and listed in ``summary.json`` and ``summary.md``; every other case is
 evaluated.
 
 Outputs in ``out_dir`` (each written atomically):
-``cases.csv`` (one row per case and organ type), ``lesions.csv`` (one row per
-ground-truth lesion: size, diameter, early, detected), ``summary.json``
-(``overall``: every reported organ type pooled, and ``organs``: per organ
-type; each metric as {value, ci_low, ci_high, n} with its 95 % bootstrap
-interval, ROC points; the config and the failures), ``summary.md`` (the same as a Markdown table)
-and ``metrics.yaml`` (the resolved config).
+``cases.csv`` (one row per case and organ type, with DSC, NSD, HD95 and MSD in
+mm, ``inf`` where a present lesion class was not predicted at all),
+``lesions.csv`` (one row per ground-truth lesion: size, diameter, early,
+detected), ``summary.json`` (``overall``: every reported organ type pooled,
+and ``organs``: per organ type; each metric as {value, ci_low, ci_high, n}
+with its 95 % bootstrap interval, ROC points; ``warnings``: sensitivities
+that come with many false positives, see
+:func:`evaluation.metrics.detection_warnings`; the config and the failures),
+``summary.md`` (the same as a Markdown table, warnings as visible lines above
+it) and ``metrics.yaml`` (the resolved config).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from evaluation.metrics import (
     LesionMatch,
     MetricsConfig,
     OrganSummary,
+    detection_warnings,
     evaluate_case,
     load_metrics_config,
     organ_types_for,
@@ -72,9 +77,13 @@ GRID_TOLERANCE_MM = 1e-2
 
 POLICY = ("DSC and NSD are averaged over tumor-positive cases only (GT has the lesion class); on GT-negative "
           "cases they are undefined (NaN, null in JSON, empty in CSV) and left out. A GT-positive case with an empty "
-          "prediction scores 0. Patient-level specificity is over GT-negative cases, where an empty prediction is a "
+          "prediction scores 0. HD95 and MSD (mm) are computed on the same tumor-positive cases; one with an empty "
+          "prediction has no predicted surface (inf in cases.csv) and is left out of their means and counted as "
+          "n_empty_prediction. Patient-level specificity is over GT-negative cases, where an empty prediction is a "
           "true negative. A case counts for an organ type only when its GT contains the organ or its lesion "
-          "(require_organ).")
+          "(require_organ). Patient sensitivity is the paper's (called positive by volume); the localised one also "
+          "needs a matched true lesion. FP/case counts predicted lesion components matching no true lesion, lesion "
+          "precision is matched over all predicted components, both under the tumor detection rule.")
 
 
 @dataclass
@@ -102,6 +111,20 @@ class EvaluationResult:
         """GT lesions of the reported organ types."""
         return [m for c in self.cases for m in c.lesions if m.organ in self.organs]
 
+    def shown(self) -> list[OrganSummary]:
+        """The summaries of the tables: every organ type, then "all" when there are several."""
+        out = list(self.organs.values())
+        if self.overall is not None and len(self.organs) > 1:  # one organ type: "all" repeats its row
+            out.append(self.overall)
+        return out
+
+    def warnings(self) -> list[str]:
+        """Sensitivities that come with many false positives (:func:`evaluation.metrics.detection_warnings`)."""
+        out = []
+        for s in self.shown():
+            out += detection_warnings(s.organ, s, self.config.warn_fp_per_case, self.config.warn_lesion_precision)
+        return out
+
     def as_dict(self) -> dict:
         return {
             "pred_dir": self.pred_dir,
@@ -110,6 +133,7 @@ class EvaluationResult:
             "n_cases_failed": len(self.failed),
             "failed": dict(sorted(self.failed.items())),
             "policy": POLICY,
+            "warnings": self.warnings(),
             "config": to_dict(self.config),
             "overall": self.overall.as_dict() if self.overall is not None else None,
             "organs": {k: v.as_dict() for k, v in self.organs.items()},
@@ -118,26 +142,34 @@ class EvaluationResult:
     def markdown(self) -> str:
         """The summary as a Markdown table (value [95 % CI])."""
         tol = f"{self.config.nsd_tolerance_mm:g}"
-        head = ["organ", "cases (+/-)", "lesions (early)", "DSC", f"NSD@{tol}mm", "patient sens.", "patient spec.",
-                "AUC (volume)", "tumor sens.", f"early sens. (<={self.config.early_diameter_mm:g} mm)"]
+        head = ["organ", "cases (+/-)", "lesions (early)", "DSC", f"NSD@{tol}mm", "HD95 (mm)", "MSD (mm)",
+                "patient sens.", "patient sens. (localised)", "patient spec.", "AUC (volume)", "tumor sens.",
+                f"early sens. (<={self.config.early_diameter_mm:g} mm)", "FP/case", "lesion prec."]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        shown = list(self.organs.values())
-        if self.overall is not None and len(self.organs) > 1:  # one organ type: "all" repeats its row
-            shown.append(self.overall)
+        shown = self.shown()
         for s in shown:
             cells = [s.organ, f"{s.n_cases} ({s.n_positive}/{s.n_negative})", f"{s.n_lesions} ({s.n_early})",
-                     s.dsc.format(), s.nsd.format(), s.patient_sensitivity.format(), s.patient_specificity.format(),
-                     s.auc_volume.format(), s.tumor_sensitivity.format(), s.early_tumor_sensitivity.format()]
+                     s.dsc.format(), s.nsd.format(), s.hd95.format(2), s.msd.format(2),
+                     s.patient_sensitivity.format(), s.patient_sensitivity_localised.format(),
+                     s.patient_specificity.format(), s.auc_volume.format(), s.tumor_sensitivity.format(),
+                     s.early_tumor_sensitivity.format(), s.false_positive_components_per_case.format(2),
+                     s.lesion_precision.format()]
             lines.append("| " + " | ".join(cells) + " |")
+        empty = [f"{s.organ}: {s.n_empty_prediction}" for s in shown if s.n_empty_prediction]
         if any(not math.isnan(s.auc_probability.value) for s in shown):
             lines += ["", "| organ | AUC (probability) |", "|---|---|"]
             lines += [f"| {s.organ} | {s.auc_probability.format()} |" for s in shown]
+        warn = "".join(f"**{w}**\n\n" for w in self.warnings())
+        rule = {"any": "any overlap", "iou": f"IoU >= {self.config.iou_threshold:g}",
+                "centroid": "predicted component's centroid inside the true lesion"}[self.config.overlap_rule]
         text = (f"# Tumor segmentation metrics\n\nPredictions `{self.pred_dir}` against `{self.gt_dir}`: "
-                f"{len(self.cases)} cases evaluated, {len(self.failed)} failed.\n\n" + "\n".join(lines) + "\n\n"
-                f"Patient-level call: predicted lesion volume >= {self.config.patient_volume_threshold_mm3:g} mm^3. "
-                f"Tumor detection rule: {self.config.overlap_rule}"
-                + (f" (IoU >= {self.config.iou_threshold:g})" if self.config.overlap_rule == "iou" else " overlap")
-                + f"; diameter rule: {self.config.diameter_rule}. "
+                f"{len(self.cases)} cases evaluated, {len(self.failed)} failed.\n\n" + warn + "\n".join(lines) + "\n\n"
+                + (f"HD95/MSD leave out the tumor-positive cases with an empty prediction (distance infinite; "
+                   f"DSC and NSD score them 0): "
+                   f"{', '.join(empty)}.\n\n" if empty else "")
+                + f"Patient-level call: predicted lesion volume >= {self.config.patient_volume_threshold_mm3:g} mm^3. "
+                f"Tumor detection rule ({self.config.overlap_rule}): {rule}, also for FP/case, lesion precision and "
+                f"localised patient sensitivity; diameter rule: {self.config.diameter_rule}. "
                 f"Intervals: {self.config.ci_level:.0%} percentile bootstrap over cases "
                 f"({self.config.bootstrap_n} resamples, seed {self.config.seed}).\n\n{POLICY}\n")
         if self.failed:
@@ -156,8 +188,16 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def cases_csv(rows: list[CaseMetrics]) -> str:
-    """One line per case and organ type; NaN cells are empty."""
-    return _csv([r.as_dict() for r in rows], [f.name for f in fields(CaseMetrics)])
+    """One line per case and organ type; NaN cells are empty, infinite distances (an empty prediction
+    of a present lesion class) are ``inf``."""
+    out = []
+    for r in rows:
+        d = r.as_dict()
+        for k in ("hd95_mm", "msd_mm"):
+            if math.isinf(getattr(r, k)):
+                d[k] = "inf"
+        out.append(d)
+    return _csv(out, [f.name for f in fields(CaseMetrics)])
 
 
 def lesions_csv(lesions: list[LesionMatch]) -> str:

@@ -1,9 +1,11 @@
 """Tumor segmentation metrics of the paper: pure functions, structured results.
 
-Per case and lesion class (organ type): DSC, NSD at 2 mm, patient-level call
-(predicted lesion volume >= T mm^3), tumor-level detection of every
-ground-truth lesion (26-connected component) and early-tumor detection
-(lesions of at most 20 mm). Per organ type over a cohort: means and rates
+Per case and lesion class (organ type): DSC, NSD at 2 mm, HD95 and mean
+surface distance (mm), patient-level call (predicted lesion volume >= T
+mm^3), tumor-level detection of every ground-truth lesion (26-connected
+component), early-tumor detection (lesions of at most 20 mm), and the
+false-positive side of detection: predicted lesion components that match no
+ground-truth lesion. Per organ type over a cohort: means and rates
 with percentile-bootstrap 95 % intervals over cases, and the ROC AUC of the
 patient-level call over a sweep of T (and of a probability threshold when
 probability maps exist); and the same pooled over every reported organ
@@ -26,8 +28,41 @@ Empty cases and NaN (the policy every number in the reports follows):
 * A case counts for an organ type only when its ground truth contains that
   organ or its lesion (``require_organ``): a liver-only dataset says nothing
   about pancreatic lesions.
+* HD95 and MSD (:mod:`evaluation.surface`) are computed on tumor-positive
+  cases only, like DSC. A tumor-positive case with an empty prediction of
+  the class has no predicted surface: its HD95 and MSD are inf (``inf`` in
+  cases.csv), and the cohort means are over the tumor-positive cases with a
+  predicted surface; the number left out is ``n_empty_prediction`` beside
+  them (those misses already score DSC 0 and NSD 0).
 * A summary with no units (e.g. no GT-negative case) is NaN, written as
   ``null`` in JSON, an empty cell in CSV and "n/a" in Markdown.
+
+Localisation (``MetricsConfig.overlap_rule``) decides when a ground-truth
+lesion G and a predicted component P of the same class *match*:
+
+* ``any`` (default, the paper's rule): P and G share a voxel;
+* ``iou``: IoU(P, G) >= ``iou_threshold``;
+* ``centroid``: the centroid of P (mean voxel index, rounded to the nearest
+  voxel) is a voxel of G. It is the predicted component's centroid, not the
+  lesion's: a false lesion painted over half an organ has its centroid far
+  from the small tumor it happens to cover, while "G's centroid inside P"
+  would let a prediction covering the whole organ find every tumor.
+
+One rule serves everything built on matching: a GT lesion is *detected* when
+some predicted component matches it (tumor and early-tumor sensitivity); a
+predicted component is a *false positive* when it matches no GT lesion
+(``n_false_positive_components``, its cohort mean per case
+``false_positive_components_per_case``, "FP/case"); *lesion precision* is
+matched predicted components over all predicted components (NaN with none).
+Several components matching one lesion all count as matched (no one-to-one
+assignment; with ``iou`` and a threshold above 0.5 matching is one-to-one
+anyway). *Patient sensitivity* keeps the paper's definition (a
+tumor-positive case called positive by volume);
+*patient_sensitivity_localised* also needs at least one of the case's GT
+lesions of that organ type to be matched (for ``"all"``: some organ type
+both called and matched), so a call made on a false lesion elsewhere does
+not count. :func:`detection_warnings` flags sensitivities that come with
+many false positives (``warn_fp_per_case``, ``warn_lesion_precision``).
 """
 
 from __future__ import annotations
@@ -51,13 +86,16 @@ from evaluation.bootstrap import (
     ratio_summary,
     roc_auc,
 )
-from evaluation.surface import normalized_surface_dice
+from evaluation.surface import normalized_surface_dice, surface_metrics
 
 __all__ = [
     "MetricsConfig", "load_metrics_config", "CaseMetrics", "LesionMatch", "CaseResult", "OrganSummary", "Summary",
     "dice", "evaluate_case", "summarize", "summarize_overall", "roc_auc", "roc_points", "equivalent_diameter_mm", "organ_types_for",
-    "normalized_surface_dice",
+    "normalized_surface_dice", "detection_warnings", "OVERLAP_RULES",
 ]
+
+#: localisation rules (see module docs)
+OVERLAP_RULES = ("any", "iou", "centroid")
 
 #: key of a probability map that covers every lesion class
 ANY_LESION = "any_lesion"
@@ -85,10 +123,17 @@ class MetricsConfig:
     #: file name of one map for all lesion classes (what `tumorgen predict --save-prob` writes);
     #: used for the classes that have no map of their own
     any_lesion_probability_pattern: str = "{case_id}_tumor_prob.nii.gz"
-    #: "any": a GT lesion is detected when a predicted voxel of its class overlaps it;
-    #: "iou": when some predicted component of its class has IoU >= iou_threshold with it
-    overlap_rule: Literal["any", "iou"] = "any"
+    #: when a GT lesion and a predicted component of its class match (module docs): "any" shared voxel
+    #: (the paper's rule); "iou": IoU >= iou_threshold; "centroid": the predicted component's centroid
+    #: lies in the GT lesion. Used for tumor and early-tumor sensitivity, false-positive components,
+    #: lesion precision and localised patient sensitivity.
+    overlap_rule: Literal["any", "iou", "centroid"] = "any"
     iou_threshold: float = 0.5
+    #: warn (summary.md, summary.json "warnings", scaling report) when a summary with a sensitivity has
+    #: more false-positive lesion components per case than this ...
+    warn_fp_per_case: float = 2.0
+    #: ... or a lesion precision below this
+    warn_lesion_precision: float = 0.2
     #: early tumors: diameter <= this (mm)
     early_diameter_mm: float = 20.0
     #: "max_axial": longest in-plane extent over axial slices (tracks radiologists' sizes on KiTS23);
@@ -108,8 +153,12 @@ class MetricsConfig:
             raise ValueError(f"nsd_tolerance_mm must be >= 0, got {self.nsd_tolerance_mm}")
         if self.patient_volume_threshold_mm3 < 0:
             raise ValueError(f"patient_volume_threshold_mm3 must be >= 0, got {self.patient_volume_threshold_mm3}")
-        if self.overlap_rule not in ("any", "iou"):
-            raise ValueError(f"overlap_rule must be 'any' or 'iou', got {self.overlap_rule!r}")
+        if self.overlap_rule not in OVERLAP_RULES:
+            raise ValueError(f"overlap_rule must be one of {list(OVERLAP_RULES)}, got {self.overlap_rule!r}")
+        if self.warn_fp_per_case < 0:
+            raise ValueError(f"warn_fp_per_case must be >= 0, got {self.warn_fp_per_case}")
+        if not 0.0 <= self.warn_lesion_precision <= 1.0:
+            raise ValueError(f"warn_lesion_precision must be in [0, 1], got {self.warn_lesion_precision}")
         if self.diameter_rule not in ("max_axial", "equivalent_sphere"):
             raise ValueError(f"diameter_rule must be 'max_axial' or 'equivalent_sphere', got {self.diameter_rule!r}")
         if not 0.0 < self.iou_threshold <= 1.0:
@@ -135,7 +184,13 @@ def load_metrics_config(path: str | Path | None = None, overrides: Sequence[str]
 
 @dataclass
 class CaseMetrics:
-    """One case, one organ type. Volumes in mm^3; ``dsc``/``nsd`` NaN on GT-negative cases."""
+    """One case, one organ type. Volumes in mm^3, distances in mm.
+
+    ``dsc``, ``nsd``, ``hd95_mm``, ``msd_mm`` are NaN on GT-negative cases;
+    ``hd95_mm``/``msd_mm`` are inf on a GT-positive case with an empty prediction.
+    ``n_detected``, ``n_early_detected``, ``n_false_positive_components`` follow
+    ``MetricsConfig.overlap_rule``.
+    """
 
     case_id: str
     organ: str
@@ -147,12 +202,14 @@ class CaseMetrics:
     pred_volume_mm3: float
     dsc: float
     nsd: float
+    hd95_mm: float
+    msd_mm: float
     n_lesions: int
     n_detected: int
     n_early: int
     n_early_detected: int
     n_pred_components: int
-    n_false_positive_components: int  # predicted components touching no GT lesion of the class
+    n_false_positive_components: int  # predicted components matching no GT lesion of the class (overlap_rule)
     max_probability: float = float("nan")  # NaN when no probability map was given
 
     def as_dict(self) -> dict:
@@ -164,7 +221,9 @@ class LesionMatch:
     """One ground-truth lesion (26-connected component) and whether it was found.
 
     ``bbox`` is (lo, hi) voxel indices, hi exclusive; ``best_iou`` is the
-    largest IoU with a single predicted component of the same class.
+    largest IoU with a single predicted component of the same class;
+    ``detected``: some predicted component matches it under the configured
+    ``overlap_rule``.
     """
 
     case_id: str
@@ -225,18 +284,53 @@ def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tupl
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
+def _component_centroids(cc: np.ndarray, n: int) -> np.ndarray:
+    """(n, 3) integer voxel indices of each component's centroid (mean voxel index, rounded to nearest)."""
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    labels = cc.ravel()
+    sizes = np.bincount(labels, minlength=n + 1)[1:].astype(np.float64)
+    out = np.empty((n, 3), dtype=np.int64)
+    for axis in range(3):
+        coord = np.broadcast_to(np.arange(cc.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)]),
+                                cc.shape).ravel()
+        mean = np.bincount(labels, weights=coord, minlength=n + 1)[1:] / sizes
+        out[:, axis] = np.floor(mean + 0.5).astype(np.int64)
+    return out
+
+
 def _match_lesions(case_id: str, organ: str, lab: int, gt_crop: np.ndarray, pred_crop: np.ndarray,
                    offset: tuple[int, int, int], spacing: tuple[float, float, float],
                    config: MetricsConfig) -> tuple[list[LesionMatch], int, int]:
-    """GT lesions of class ``lab`` in a crop, matched to predicted components.
+    """GT lesions of class ``lab`` in a crop, matched to predicted components under ``config.overlap_rule``.
 
-    Returns (matches, number of predicted components, false-positive components).
+    Returns (matches, number of predicted components, false-positive components:
+    predicted components matching no GT lesion).
     """
     gt_cc, n_gt = lesion_components(gt_crop, lab)
     pred_cc, n_pred = lesion_components(pred_crop, lab)
+    gt_sizes = np.bincount(gt_cc.ravel(), minlength=n_gt + 1)
     pred_sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
-    touched = np.unique(pred_cc[(gt_cc > 0) & (pred_cc > 0)])
-    n_fp = n_pred - int(touched.size)
+    # every (GT lesion, predicted component) pair sharing voxels, with the shared count
+    both = (gt_cc > 0) & (pred_cc > 0)
+    pair_id, inter = np.unique(gt_cc[both].astype(np.int64) * (n_pred + 1) + pred_cc[both], return_counts=True)
+    pg, pp = pair_id // (n_pred + 1), pair_id % (n_pred + 1)
+    iou = inter / (gt_sizes[pg] + pred_sizes[pp] - inter)
+    gt_matched = np.zeros(n_gt + 1, dtype=bool)
+    pred_matched = np.zeros(n_pred + 1, dtype=bool)
+    if config.overlap_rule == "any":
+        gt_matched[pg] = True
+        pred_matched[pp] = True
+    elif config.overlap_rule == "iou":
+        ok = iou >= config.iou_threshold
+        gt_matched[pg[ok]] = True
+        pred_matched[pp[ok]] = True
+    else:  # centroid of the predicted component inside the GT lesion
+        c = _component_centroids(pred_cc, n_pred)
+        hit = gt_cc[c[:, 0], c[:, 1], c[:, 2]] if n_pred else np.zeros(0, dtype=np.int64)
+        gt_matched[hit[hit > 0]] = True
+        pred_matched[1:] = hit > 0
+    n_fp = int(n_pred - pred_matched[1:].sum())
     voxel_mm3 = float(np.prod(spacing))
     found = []
     boxes = ndimage.find_objects(gt_cc)
@@ -246,13 +340,9 @@ def _match_lesions(case_id: str, organ: str, lab: int, gt_crop: np.ndarray, pred
         comp = gt_cc[sl] == i
         # measure_lesions on the component's own crop: one record, same sizes as elsewhere in the product
         rec = measure_lesions(comp.astype(np.uint8) * np.uint8(lab), spacing, [lab])[0]
-        ids, counts = np.unique(pred_cc[sl][comp], return_counts=True)
-        keep = ids > 0
-        ids, counts = ids[keep], counts[keep]
-        overlap = int(counts.sum())
-        ious = counts / (rec.voxels + pred_sizes[ids] - counts) if ids.size else np.zeros(0)
-        best_iou = float(ious.max()) if ious.size else 0.0
-        detected = overlap > 0 if config.overlap_rule == "any" else best_iou >= config.iou_threshold
+        mine = pg == i
+        overlap = int(inter[mine].sum())
+        best_iou = float(iou[mine].max()) if mine.any() else 0.0
         eq = equivalent_diameter_mm(rec.voxels * voxel_mm3)
         diam = rec.max_axial_diameter_mm if config.diameter_rule == "max_axial" else eq
         start = tuple(offset[k] + sl[k].start for k in range(3))
@@ -260,7 +350,7 @@ def _match_lesions(case_id: str, organ: str, lab: int, gt_crop: np.ndarray, pred
             case_id=case_id, organ=organ, lesion=L.INDEX_TO_NAME[lab], lesion_id=0,
             voxels=rec.voxels, volume_ml=rec.volume_ml, max_axial_diameter_mm=rec.max_axial_diameter_mm,
             equivalent_diameter_mm=round(eq, 3), diameter_mm=round(diam, 3),
-            early=bool(diam <= config.early_diameter_mm), detected=bool(detected), overlap_voxels=overlap,
+            early=bool(diam <= config.early_diameter_mm), detected=bool(gt_matched[i]), overlap_voxels=overlap,
             best_iou=round(best_iou, 4),
             centroid_vox=tuple(round(start[k] + rec.centroid_vox[k], 2) for k in range(3)),
             bbox=(tuple(start[k] + rec.bbox[0][k] for k in range(3)), tuple(start[k] + rec.bbox[1][k] for k in range(3))),
@@ -310,7 +400,7 @@ def evaluate_case(case_id: str, gt_label: np.ndarray, pred_label: np.ndarray, sp
         organ_present = lab in present or any(i in present for i in L.organ_indices(organ))
         box = _union_box(boxes_gt[lab - 1], boxes_pred[lab - 1])
         g_vox = p_vox = 0
-        d = n = float("nan")
+        d = n = hd = msd = float("nan")
         matches: list[LesionMatch] = []
         n_pred = n_fp = 0
         if box is not None:
@@ -319,7 +409,8 @@ def evaluate_case(case_id: str, gt_label: np.ndarray, pred_label: np.ndarray, sp
             g_vox, p_vox = int(np.count_nonzero(g)), int(np.count_nonzero(p))
             if g_vox:
                 d = dice(g, p)
-                n = normalized_surface_dice(g, p, spacing, config.nsd_tolerance_mm)
+                sm = surface_metrics(g, p, spacing, config.nsd_tolerance_mm)  # one distance pass for all three
+                n, hd, msd = sm.nsd, sm.hd95, sm.msd
             matches, n_pred, n_fp = _match_lesions(case_id, organ, lab, g_crop, p_crop,
                                                    tuple(s.start for s in box), spacing, config)
         prob = float("nan")
@@ -344,7 +435,7 @@ def evaluate_case(case_id: str, gt_label: np.ndarray, pred_label: np.ndarray, sp
             gt_positive=g_vox > 0,
             pred_positive=bool(p_vox > 0 and pred_mm3 >= config.patient_volume_threshold_mm3),
             gt_volume_mm3=round(g_vox * voxel_mm3, 3), pred_volume_mm3=round(pred_mm3, 3),
-            dsc=d, nsd=n,
+            dsc=d, nsd=n, hd95_mm=hd, msd_mm=msd,
             n_lesions=len(matches), n_detected=sum(m.detected for m in matches),
             n_early=sum(m.early for m in matches), n_early_detected=sum(m.early and m.detected for m in matches),
             n_pred_components=n_pred, n_false_positive_components=n_fp, max_probability=prob,
@@ -363,7 +454,10 @@ class OrganSummary:
     ``roc_volume`` / ``roc_probability``: [{threshold, sensitivity, specificity}] at the configured sweep.
     For an organ type, n_cases counts the included cases and n_positive / n_negative the
     GT-positive / GT-negative ones; for ``"all"`` they count patients (positive: any lesion of a
-    reported type).
+    reported type). ``hd95``/``msd`` (mm) are means over the GT-positive (case, organ type) pairs
+    with a predicted surface; ``n_empty_prediction`` counts the GT-positive pairs left out of them
+    because nothing of the class was predicted (their distances are inf). ``lesion_precision``'s
+    ``n`` counts predicted components; ``false_positive_components_per_case``'s counts cases.
     """
 
     organ: str
@@ -375,23 +469,36 @@ class OrganSummary:
     n_early: int
     dsc: Summary
     nsd: Summary
+    hd95: Summary
+    msd: Summary
     patient_sensitivity: Summary
+    patient_sensitivity_localised: Summary
     patient_specificity: Summary
     auc_volume: Summary
     auc_probability: Summary
     tumor_sensitivity: Summary
     early_tumor_sensitivity: Summary
     false_positive_components_per_case: Summary
+    lesion_precision: Summary
+    n_empty_prediction: int = 0
+    n_pred_components: int = 0
     roc_volume: list[dict] = field(default_factory=list)
     roc_probability: list[dict] = field(default_factory=list)
 
-    METRICS = ("dsc", "nsd", "patient_sensitivity", "patient_specificity", "auc_volume", "auc_probability",
-               "tumor_sensitivity", "early_tumor_sensitivity", "false_positive_components_per_case")
+    METRICS = ("dsc", "nsd", "hd95", "msd", "patient_sensitivity", "patient_sensitivity_localised",
+               "patient_specificity", "auc_volume", "auc_probability", "tumor_sensitivity", "early_tumor_sensitivity",
+               "false_positive_components_per_case", "lesion_precision")
+    COUNTS = ("organ", "lesion", "n_cases", "n_positive", "n_negative", "n_lesions", "n_early", "n_empty_prediction",
+              "n_pred_components")
+
+    @property
+    def fp_per_case(self) -> Summary:
+        """Short name of ``false_positive_components_per_case`` (the scaling study's ``fp_per_case``)."""
+        return self.false_positive_components_per_case
 
     def as_dict(self) -> dict:
         """Flat: counts, then each metric as {value, ci_low, ci_high, n}, then the ROC points."""
-        d = {k: getattr(self, k) for k in ("organ", "lesion", "n_cases", "n_positive", "n_negative", "n_lesions",
-                                           "n_early")}
+        d = {k: getattr(self, k) for k in self.COUNTS}
         d.update({m: getattr(self, m).as_dict() for m in self.METRICS})
         d["roc_volume"] = [{k: clean_float(v) for k, v in p.items()} for p in self.roc_volume]
         d["roc_probability"] = [{k: clean_float(v) for k, v in p.items()} for p in self.roc_probability]
@@ -434,15 +541,21 @@ def _summary(organ: str, lesion: str, c: dict[str, np.ndarray], config: MetricsC
     return OrganSummary(
         organ=organ, lesion=lesion, n_cases=n, n_positive=int(gt_pos.sum()), n_negative=int((~gt_pos).sum()),
         n_lesions=int(c["n_lesions"].sum()), n_early=int(c["n_early"].sum()),
+        n_empty_prediction=int(c["n_empty_pred"].sum()), n_pred_components=int(c["n_pred"].sum()),
         dsc=ratio_summary(c["dsc_sum"], c["dsc_n"], idx, level),
         nsd=ratio_summary(c["nsd_sum"], c["nsd_n"], idx, level),
+        hd95=ratio_summary(c["hd95_sum"], c["hd95_n"], idx, level),
+        msd=ratio_summary(c["msd_sum"], c["msd_n"], idx, level),
         patient_sensitivity=ratio_summary((gt_pos & called).astype(float), gt_pos.astype(float), idx, level),
+        patient_sensitivity_localised=ratio_summary((gt_pos & c["localised"]).astype(float), gt_pos.astype(float),
+                                                    idx, level),
         patient_specificity=ratio_summary((~gt_pos & ~called).astype(float), (~gt_pos).astype(float), idx, level),
         auc_volume=auc_summary(c["volume"], gt_pos, idx, level),
         auc_probability=auc_summary(prob, gt_pos, idx, level) if has_prob else nan,
         tumor_sensitivity=ratio_summary(c["n_detected"], c["n_lesions"], idx, level),
         early_tumor_sensitivity=ratio_summary(c["n_early_detected"], c["n_early"], idx, level),
         false_positive_components_per_case=ratio_summary(c["n_fp"], np.ones(n), idx, level),
+        lesion_precision=ratio_summary(c["n_pred"] - c["n_fp"], c["n_pred"], idx, level),
         roc_volume=roc_points(c["volume"], gt_pos, config.volume_sweep_mm3),
         roc_probability=roc_points(prob, gt_pos, config.probability_sweep) if has_prob else [],
     )
@@ -451,9 +564,11 @@ def _summary(organ: str, lesion: str, c: dict[str, np.ndarray], config: MetricsC
 def _per_case(rows: Sequence[CaseMetrics]) -> dict[str, np.ndarray]:
     """Per-case arrays from the rows of one or several organ types (rows of a case are pooled).
 
-    A case is GT-positive when any of its rows is, called positive when any is; its volume
+    A case is GT-positive when any of its rows is, called positive when any is, and
+    localised when some row is both called positive and has a matched GT lesion; its volume
     score is the summed predicted lesion volume and its probability score the largest one.
-    DSC and NSD stay per (case, organ) pair: sums and counts over the GT-positive rows.
+    DSC, NSD, HD95 and MSD stay per (case, organ) pair: sums and counts over the GT-positive
+    rows (HD95/MSD over the finite ones; the infinite ones, empty predictions, are counted).
     """
     order: dict[str, int] = {}
     for r in rows:
@@ -469,6 +584,8 @@ def _per_case(rows: Sequence[CaseMetrics]) -> dict[str, np.ndarray]:
 
     dsc = np.array([r.dsc for r in rows], dtype=np.float64)
     nsd = np.array([r.nsd for r in rows], dtype=np.float64)
+    hd = np.array([r.hd95_mm for r in rows], dtype=np.float64)
+    msd = np.array([r.msd_mm for r in rows], dtype=np.float64)
     prob = np.full(n, -np.inf)
     finite = np.zeros(n, dtype=bool)
     for gi, r in zip(g, rows):
@@ -482,6 +599,11 @@ def _per_case(rows: Sequence[CaseMetrics]) -> dict[str, np.ndarray]:
         "prob": np.where(finite, prob, np.nan),
         "dsc_sum": total(np.nan_to_num(dsc, nan=0.0)), "dsc_n": total(np.isfinite(dsc)),
         "nsd_sum": total(np.nan_to_num(nsd, nan=0.0)), "nsd_n": total(np.isfinite(nsd)),
+        "hd95_sum": total(np.where(np.isfinite(hd), hd, 0.0)), "hd95_n": total(np.isfinite(hd)),
+        "msd_sum": total(np.where(np.isfinite(msd), msd, 0.0)), "msd_n": total(np.isfinite(msd)),
+        "n_empty_pred": total(np.isinf(hd)),
+        "localised": any_([r.pred_positive and r.n_detected > 0 for r in rows]),
+        "n_pred": total([r.n_pred_components for r in rows]),
         "n_lesions": total([r.n_lesions for r in rows]),
         "n_detected": total([r.n_detected for r in rows]),
         "n_early": total([r.n_early for r in rows]),
@@ -522,3 +644,63 @@ def summarize_overall(rows: Sequence[CaseMetrics], config: MetricsConfig | None 
     organ_types = list(organ_types) if organ_types is not None else organ_types_for(rows, config)
     rs = [r for r in rows if r.organ in organ_types and r.included]
     return _summary("all", "all", _per_case(rs), config)
+
+
+# ----------------------------------------------------------------------------- warnings
+
+#: sensitivities a false-positive warning names, as (key, label)
+SENSITIVITIES = (("tumor_sensitivity", "tumor sensitivity"), ("early_tumor_sensitivity", "early-tumor sensitivity"),
+                 ("patient_sensitivity", "patient sensitivity"))
+
+
+def _value(v) -> float:
+    """A number from a Summary, a {value: ...} dict, a plain number or None (NaN)."""
+    if isinstance(v, Summary):
+        v = v.value
+    elif isinstance(v, Mapping):
+        v = v.get("value")
+    return float("nan") if v is None else float(v)
+
+
+def detection_warnings(name: str, values: OrganSummary | Mapping[str, object], fp_limit: float = 2.0,
+                       precision_limit: float = 0.2) -> list[str]:
+    """Warning lines for sensitivities that come with many false positives; [] when none.
+
+    values: an :class:`OrganSummary`, or metrics by name (Summary objects, ``{value: ...}`` dicts as in
+    summary.json, or plain numbers as in a scaling cell): ``tumor_sensitivity``,
+    ``early_tumor_sensitivity``, ``patient_sensitivity``, ``patient_sensitivity_localised``,
+    ``fp_per_case`` (or ``false_positive_components_per_case``) and ``lesion_precision``.
+    Flags when a sensitivity is reported together with FP/case above ``fp_limit`` or lesion
+    precision below ``precision_limit``, and when patient sensitivity exceeds its localised form
+    (calls made on false lesions only). ``name`` says what the numbers are ("liver", "ID cell ...").
+    """
+    if isinstance(values, OrganSummary):
+        values = {m: getattr(values, m) for m in values.METRICS}
+
+    def get(key: str) -> float:
+        if key in values:
+            return _value(values[key])
+        if key == "fp_per_case":
+            return _value(values.get("false_positive_components_per_case"))
+        return float("nan")
+
+    sens = [(label, get(k)) for k, label in SENSITIVITIES]
+    sens = [(label, v) for label, v in sens if math.isfinite(v)]
+    out: list[str] = []
+    if not sens:
+        return out
+    fp, prec = get("fp_per_case"), get("lesion_precision")
+    why = []
+    if math.isfinite(fp) and fp > fp_limit:
+        why.append(f"{fp:.2f} false-positive lesion components per case (warning above {fp_limit:g})")
+    if math.isfinite(prec) and prec < precision_limit:
+        why.append(f"lesion precision {prec:.3f} (warning below {precision_limit:g})")
+    if why:
+        shown = ", ".join(f"{label} {v:.3f}" for label, v in sens)
+        out.append(f"WARNING {name}: {shown} come with {' and '.join(why)}; "
+                   "these sensitivities are not evidence of detection on their own.")
+    ps, loc = get("patient_sensitivity"), get("patient_sensitivity_localised")
+    if math.isfinite(ps) and math.isfinite(loc) and ps > loc + 1e-9:
+        out.append(f"WARNING {name}: patient sensitivity {ps:.3f} drops to {loc:.3f} when a true lesion must be "
+                   "matched: some tumor cases were called positive on false lesions only.")
+    return out

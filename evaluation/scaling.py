@@ -412,27 +412,47 @@ def run_study(cfg: ScalingConfig, out: str | Path, only: list[str] | None = None
 
 # ----------------------------------------------------------------------------- numbers
 
-#: The headline metrics of Table 5, as (key in a cell's result, label for reports)
+#: The headline metrics of Table 5, as (key in a cell's result, label for reports); every
+#: sensitivity comes with the false positives beside it (FP/case and lesion precision,
+#: see :mod:`evaluation.metrics`)
 HEADLINE = (
     ("dsc", "DSC"),
     ("nsd", "NSD"),
     ("patient_sensitivity", "patient sens."),
+    ("patient_sensitivity_localised", "patient sens. (localised)"),
     ("patient_specificity", "patient spec."),
     ("tumor_sensitivity", "tumor sens."),
     ("early_tumor_sensitivity", "early tumor sens."),
+    ("fp_per_case", "FP/case"),
+    ("lesion_precision", "lesion prec."),
 )
+
+#: headline key -> its name in an evaluation summary.json, where they differ
+SUMMARY_KEYS = {"fp_per_case": "false_positive_components_per_case"}
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Pick the pooled (all lesion types) headline numbers out of an evaluation summary.json."""
-    overall = summary.get("overall", summary)
+    """Pick the pooled (all lesion types) headline numbers out of an evaluation summary.json.
+
+    Also keeps the evaluation's ``warnings``, its ``overlap_rule`` and the warning limits
+    (``warn_fp_per_case``, ``warn_lesion_precision``) the report flags the cell's numbers with.
+    """
+    from evaluation.metrics import MetricsConfig
+
+    overall = summary.get("overall", summary) or {}
     out: dict[str, Any] = {}
     for key, _ in HEADLINE:
-        v = overall.get(key)
+        v = overall.get(SUMMARY_KEYS.get(key, key), overall.get(key))
         if isinstance(v, dict):
             out[key] = v.get("value")
             out[key + "_ci"] = [v.get("ci_low"), v.get("ci_high")]
             out[key + "_n"] = v.get("n")
         else:
             out[key] = v
+    config = summary.get("config") or {}
+    default = MetricsConfig()
+    out["overlap_rule"] = config.get("overlap_rule", default.overlap_rule)
+    out["warn_fp_per_case"] = config.get("warn_fp_per_case", default.warn_fp_per_case)
+    out["warn_lesion_precision"] = config.get("warn_lesion_precision", default.warn_lesion_precision)
+    out["warnings"] = list(summary.get("warnings", []))
     return out

@@ -3,6 +3,12 @@
 Each metric against the number of real CTs, one curve per synthetic source, ID
 and OOD panels. With several seeds the band is the spread over seeds (mean +/- 1
 SD); with one seed it is the cell's own bootstrap 95 % interval over test cases.
+
+Every sensitivity stands beside the false positives of the same cells (FP/case,
+lesion precision); a row whose sensitivities come with many false positives
+(:func:`evaluation.metrics.detection_warnings`, with the limits the cells were
+evaluated with) is marked in the table and gets a warning line in table.md and
+report.html.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 from cohort.io import read_json, write_json, write_text
 from cohort.report import html_page, markdown_table_html
+from evaluation.metrics import MetricsConfig, detection_warnings
 from evaluation.scaling import HEADLINE
 
 SPLITS = (("id", "in-distribution"), ("ood", "out-of-distribution"))
@@ -28,8 +35,19 @@ def collect(out: str | Path) -> list[dict[str, Any]]:
     return [read_json(p) for p in cells]
 
 
+def _limits(rs: list[dict[str, Any]], split: str) -> tuple[float, float]:
+    """The warning limits the cells of a row were evaluated with (the strictest when they differ)."""
+    d = MetricsConfig()
+    fp = [r[split].get("warn_fp_per_case") for r in rs if r.get(split)]
+    prec = [r[split].get("warn_lesion_precision") for r in rs if r.get(split)]
+    fp = [v for v in fp if v is not None] or [d.warn_fp_per_case]
+    prec = [v for v in prec if v is not None] or [d.warn_lesion_precision]
+    return float(min(fp)), float(max(prec))
+
+
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (n_real, source, ratio): mean, SD and count over seeds, for every metric and split."""
+    """One row per (n_real, source, ratio): mean, SD and count over seeds, for every metric and split,
+    and ``<split>_warnings``: the false-positive warnings on those means."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:
         groups[(r["n_real"], r["source"], r["ratio"])].append(r)
@@ -45,6 +63,9 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if len(rs) == 1:
                     ci = rs[0].get(split, {}).get(key + "_ci")
                     row[f"{split}_{key}_ci"] = ci
+            name = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}, {split.upper()}"
+            row[f"{split}_warnings"] = detection_warnings(name, {k: row[f"{split}_{k}"] for k, _ in HEADLINE},
+                                                         *_limits(rs, split))
         rows.append(row)
     return rows
 
@@ -55,14 +76,28 @@ def _fmt(v: Any, sd: Any = None) -> str:
     return f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
 
+def warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """Every row's false-positive warnings, ID then OOD."""
+    return [w for r in rows for s, _ in SPLITS for w in r.get(f"{s}_warnings", [])]
+
+
 def table_markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["#real", "source", "ratio", "seeds"] + [f"{lab} ({split.upper()})" for split, _ in SPLITS for _, lab in HEADLINE]
+    head = (["#real", "source", "ratio", "seeds"] + [f"{lab} ({split.upper()})" for split, _ in SPLITS for _, lab in HEADLINE]
+            + ["warning"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["n_real"]), r["source"], f"{r['ratio']:g}", str(r["seeds"])]
         cells += [_fmt(r[f"{s}_{k}"], r.get(f"{s}_{k}_sd")) for s, _ in SPLITS for k, _ in HEADLINE]
+        flagged = [s.upper() for s, _ in SPLITS if r.get(f"{s}_warnings")]
+        cells.append(("⚠ " + ", ".join(flagged)) if flagged else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def warnings_markdown(rows: list[dict[str, Any]]) -> str:
+    """The warning lines under the table ("" when none)."""
+    ws = warnings(rows)
+    return ("\n" + "".join(f"**{w}**\n\n" for w in ws)) if ws else ""
 
 
 def table_csv(rows: list[dict[str, Any]]) -> str:
@@ -131,8 +166,8 @@ def write_report(out: str | Path, note: str | None = None) -> Path:
     rows = aggregate(results)
     write_text(rdir / "table.csv", table_csv(rows))
     md = table_markdown(rows)
-    write_text(rdir / "table.md", md)
-    write_json(rdir / "summary.json", {"rows": rows, "cells": results})
+    write_text(rdir / "table.md", md + warnings_markdown(rows))
+    write_json(rdir / "summary.json", {"rows": rows, "warnings": warnings(rows), "cells": results})
     pngs = plot_curves(rows, rdir)
     n_test = {}
     for r in results:
@@ -148,6 +183,7 @@ def write_report(out: str | Path, note: str | None = None) -> Path:
         parts.append("<p class='warn'>Small study: few real training cases and/or few test cases per split "
                      f"(test cases with tumors: {n_test}). Differences between sources at this size are within "
                      "noise; read the bootstrap intervals before any conclusion.</p>")
+    parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings(rows)]
     parts.append("<h2>Table (mean over seeds ± SD)</h2>" + markdown_table_html(md))
     for p in pngs:
         parts.append(f"<h3>{html.escape(p.stem.replace('scaling_', ''))}</h3><img src='{p.name}' width='1000'>")

@@ -16,6 +16,25 @@ FLARE and AbdomenAtlas report NSD with:
   surface + area of predicted surface within tau of the GT surface) /
   (GT area + predicted area).
 
+The two distance metrics beside NSD come from the same surface points, as
+DeepMind's ``compute_robust_hausdorff`` and
+``compute_average_surface_distance`` define them:
+
+* HD95 (robust Hausdorff at 95 %): each direction's distances are sorted and
+  weighted by their surface element areas; the directed 95th percentile is
+  the first distance at which the cumulative area reaches 95 % of that
+  surface's area. HD95 is the larger of the two directed percentiles (GT to
+  prediction, prediction to GT), in mm.
+* MSD (mean surface distance): the area-weighted mean distance of each
+  direction, and MSD the average of the two directed means, in mm. (This is
+  not the "ASSD" of MONAI or medpy, which pools all surface points of both
+  masks with equal weights.)
+* Empty masks: both empty -> NaN (not applicable); exactly one empty -> inf
+  (no surface to reach: DeepMind's value, which its release 0.1 cannot
+  compute under NumPy 2 because it writes ``np.Inf``). The metric
+  functions of :mod:`evaluation.metrics` only compute them on tumor-positive
+  cases, so inf there means an empty prediction of a present lesion class.
+
 The area table is generated here from geometry rather than typed in: for
 each of the 256 neighbourhood codes the surface is the set of polygons
 through the midpoints of the cube edges that cross the mask boundary. The
@@ -186,6 +205,50 @@ class SurfaceDistances:
                     + self.areas_pred[self.distances_pred_to_gt <= tolerance_mm].sum())
         return hit / total
 
+    def _empty(self) -> float | None:
+        """NaN when both surfaces are empty, inf when one is, None when both exist."""
+        n_gt, n_pred = self.areas_gt.size, self.areas_pred.size
+        if n_gt == 0 and n_pred == 0:
+            return float("nan")
+        if n_gt == 0 or n_pred == 0:
+            return float("inf")
+        return None
+
+    def robust_hausdorff(self, percent: float = 95.0) -> float:
+        """Larger of the two directed area-weighted ``percent``-th percentile distances (mm).
+
+        NaN when both masks are empty, inf when exactly one is (see module docs).
+        """
+        if not 0.0 <= percent <= 100.0:
+            raise ValueError(f"percent must be in [0, 100], got {percent}")
+        special = self._empty()
+        if special is not None:
+            return special
+        return max(_directed_percentile(self.distances_gt_to_pred, self.areas_gt, percent),
+                   _directed_percentile(self.distances_pred_to_gt, self.areas_pred, percent))
+
+    def directed_mean_distances(self) -> tuple[float, float]:
+        """Area-weighted mean distance (mm) GT -> prediction and prediction -> GT."""
+        special = self._empty()
+        if special is not None:
+            return special, special
+        return (float(np.sum(self.distances_gt_to_pred * self.areas_gt) / np.sum(self.areas_gt)),
+                float(np.sum(self.distances_pred_to_gt * self.areas_pred) / np.sum(self.areas_pred)))
+
+    def mean_surface_distance(self) -> float:
+        """Average of the two directed area-weighted mean distances (mm); NaN both empty, inf one empty."""
+        a, b = self.directed_mean_distances()
+        return (a + b) / 2.0
+
+
+def _directed_percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
+    """First distance (ascending) at which the cumulative area share reaches ``percent`` %."""
+    order = np.argsort(distances, kind="stable")
+    d, a = distances[order], areas[order]
+    share = np.cumsum(a) / np.sum(a)
+    i = int(np.searchsorted(share, percent / 100.0))  # first index with share >= percent
+    return float(d[min(i, d.size - 1)])
+
 
 def _union_bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box of ``a | b`` as slices, or None when both are empty."""
@@ -246,3 +309,35 @@ def normalized_surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[
     Both empty: NaN (undefined; callers exclude the case). One empty: 0.0.
     """
     return surface_distances(gt, pred, spacing, crop=crop).surface_dice(tolerance_mm)
+
+
+@dataclass(frozen=True)
+class SurfaceMetrics:
+    """NSD, HD95 and MSD of one pair of masks, from one set of surface distances (mm)."""
+
+    nsd: float
+    hd95: float
+    msd: float
+
+
+def surface_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 2.0,
+                    percent: float = 95.0, *, crop: bool = True) -> SurfaceMetrics:
+    """NSD at ``tolerance_mm``, HD95 (robust Hausdorff at ``percent``) and mean surface distance.
+
+    gt, pred: (X, Y, Z) boolean masks; spacing: mm per axis. One distance
+    computation serves all three. Both masks empty: all NaN; exactly one
+    empty: NSD 0, HD95 and MSD inf.
+    """
+    sd = surface_distances(gt, pred, spacing, crop=crop)
+    return SurfaceMetrics(sd.surface_dice(tolerance_mm), sd.robust_hausdorff(percent), sd.mean_surface_distance())
+
+
+def hausdorff_distance_95(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], percent: float = 95.0, *,
+                          crop: bool = True) -> float:
+    """HD95 (mm) of two (X, Y, Z) masks: the larger directed area-weighted 95th percentile distance."""
+    return surface_distances(gt, pred, spacing, crop=crop).robust_hausdorff(percent)
+
+
+def mean_surface_distance(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], *, crop: bool = True) -> float:
+    """Mean surface distance (mm): the average of the two directed area-weighted means."""
+    return surface_distances(gt, pred, spacing, crop=crop).mean_surface_distance()

@@ -82,6 +82,56 @@ def test_evaluate_cohort_writes_every_report(cohort, tmp_path):
     assert (out / "metrics.yaml").exists()
 
 
+def test_surface_distances_and_false_positives_in_every_output(cohort, tmp_path):
+    gt_root, pred = cohort
+    out = tmp_path / "out"
+    result, report = evaluate_cohort(pred, gt_root, out, CFG, progress=False)
+    assert report.ok
+    with open(out / "cases.csv") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    assert rows["case_a"]["hd95_mm"] == "0.0" and rows["case_a"]["msd_mm"] == "0.0"  # perfect
+    assert rows["case_b"]["hd95_mm"] == "inf" and rows["case_b"]["msd_mm"] == "inf"  # tumor present, nothing predicted
+    assert rows["case_c"]["hd95_mm"] == "" and rows["case_d"]["hd95_mm"] == ""  # GT-negative: not applicable
+    assert rows["case_d"]["n_false_positive_components"] == "1"
+    summary = read_json(out / "summary.json")
+    liver = summary["organs"]["liver"]
+    assert liver["hd95"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 1}  # the empty prediction is left out
+    assert liver["msd"]["value"] == 0.0 and liver["n_empty_prediction"] == 1
+    assert liver["false_positive_components_per_case"]["value"] == 0.25  # one FP component over four cases
+    assert liver["lesion_precision"]["value"] == 0.5 and liver["lesion_precision"]["n"] == 2
+    assert liver["patient_sensitivity_localised"]["value"] == 0.5
+    assert summary["warnings"] == []
+    md = (out / "summary.md").read_text()
+    for col in ("HD95 (mm)", "MSD (mm)", "patient sens. (localised)", "FP/case", "lesion prec."):
+        assert col in md
+    assert "WARNING" not in md
+    assert "score them 0): liver: 1." in md  # the empty prediction left out of HD95/MSD is counted
+
+
+def test_many_false_positives_are_flagged(cohort, tmp_path):
+    gt_root, pred = cohort
+    lab = gt_label(True)  # case_a: the tumor found, plus twelve specks of false lesion
+    for x in range(11, 21, 3):
+        for y in range(11, 20, 3):
+            lab[x, y, 10] = LESION
+    write_volume(pred / "case_a.nii.gz", lab, AFFINE)
+    out = tmp_path / "out"
+    result, report = evaluate_cohort(pred, gt_root, out, CFG, progress=False)
+    liver = result.organs["liver"]
+    assert liver.false_positive_components_per_case.value == pytest.approx(13 / 4)
+    assert liver.tumor_sensitivity.value == 0.5  # the sensitivity itself does not move
+    summary = read_json(out / "summary.json")
+    (w,) = summary["warnings"]
+    assert w.startswith("WARNING liver: tumor sensitivity 0.500") and "3.25 false-positive" in w
+    md = (out / "summary.md").read_text()
+    assert f"**{w}**" in md and md.index("WARNING") < md.index("| organ |")  # above the table, visible
+    # a stricter localisation rule is applied and named
+    strict = MetricsConfig(bootstrap_n=20, patient_volume_threshold_mm3=20.0, overlap_rule="centroid")
+    result, _ = evaluate_cohort(pred, gt_root, out, strict, progress=False)
+    assert result.organs["liver"].tumor_sensitivity.value == 0.5
+    assert "centroid inside the true lesion" in (out / "summary.md").read_text()
+
+
 def test_missing_extra_and_mismatched_predictions_are_reported(cohort, tmp_path):
     gt_root, pred = cohort
     (pred / "case_b.nii.gz").unlink()  # missing

@@ -188,6 +188,8 @@ def test_overall_pools_organ_types_per_patient():
     allx = summarize_overall(rows, cfg)
     assert (allx.organ, allx.n_cases, allx.n_positive, allx.n_negative) == ("all", 3, 2, 1)
     assert allx.patient_sensitivity.value == 1.0  # both patients with a tumor got a (some) call
+    assert allx.patient_sensitivity_localised.value == 0.5  # b's call is a false lesion in another organ
+    assert allx.lesion_precision.value == 0.5 and allx.lesion_precision.n == 2
     assert allx.patient_specificity.value == 1.0 and allx.patient_specificity.n == 1
     assert allx.dsc.value == pytest.approx(0.5) and allx.dsc.n == 2  # liver in a: 1, pancreas in b: 0
     assert allx.tumor_sensitivity.value == 0.5 and allx.tumor_sensitivity.n == 2

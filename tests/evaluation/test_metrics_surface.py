@@ -1,4 +1,5 @@
-"""NSD with DeepMind surface-distance semantics: area table, known geometries, brute force, optional cross-check."""
+"""NSD, HD95 and mean surface distance with DeepMind surface-distance semantics: area table, known geometries,
+brute force, and an optional cross-check against DeepMind's package (skipped when it is not installed)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from evaluation.surface import (
+    hausdorff_distance_95,
+    mean_surface_distance,
     neighbour_codes,
     normalized_surface_dice,
     surface_area_table,
     surface_distances,
+    surface_metrics,
 )
 
 CORNERS = [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
@@ -210,6 +214,100 @@ def test_rejects_mismatched_masks():
         surface_distances(np.zeros((4, 4, 4), bool), np.zeros((4, 4, 5), bool), (1, 1, 1))
 
 
+# ----------------------------------------------------------------------------- HD95 and mean surface distance
+
+
+def test_hd95_and_msd_of_two_thin_slabs_by_hand():
+    # one-voxel slabs 3 slices apart along the 2.5 mm axis: each has two surface sheets of equal area
+    # (mirror images), at 2 and 3 slices from the other slab's nearest sheet, in both directions
+    s = (0.8, 1.2, 2.5)
+    gt = np.zeros((16, 14, 14), bool)
+    gt[4:12, 3:10, 5] = True
+    pred = np.roll(gt, 3, axis=2)
+    sd = surface_distances(gt, pred, s)
+    assert set(np.round(sd.distances_gt_to_pred, 9)) == {5.0, 7.5}
+    assert sd.directed_mean_distances() == pytest.approx((6.25, 6.25))
+    assert hausdorff_distance_95(gt, pred, s) == pytest.approx(7.5)  # the far sheet holds 50 % > 5 % of the area
+    assert hausdorff_distance_95(gt, pred, s, percent=40.0) == pytest.approx(5.0)
+    assert mean_surface_distance(gt, pred, s) == pytest.approx(6.25)
+
+
+@pytest.mark.parametrize("k", [8, 11])
+def test_hd95_and_msd_of_two_boxes_offset_on_an_anisotropic_grid_by_hand(k):
+    # a x b x c boxes k > a voxels apart along axis 0 (0.8 mm): every surface point of one box is
+    # (k - m) * s0 from the other box's near face, m = its lattice index along axis 0 (0..a);
+    # the two caps (m = 0, a) carry equal areas, each interior slice carries one ring of the box's side
+    s0, s1, s2 = s = (0.8, 1.2, 2.5)
+    a, b, c = 6, 5, 4
+    gt = np.zeros((8 + a + k, 12, 10), bool)
+    gt[2:2 + a, 3:3 + b, 2:2 + c] = True
+    pred = np.roll(gt, k, axis=0)
+    ring = 2 * (c - 1) * s0 * s2 + 2 * (b - 1) * s0 * s1 + 2 * s0 * math.hypot(s1, s2)
+    total = box_area(a, b, c, s)
+    cap = (total - (a - 1) * ring) / 2.0
+    blocks = [((k - m) * s0, cap if m in (0, a) else ring) for m in range(a, -1, -1)]  # ascending distance
+    assert sum(w for _, w in blocks) == pytest.approx(total)
+    mean = sum(d * w for d, w in blocks) / total
+    cum, hd95 = 0.0, None
+    for d, w in blocks:
+        cum += w
+        if cum / total >= 0.95 - 1e-12:
+            hd95 = d
+            break
+    sm = surface_metrics(gt, pred, s, 2.0)
+    assert sm.nsd == pytest.approx(sum(w for d, w in blocks if d <= 2.0) / total)  # same distances, same areas
+    assert sm.msd == pytest.approx(mean)
+    assert sm.hd95 == pytest.approx(hd95)
+    assert hd95 == pytest.approx(k * s0)  # a cap holds more than 5 % of the area: the far cap decides
+    sd = surface_distances(gt, pred, s)
+    assert sd.robust_hausdorff(100.0) == pytest.approx(k * s0)
+    assert sd.robust_hausdorff(0.0) == pytest.approx((k - a) * s0)
+
+
+def test_hd95_and_msd_empty_masks():
+    gt, _ = shifted_boxes(0)
+    empty = np.zeros_like(gt)
+    s = (0.8, 1.0, 2.0)
+    both = surface_metrics(empty, empty, s)
+    assert math.isnan(both.nsd) and math.isnan(both.hd95) and math.isnan(both.msd)  # not applicable
+    for g, p in ((gt, empty), (empty, gt)):  # exactly one empty: no surface to reach
+        one = surface_metrics(g, p, s)
+        assert one.nsd == 0.0 and one.hd95 == math.inf and one.msd == math.inf
+    assert surface_metrics(gt, gt, s) == surface_metrics(gt, gt.copy(), s)
+    assert surface_metrics(gt, gt, s).hd95 == 0.0 and surface_metrics(gt, gt, s).msd == 0.0
+    with pytest.raises(ValueError, match="percent"):
+        surface_distances(gt, gt, s).robust_hausdorff(120.0)
+
+
+def weighted_percentile_by_loop(d: np.ndarray, w: np.ndarray, percent: float) -> float:
+    order = sorted(range(len(d)), key=lambda i: d[i])
+    total, cum = float(w.sum()), 0.0
+    for i in order:
+        cum += w[i]
+        if cum / total >= percent / 100.0:
+            return float(d[i])
+    return float(d[order[-1]])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hd95_and_msd_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    spacing = tuple(rng.uniform(0.6, 2.5, 3))
+    shape = (18, 16, 14)
+    gt = random_blob(rng, shape)
+    pred = random_blob(rng, shape) | np.roll(gt, 2, axis=int(rng.integers(3)))
+    pg, ag = brute_force_surface(gt, spacing)
+    pp, ap = brute_force_surface(pred, spacing)
+    dist = cdist(pg, pp)
+    dg, dp = dist.min(axis=1), dist.min(axis=0)
+    hd = max(weighted_percentile_by_loop(dg, ag, 95.0), weighted_percentile_by_loop(dp, ap, 95.0))
+    msd = ((dg * ag).sum() / ag.sum() + (dp * ap).sum() / ap.sum()) / 2.0
+    sm = surface_metrics(gt, pred, spacing)
+    assert sm.hd95 == pytest.approx(hd, abs=1e-9)
+    assert sm.msd == pytest.approx(msd, abs=1e-9)
+    assert surface_distances(gt, pred, spacing).robust_hausdorff(100.0) == pytest.approx(max(dg.max(), dp.max()))
+
+
 # ----------------------------------------------------------------------------- DeepMind's package, when installed
 
 
@@ -226,3 +324,22 @@ def test_agrees_with_deepmind_surface_distance():
         pred = ndimage.binary_opening(rng.random((24, 22, 20)) < 0.55)
         ref = sdp.compute_surface_dice_at_tolerance(sdp.compute_surface_distances(gt, pred, s), 2.0)
         assert normalized_surface_dice(gt, pred, s, 2.0) == pytest.approx(ref, abs=1e-6)
+
+
+def test_hd95_and_msd_agree_with_deepmind_surface_distance():
+    # DeepMind's release 0.1 writes np.Inf (gone in NumPy 2) for an empty mask: non-empty masks only
+    sdp = pytest.importorskip("surface_distance")
+
+    rng = np.random.default_rng(4)
+    cases = [shifted_boxes(3), shifted_boxes(14, shape=(30, 16, 16))]
+    for _ in range(3):
+        cases.append((ndimage.binary_opening(rng.random((24, 22, 20)) < 0.55),
+                      ndimage.binary_opening(rng.random((24, 22, 20)) < 0.55)))
+    for gt, pred in cases:
+        s = tuple(rng.uniform(0.5, 3.0, 3))
+        ref = sdp.compute_surface_distances(gt, pred, s)
+        sm = surface_metrics(gt, pred, s)
+        assert sm.hd95 == pytest.approx(sdp.compute_robust_hausdorff(ref, 95), abs=1e-6)
+        assert sm.msd == pytest.approx(float(np.mean(sdp.compute_average_surface_distance(ref))), abs=1e-6)
+        assert surface_distances(gt, pred, s).directed_mean_distances() == pytest.approx(
+            sdp.compute_average_surface_distance(ref), abs=1e-6)

@@ -153,3 +153,59 @@ def test_study_makes_diffusion_and_filtered_diffusion_sources_itself(tmp_path):
     else:  # nothing accepted: the cell says so instead of training on rejected cases
         assert "real001_diffusion_filtered_x1_seed0" in rep.failed
     assert (out / "cells" / "real001_diffusion_x1_seed0" / "cell.json").exists()
+
+
+def _summary(tumor_sens: float, fp: float, precision: float | None, warnings=()) -> dict:
+    """An evaluation summary.json as evaluate writes it (overall block only)."""
+    def m(v, n=4):
+        return {"value": v, "ci_low": None if v is None else v - 0.1, "ci_high": None if v is None else v + 0.1, "n": n}
+    overall = {k: m(0.5) for k in ("dsc", "nsd", "patient_specificity", "early_tumor_sensitivity")}
+    overall.update(tumor_sensitivity=m(tumor_sens), patient_sensitivity=m(1.0), patient_sensitivity_localised=m(1.0),
+                   false_positive_components_per_case=m(fp), lesion_precision=m(precision, 10))
+    return {"overall": overall, "warnings": list(warnings),
+            "config": {"overlap_rule": "iou", "warn_fp_per_case": 2.0, "warn_lesion_precision": 0.2}}
+
+
+def test_headline_carries_false_positives_beside_every_sensitivity():
+    from evaluation.scaling import HEADLINE, headline
+
+    keys = [k for k, _ in HEADLINE]
+    assert {"fp_per_case", "lesion_precision", "patient_sensitivity_localised"} <= set(keys)
+    assert keys.index("fp_per_case") > keys.index("early_tumor_sensitivity")
+    h = headline(_summary(1.0, 43.0, 1 / 44, ["WARNING all: ..."]))
+    assert h["fp_per_case"] == 43.0 and h["fp_per_case_ci"] == [42.9, 43.1] and h["fp_per_case_n"] == 4
+    assert h["lesion_precision"] == pytest.approx(1 / 44) and h["lesion_precision_n"] == 10
+    assert h["patient_sensitivity_localised"] == 1.0
+    assert h["warnings"] == ["WARNING all: ..."] and h["overlap_rule"] == "iou" and h["warn_fp_per_case"] == 2.0
+    # a summary written before these metrics existed still reads (None, and the default limits)
+    old = headline({"overall": {"dsc": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 3}}})
+    assert old["dsc"] == 0.7 and old["fp_per_case"] is None and old["warn_lesion_precision"] == 0.2
+
+
+def test_report_flags_sensitivities_with_many_false_positives(tmp_path, monkeypatch):
+    import evaluation.scaling_report as report
+    from evaluation.scaling import headline
+
+    def cell(n, src, ratio, id_summary, ood_summary):
+        d = tmp_path / "cells" / f"real{n:03d}_{src}_x{ratio:g}_seed0"
+        d.mkdir(parents=True)
+        d.joinpath("cell.json").write_text(json.dumps({
+            "cell": d.name, "n_real": n, "source": src, "ratio": ratio, "seed": 0,
+            "id": headline(id_summary), "ood": headline(ood_summary)}))
+
+    cell(2, "none", 0.0, _summary(0.5, 0.5, 0.8), _summary(0.5, 0.5, 0.8))
+    cell(2, "rules", 1.0, _summary(1.0, 43.0, 1 / 44), _summary(0.5, 0.5, 0.1))
+    monkeypatch.setattr(report, "plot_curves", lambda rows, out_dir: [])
+    page = report.write_report(tmp_path)
+    rows = report.aggregate(report.collect(tmp_path))
+    clean, flagged = rows
+    assert clean["source"] == "none" and clean["id_warnings"] == [] and clean["ood_warnings"] == []
+    assert len(flagged["id_warnings"]) == 1 and "43.00 false-positive" in flagged["id_warnings"][0]
+    assert "lesion precision 0.100" in flagged["ood_warnings"][0] and "2 real, rules x1, OOD" in flagged["ood_warnings"][0]
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "FP/case (ID)" in md and "lesion prec. (OOD)" in md and "patient sens. (localised) (ID)" in md
+    assert "| ⚠ ID, OOD |" in md and md.count("**WARNING") == 2
+    html_text = page.read_text()
+    assert html_text.count("<p class='warn'>WARNING") == 2
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert len(summary["warnings"]) == 2
