@@ -5,8 +5,10 @@
     accelerate launch -m generative.train --stage controlnet  --config configs/generative/controlnet.yaml
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m generative.train --stage ...   (CPU processes)
 
-(or ``tumorgen train ...`` on one CPU). Reads top to bottom: 1 config, 2 data,
-3 models, 4 optimisers/EMA/accelerate, 5 resume, 6 loop, 7 export. All step
+(or ``tumorgen train ...`` on one CPU). Two loops, each reading top to bottom (models,
+optimisers/EMA/accelerate, resume, loop, export): :func:`train_autoencoder` (adversarial) and
+:func:`train_latent` (diffusion UNet or ControlNet on cached latents); the pieces they share
+(:func:`open_run`, :func:`_loop`, ...) follow them. All step
 randomness comes from (seed, step, rank), so ``--resume`` after a kill continues
 the step count and reproduces the losses an uninterrupted run would have had.
 """
@@ -16,10 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,19 +30,19 @@ from diffusers.training_utils import EMAModel
 
 from cohort.config import load_config, save_config, to_dict
 from cohort.errors import CohortError
-from cohort.hardware import resolve_precision, use_channels_last
+from cohort.hardware import Precision, resolve_precision, use_channels_last
+from cohort.io import write_json
 from cohort.progress import StepProgress
+from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
 from generative.diffusion import data as D
 from generative.diffusion.config import GenerativeConfig
 from generative.diffusion.models import model_hash
 from generative.diffusion.perceptual import build_perceptual
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.diffusion.training import (
-    CKPT_RE,
     AutoencoderLosses,
     TrainState,
     build_stage_models,
-    checkpoint_dir,
     export_pipeline,
     latest_checkpoint,
     load_init_spec,
@@ -66,27 +67,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
 RUN_OUTPUTS = ("checkpoints", "model", "logs", "train_summary.json")
 
 
-def previous_run(run_dir: str | Path) -> list[str]:
-    """What in ``run_dir`` is an earlier run's work: its complete checkpoints and its exported model."""
-    run_dir = Path(run_dir)
-    ckpts = [p for p in checkpoint_dir(run_dir).glob("step_*") if CKPT_RE.match(p.name) and p.is_dir()]
-    found = [f"{len(ckpts)} checkpoint(s) in checkpoints/"] if ckpts else []
-    model = run_dir / "model"
-    if model.is_dir() and any(model.iterdir()):
-        found.append("an exported model/")
-    return found
+@dataclass
+class Run:
+    """What both loops share: the resolved config, the accelerator and the run folder."""
 
-
-def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> list[str]:
-    """Refuse to train from scratch over an earlier run unless asked (CohortError naming the folder);
-    returns what ``overwrite`` will delete."""
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other: continue the run or replace it")
-    held = previous_run(run_dir)
-    if held and not resume and not overwrite:
-        raise CohortError(run_dir, f"already holds a run ({', '.join(held)}); rerun with --resume to continue it or "
-                                   "--overwrite to delete it and start over (resume=True / overwrite=True in Python)")
-    return held if overwrite else []
+    stage: str
+    cfg: GenerativeConfig
+    acc: Accelerator
+    precision: Precision
+    run_dir: Path
+    channels_last: bool
+    progress: bool
 
 
 def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str | Path | None = None,
@@ -99,18 +90,27 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
     resume: continue from the newest checkpoint (or start fresh when there is none).
     overwrite: delete an earlier run's checkpoints, model and logs first. With neither, a folder
         that holds a run (checkpoints or a model) is refused with a CohortError.
+    The autoencoder has its own (adversarial) loop; diffusion and ControlNet share the latent loop.
     """
-    # 1. config -------------------------------------------------------------------------------
+    run = open_run(stage, config, run_dir, resume, overrides, overwrite, progress)
+    with run.acc.main_process_first():
+        volumes = D.load_volumes(run.cfg.data.cohort, run.cfg.data.spacing_mm, run.cfg.data.max_cases)
+    train = train_autoencoder if stage == "autoencoder" else train_latent
+    return train(run, volumes, resume)
+
+
+def open_run(stage: str, config: GenerativeConfig | str | Path, run_dir: str | Path | None, resume: bool,
+             overrides, overwrite: bool, progress: bool) -> Run:
+    """Config (precision resolved for this machine), accelerator, seed and run folder."""
     cfg = config if isinstance(config, GenerativeConfig) else load_config(GenerativeConfig, config, list(overrides))
     cfg = replace(cfg, stage=stage).check()
-    t = cfg.train
     run_dir = Path(run_dir or Path(cfg.output_dir) / stage)
     replaced = check_run_dir(run_dir, resume, overwrite)  # every rank, before any writes
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     # "auto" becomes bf16 or fp32 for this machine; the resolved value is what config.yaml records
-    precision = resolve_precision(t.mixed_precision, "cpu" if t.cpu else None, f"train {stage}")
-    cfg = replace(cfg, train=replace(t, mixed_precision=precision.value))
+    precision = resolve_precision(cfg.train.mixed_precision, "cpu" if cfg.train.cpu else None, f"train {stage}")
+    cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision.value))
     t = cfg.train
     acc = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum, cpu=t.cpu,
                       log_with="tensorboard", project_config=ProjectConfiguration(str(run_dir), str(run_dir / "logs")))
@@ -118,116 +118,141 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
     if acc.is_main_process:
         if replaced:
             log.info("overwrite: deleting the earlier run in %s (%s)", run_dir, ", ".join(replaced))
-            for name in RUN_OUTPUTS:
-                path = run_dir / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            clear_run(run_dir, RUN_OUTPUTS)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    rank = acc.process_index
-
-    # 2. data: preprocessed volumes; the later stages encode a latent cache once ---------------
-    with acc.main_process_first():
-        volumes = D.load_volumes(cfg.data.cohort, cfg.data.spacing_mm, cfg.data.max_cases)
-    models = build_stage_models(cfg)
-    cache, scale = None, 1.0
-    if stage != "autoencoder":
-        ae = models["autoencoder"].to(acc.device)
-        key = D.cache_key(volumes, cfg.data.crop_size, cfg.data.crops_per_case, t.seed,
-                          model_hash(Path(cfg.init_from) / "autoencoder"))
-        with acc.main_process_first():
-            cache = D.build_latent_cache(ae, volumes, cfg.data.crop_size, cfg.data.crops_per_case, t.seed,
-                                         cfg.data.tumor_crop_fraction, run_dir / "cache" / f"latents-{key}.safetensors")
-        scale = D.scale_factor_of(cache["latent"]) if stage == "diffusion" else load_init_spec(cfg.init_from).scale_factor
-    spec = stage_spec(cfg, scale)
-
-    # 3. models: the one being trained, and what stays frozen ----------------------------------
-    if stage == "autoencoder":
-        trained = models["autoencoder"]
-        disc = models["discriminator"]
-        losses = AutoencoderLosses(cfg.loss, build_perceptual(cfg.loss.perceptual, cfg.loss.perceptual_net,
-                                                              cfg.loss.perceptual_weights, cfg.loss.fake_3d_ratio))
-        if losses.perceptual is not None:
-            losses.perceptual.to(acc.device)
-    else:
-        trained = models["unet"] if stage == "diffusion" else models["controlnet"]
-        pipe = LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec).to(acc.device)
     # channels_last_3d: 0.80x (autoencoder) and 0.81x (ControlNet) the fp32 step time on an AVX2 CPU
     # (benchmarks/bench_precision.py); "auto" uses it for fp32 on CPUs only, where it was measured
     cl = use_channels_last(t.memory_format, acc.device, precision.value)
-    if cl:
-        for net in ([trained, disc] if stage == "autoencoder" else [pipe.unet, pipe.controlnet]):
+    return Run(stage, cfg, acc, precision, run_dir, cl, progress)
+
+
+def train_autoencoder(run: Run, volumes: list, resume: bool) -> Path:
+    """AutoencoderKL against a patch discriminator: L1 + perceptual + KL, adversarial after a warm-up."""
+    cfg, acc, t = run.cfg, run.acc, run.cfg.train
+    models = build_stage_models(cfg)
+    ae, disc = models["autoencoder"], models["discriminator"]
+    losses = AutoencoderLosses(cfg.loss, build_perceptual(cfg.loss.perceptual, cfg.loss.perceptual_net,
+                                                          cfg.loss.perceptual_weights, cfg.loss.fake_3d_ratio))
+    if losses.perceptual is not None:
+        losses.perceptual.to(acc.device)
+    _memory_format(run, [ae, disc])
+    ae, opt, ema, state = _prepare(run, ae, resume)
+    d_opt = torch.optim.AdamW(disc.parameters(), lr=t.disc_lr)
+    disc, d_opt = acc.prepare(disc, d_opt)
+    _resume(run, state, resume)
+
+    def micro_step(rng, gen) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = D.crop_batch(volumes, cfg.data.crop_size, t.batch_size, rng, cfg.data.tumor_crop_fraction)
+        x = batch["image"].to(acc.device)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        disc.requires_grad_(False)  # the generator's adversarial term must not train the critic
+        with acc.autocast():
+            recon, z_mu, z_sigma = ae(x)
+            loss, logs = losses.generator(x, recon, z_mu, z_sigma, disc, state.step, gen)
+        acc.backward(loss)
+        disc.requires_grad_(True)
+        opt.step()
+        opt.zero_grad()
+        if state.step >= cfg.loss.adv_warmup_steps and cfg.loss.adv_weight > 0:
+            with acc.autocast():
+                d_loss = losses.discriminator(x, recon, disc)
+            acc.backward(d_loss)
+            d_opt.step()
+            d_opt.zero_grad()
+            logs["adv_d"] = float(d_loss.detach())
+        return loss, logs
+
+    summary = _loop(run, ae, ema, state, micro_step)
+    models["autoencoder"] = _final_weights(run, ae, ema)
+    return _export(run, models, stage_spec(cfg, 1.0), summary)
+
+
+def train_latent(run: Run, volumes: list, resume: bool) -> Path:
+    """The diffusion UNet (stage "diffusion") or the ControlNet on a frozen UNet (stage "controlnet"),
+    on latents of crops encoded once by the frozen autoencoder."""
+    cfg, acc, t = run.cfg, run.acc, run.cfg.train
+    models = build_stage_models(cfg)
+    ae = models["autoencoder"].to(acc.device)
+    key = D.cache_key(volumes, cfg.data.crop_size, cfg.data.crops_per_case, t.seed,
+                      model_hash(Path(cfg.init_from) / "autoencoder"))
+    with acc.main_process_first():
+        cache = D.build_latent_cache(ae, volumes, cfg.data.crop_size, cfg.data.crops_per_case, t.seed,
+                                     cfg.data.tumor_crop_fraction, run.run_dir / "cache" / f"latents-{key}.safetensors")
+    # the diffusion stage measures the latents' scale; the ControlNet inherits its UNet's
+    scale = D.scale_factor_of(cache["latent"]) if run.stage == "diffusion" else load_init_spec(cfg.init_from).scale_factor
+    spec = stage_spec(cfg, scale)
+    name = "unet" if run.stage == "diffusion" else "controlnet"
+    pipe = LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec).to(acc.device)
+    _memory_format(run, [pipe.unet, pipe.controlnet])
+    trained, opt, ema, state = _prepare(run, models[name], resume)
+    setattr(pipe, name, trained)
+    _resume(run, state, resume)
+
+    def micro_step(rng, gen) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = {k: v.to(acc.device) for k, v in D.cache_batch(cache, t.batch_size, rng, spec.scale_factor).items()}
+        with acc.autocast():
+            loss = pipe.training_step(batch, gen)["loss"]
+        acc.backward(loss)
+        opt.step()
+        opt.zero_grad()
+        return loss, {}
+
+    summary = _loop(run, trained, ema, state, micro_step)
+    models[name] = _final_weights(run, trained, ema)
+    return _export(run, models, spec, summary)
+
+
+# ---- pieces both loops share -------------------------------------------------------------------
+
+def _memory_format(run: Run, nets: list) -> None:
+    if run.channels_last:
+        for net in nets:
             if net is not None:
                 net.to(memory_format=torch.channels_last_3d)
 
-    # 4. optimisers, EMA, accelerate -----------------------------------------------------------
-    opt = torch.optim.AdamW(trained.parameters(), lr=t.lr)
+
+def _prepare(run: Run, net: torch.nn.Module, resume: bool):
+    """Optimiser, accelerate, EMA and the step counter, registered for checkpointing."""
+    opt = torch.optim.AdamW(net.parameters(), lr=run.cfg.train.lr)
     state = TrainState()
-    trained, opt = acc.prepare(trained, opt)
-    if stage == "autoencoder":
-        d_opt = torch.optim.AdamW(disc.parameters(), lr=t.disc_lr)
-        disc, d_opt = acc.prepare(disc, d_opt)
-    elif stage == "diffusion":
-        pipe.unet = trained
-    else:
-        pipe.controlnet = trained
-    ema = EMAModel(acc.unwrap_model(trained).parameters(), decay=t.ema_decay) if t.ema_decay > 0 else None
-    acc.register_for_checkpointing(state)
+    net, opt = run.acc.prepare(net, opt)
+    ema = EMAModel(run.acc.unwrap_model(net).parameters(), decay=run.cfg.train.ema_decay) if run.cfg.train.ema_decay > 0 else None
+    run.acc.register_for_checkpointing(state)
     if ema is not None:
-        acc.register_for_checkpointing(ema)
+        run.acc.register_for_checkpointing(ema)
+    return net, opt, ema, state
 
-    # 5. resume from the newest complete checkpoint --------------------------------------------
-    if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
-        acc.load_state(str(ckpt))
+
+def _resume(run: Run, state: TrainState, resume: bool) -> None:
+    """Continue from the newest complete checkpoint; start the tracker."""
+    if resume and (ckpt := latest_checkpoint(run.run_dir)) is not None:
+        run.acc.load_state(str(ckpt))
         log.info("resumed from %s at step %d", ckpt, state.step)
-    acc.init_trackers(f"{stage}", config=_flat(to_dict(cfg)))
+    run.acc.init_trackers(f"{run.stage}", config=_flat(to_dict(run.cfg)))
 
-    # 6. loop: one iteration = one optimiser step of grad_accum micro-batches ------------------
-    bar = StepProgress(f"{stage} ({precision.label})", t.steps, state.step, enabled=progress and acc.is_main_process)
+
+def _loop(run: Run, trained, ema, state: TrainState, micro_step) -> dict:
+    """One iteration = one optimiser step of ``grad_accum`` micro-batches; every micro-batch's
+    randomness comes from (seed, index, rank). EMA, logging, checkpoints. Returns the summary."""
+    acc, t = run.acc, run.cfg.train
     last: dict[str, float] = {}
     history: list[float] = []  # loss per optimiser step of this invocation (train_summary.json)
-    start_step = state.step
-    t0 = time.time()
-    with bar:
+    start_step, t0 = state.step, time.time()
+    with StepProgress(f"{run.stage} ({run.precision.label})", t.steps, state.step,
+                      enabled=run.progress and acc.is_main_process) as bar:
         while state.step < t.steps:
             trained.train()
             logs: dict[str, float] = {}
             for micro in range(t.grad_accum):
                 index = state.step * t.grad_accum + micro
-                rng, gen = D.step_rng(t.seed, index, rank), D.step_generator(t.seed, index, rank)
+                rng, gen = D.step_rng(t.seed, index, acc.process_index), D.step_generator(t.seed, index, acc.process_index)
                 with acc.accumulate(trained):
-                    if stage == "autoencoder":
-                        batch = D.crop_batch(volumes, cfg.data.crop_size, t.batch_size, rng, cfg.data.tumor_crop_fraction)
-                        x = batch["image"].to(acc.device)
-                        if cl:
-                            x = x.contiguous(memory_format=torch.channels_last_3d)
-                        disc.requires_grad_(False)  # the generator's adversarial term must not train the critic
-                        with acc.autocast():
-                            recon, z_mu, z_sigma = trained(x)
-                            loss, logs = losses.generator(x, recon, z_mu, z_sigma, disc, state.step, gen)
-                        acc.backward(loss)
-                        disc.requires_grad_(True)
-                        opt.step()
-                        opt.zero_grad()
-                        if state.step >= cfg.loss.adv_warmup_steps and cfg.loss.adv_weight > 0:
-                            with acc.autocast():
-                                d_loss = losses.discriminator(x, recon, disc)
-                            acc.backward(d_loss)
-                            d_opt.step()
-                            d_opt.zero_grad()
-                            logs["adv_d"] = float(d_loss.detach())
-                    else:
-                        batch = {k: v.to(acc.device) for k, v in D.cache_batch(cache, t.batch_size, rng, spec.scale_factor).items()}
-                        with acc.autocast():
-                            loss = pipe.training_step(batch, gen)["loss"]
-                        acc.backward(loss)
-                        opt.step()
-                        opt.zero_grad()
+                    loss, logs = micro_step(rng, gen)
                 logs["loss"] = float(loss.detach())
                 if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(f"{stage}: loss is {logs['loss']} at step {state.step} (lower train.lr?)")
+                    raise FloatingPointError(f"{run.stage}: loss is {logs['loss']} at step {state.step} (lower train.lr?)")
             if acc.sync_gradients:
                 if ema is not None:
                     ema.step(acc.unwrap_model(trained).parameters())
@@ -237,27 +262,29 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
                 acc.log(logs, step=state.step)
                 bar.update(state.step, info=f"loss {logs['loss']:.4f}")
                 if state.step % t.save_every == 0 or state.step == t.steps:
-                    save_checkpoint(acc, run_dir, state.step, t.keep_checkpoints)
+                    save_checkpoint(acc, run.run_dir, state.step, t.keep_checkpoints)
+    return {"stage": run.stage, "steps": state.step, "last": last, "history": history, "start_step": start_step,
+            "seconds": round(time.time() - t0, 2), "mixed_precision": t.mixed_precision,
+            "precision": run.precision.as_dict(), "channels_last_3d": run.channels_last,
+            "num_processes": acc.num_processes}
 
-    # 7. export: EMA weights into the model folder (main process) ------------------------------
-    acc.wait_for_everyone()
-    out = run_dir / "model"
-    if acc.is_main_process:
-        net = acc.unwrap_model(trained)
-        if ema is not None:
-            ema.copy_to(net.parameters())
-        key = {"autoencoder": "autoencoder", "diffusion": "unet", "controlnet": "controlnet"}[stage]
-        models[key] = net
-        export_pipeline(cfg, models, spec, out)
-        from cohort.io import write_json
 
-        write_json(run_dir / "train_summary.json", {"stage": stage, "steps": state.step, "last": last, "history": history, "start_step": start_step,
-                                                    "seconds": round(time.time() - t0, 2),
-                                                    "mixed_precision": t.mixed_precision,
-                                                    "precision": precision.as_dict(),
-                                                    "channels_last_3d": cl,
-                                                    "num_processes": acc.num_processes})
-    acc.end_training()
+def _final_weights(run: Run, trained, ema):
+    """The trained network with its EMA weights (what is exported)."""
+    run.acc.wait_for_everyone()
+    net = run.acc.unwrap_model(trained)
+    if ema is not None and run.acc.is_main_process:
+        ema.copy_to(net.parameters())
+    return net
+
+
+def _export(run: Run, models: dict, spec, summary: dict) -> Path:
+    """The model folder ``<run_dir>/model`` and ``train_summary.json`` (main process)."""
+    out = run.run_dir / "model"
+    if run.acc.is_main_process:
+        export_pipeline(run.cfg, models, spec, out)
+        write_json(run.run_dir / "train_summary.json", summary)
+    run.acc.end_training()
     return out
 
 
@@ -266,10 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", required=True, choices=["autoencoder", "diffusion", "controlnet"])
     p.add_argument("--config", required=True, help="YAML of generative.diffusion.config.GenerativeConfig")
     p.add_argument("--run-dir", default=None, help="default: <output_dir>/<stage>")
-    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
-    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    rerun.add_argument("--overwrite", action="store_true",
-                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch")
+    add_rerun_arguments(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-progress", action="store_true")
     return p

@@ -7,8 +7,6 @@ few numbered steps.
 from __future__ import annotations
 
 import math
-import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cohort import runs
 from cohort.case import CaseRef
-from cohort.io import read_json, write_json
-from segmentation.config import SegConfig, SourceConfig, TrainConfig
+from segmentation.config import SegConfig, SegTrainConfig, SourceConfig
 from segmentation.data import CachedCase, ClassMap, open_source, scale_hu
 
-STATE_NAME = "training_state.json"
 COUNTS_NAME = "source_counts.json"
 
 
@@ -69,7 +66,7 @@ def source_weights(sources: list[SourceConfig]) -> list[float] | None:
 # ----------------------------------------------------------------------------- optimisation
 
 
-def make_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, t: SegTrainConfig) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         # nnU-Net: SGD, Nesterov momentum 0.99, weight decay 3e-5
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.momentum > 0,
@@ -77,7 +74,7 @@ def make_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def make_schedule(opt: torch.optim.Optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(opt: torch.optim.Optimizer, t: SegTrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup, then poly (nnU-Net: (1 - step/max)^0.9), cosine or constant."""
     def factor(step: int) -> float:
         if t.warmup_steps and step < t.warmup_steps:
@@ -172,28 +169,21 @@ class Counts:
 
 
 def save_checkpoint(accelerator, run_dir: Path, step: int, counts: Counts, keep: int) -> Path:
-    """accelerate ``save_state`` (model, optimizer, schedule, RNG) plus our step and counts."""
-    ckpt = run_dir / "checkpoints" / f"step_{step:07d}"
-    accelerator.save_state(str(ckpt))
-    if accelerator.is_main_process:
-        write_json(ckpt / STATE_NAME, {"step": step, "patches": counts.patches, "synth": counts.synth,
-                                       "synth_seconds": counts.synth_seconds, "val_history": counts.val_history})
-        old = sorted((run_dir / "checkpoints").glob("step_*"))
-        for d in old[: max(len(old) - keep, 0)]:
-            shutil.rmtree(d, ignore_errors=True)
-    return ckpt
+    """accelerate ``save_state`` (model, optimizer, schedule, RNG) plus our step and counts, in the
+    one checkpoint scheme of every training loop (:func:`cohort.runs.save_checkpoint`)."""
+    return runs.save_checkpoint(accelerator, run_dir, step, keep, state={
+        "step": step, "patches": counts.patches, "synth": counts.synth, "synth_seconds": counts.synth_seconds,
+        "val_history": counts.val_history})
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one with its state file), or None."""
-    cands = [d for d in (run_dir / "checkpoints").glob("step_*")
-             if re.fullmatch(r"step_\d+", d.name) and (d / STATE_NAME).exists()]
-    return max(cands, key=lambda d: int(d.name[5:])) if cands else None
+    """The newest complete checkpoint (renamed into place, with its state file), or None."""
+    return runs.latest_checkpoint(run_dir, need_state=True)
 
 
 def load_checkpoint(accelerator, ckpt: Path, n_sources: int) -> tuple[int, Counts]:
     accelerator.load_state(str(ckpt))
-    st = read_json(ckpt / STATE_NAME)
+    st = runs.read_checkpoint_state(ckpt)
     counts = Counts(list(st["patches"]), list(st["synth"]), float(st.get("synth_seconds", 0.0)),
                     list(st.get("val_history", [])))
     if len(counts.patches) != n_sources:

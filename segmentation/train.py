@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from cohort.errors import CohortError
 from cohort.hardware import resolve_precision, use_channels_last
 from cohort.io import write_json
 from cohort.progress import StepProgress
+from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
 from segmentation import engine as E
 from segmentation.config import SegConfig, SegConfigError, load_seg_config, validate
 from segmentation.data import ClassMap, MixingSampler, PatchDataset, build_cache, collate
@@ -42,17 +42,6 @@ from segmentation.networks import build_network, network_kwargs, save_model
 
 #: what an earlier run left in its folder and ``overwrite`` deletes ("segmentation" is the tracker's log folder)
 RUN_OUTPUTS = ("checkpoints", "model", "segmentation", E.COUNTS_NAME, "summary.json")
-
-
-def previous_run(run_dir: str | Path) -> list[str]:
-    """What in ``run_dir`` is an earlier run's work: its checkpoints and its exported model."""
-    run_dir = Path(run_dir)
-    ckpts = [d for d in (run_dir / "checkpoints").glob("step_*") if d.is_dir()]
-    found = [f"{len(ckpts)} checkpoint(s) in checkpoints/"] if ckpts else []
-    model = run_dir / "model"
-    if model.is_dir() and any(model.iterdir()):
-        found.append("an exported model/")
-    return found
 
 
 def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = False, synthesizer: Any = None,
@@ -75,13 +64,8 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     if cfg.onthefly.method is not None and synthesizer is None:
         raise SegConfigError(f"onthefly.method: {cfg.onthefly.method!r} needs a synthesizer object; run "
                              "`tumorgen segment train` (it resolves the method) or pass synthesizer=")
-    if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other: continue the run or replace it")
     run_dir = Path(run_dir)
-    held = previous_run(run_dir)  # every rank looks before any rank writes
-    if held and not resume and not overwrite:
-        raise CohortError(run_dir, f"already holds a run ({', '.join(held)}); rerun with --resume to continue it or "
-                                   "--overwrite to delete it and start over (resume=True / overwrite=True in Python)")
+    held = check_run_dir(run_dir, resume, overwrite)  # every rank looks before any rank writes
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -99,14 +83,9 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     main = accelerator.is_main_process
     set_seed(t.seed)
     if main:
-        if held and overwrite:
+        if held:
             print(f"overwrite: deleting the earlier run in {run_dir} ({', '.join(held)})", file=sys.stderr)
-            for name in RUN_OUTPUTS:
-                path = run_dir / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            clear_run(run_dir, RUN_OUTPUTS)
         save_config(cfg, run_dir / "config.yaml")
     if tracker:
         accelerator.init_trackers("segmentation", config=E.flat_hparams(cfg))
@@ -219,10 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="segmentation.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=None, help="YAML config (configs/segmentation/*.yaml)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default runs/segmentation/<config name>)")
-    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
-    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    rerun.add_argument("--overwrite", action="store_true",
-                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch")
+    add_rerun_arguments(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     return p.parse_args(argv)

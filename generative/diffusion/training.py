@@ -4,15 +4,13 @@ checkpoints); the loop itself reads top to bottom in :mod:`generative.train`."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from monai.losses import PatchAdversarialLoss
 
+from cohort import runs
 from cohort.errors import CohortError
 from generative.diffusion.config import GenerativeConfig, LossConfig
 from generative.diffusion.models import (
@@ -26,7 +24,7 @@ from generative.diffusion.models import (
 from generative.diffusion.pipeline import SPEC_NAME, LatentDiffusionPipeline, PipelineSpec
 from generative.diffusion.schedulers import ProcessSpec
 
-CKPT_RE = re.compile(r"^step_(\d+)$")
+CKPT_RE = runs.CKPT_RE
 
 
 @dataclass
@@ -126,34 +124,8 @@ class AutoencoderLosses:
 
 # ---- checkpoints -----------------------------------------------------------------------------
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoints/step_N`` (half-written ``.tmp`` folders are ignored)."""
-    d = checkpoint_dir(run_dir)
-    found = [(int(m.group(1)), p) for p in d.glob("step_*") if (m := CKPT_RE.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
-
-
-def save_checkpoint(accelerator, run_dir: str | Path, step: int, keep: int) -> Path:
-    """``save_state`` into ``step_N.tmp`` then rename, so a kill never leaves a half checkpoint;
-    keeps the newest ``keep``."""
-    d = checkpoint_dir(run_dir)
-    final, tmp = d / f"step_{step:07d}", d / f"step_{step:07d}.tmp"
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        old = sorted((int(m.group(1)), p) for p in d.glob("step_*") if (m := CKPT_RE.match(p.name)))
-        for _, p in old[:-keep] if keep > 0 else []:
-            shutil.rmtree(p, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+# checkpoints: the one scheme of every training loop (temp folder renamed into place), cohort.runs
+checkpoint_dir, latest_checkpoint, save_checkpoint = runs.checkpoint_dir, runs.latest_checkpoint, runs.save_checkpoint
 
 
 def export_pipeline(cfg: GenerativeConfig, models: dict, spec: PipelineSpec, out: str | Path) -> Path:

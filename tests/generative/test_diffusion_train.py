@@ -121,7 +121,7 @@ def test_two_cpu_processes_train_the_controlnet(trained, tmp_path):
 
 def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path):
     from cohort.errors import CohortError
-    from generative.train import previous_run
+    from cohort.runs import previous_run
 
     run = tmp_path / "run"
     (run / "checkpoints" / "step_0000004.tmp").mkdir(parents=True)  # a half-written checkpoint is no run

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cohort.runs import add_rerun_arguments
 from tumorgen.commands._common import add_set_argument, console
 
 
@@ -20,11 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--config", type=Path, default=None, help="configs/segmentation/<name>.yaml (default: the paper recipe)")
     tr.add_argument("--run-dir", "--out", dest="run_dir", type=Path, default=None,
                     help="run folder (default runs/segmentation/<config name>); the model lands in RUN/model")
-    rerun = tr.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
-    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    rerun.add_argument("--overwrite", action="store_true",
-                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch "
-                            "(a folder holding a run is refused without --resume or --overwrite)")
+    add_rerun_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_argument(tr)
     tr.set_defaults(func=run_train)

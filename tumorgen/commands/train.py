@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cohort.runs import add_rerun_arguments
 from tumorgen.commands._common import add_set_argument, console
 
 
@@ -22,11 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", required=True, choices=["autoencoder", "diffusion", "controlnet"])
     p.add_argument("--config", required=True, type=Path, help="YAML (e.g. configs/generative/autoencoder.yaml)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: <output_dir>/<stage>)")
-    rerun = p.add_mutually_exclusive_group()  # a run folder that already holds a run: continue it or replace it
-    rerun.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    rerun.add_argument("--overwrite", action="store_true",
-                       help="delete the run folder's earlier checkpoints, model and logs, then train from scratch "
-                            "(a folder holding a run is refused without --resume or --overwrite)")
+    add_rerun_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_set_argument(p)
     p.set_defaults(func=run)
