@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 
 from cohort.config import save_config
 from cohort.errors import CohortError
-from cohort.hardware import resolve_precision, use_channels_last
+from cohort.hardware import Precision, resolve_precision, use_channels_last
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
@@ -56,142 +56,157 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
     ``overwrite`` deletes an earlier run's checkpoints, model, logs and summaries first; with
     neither, a ``run_dir`` that holds a run (checkpoints or a model) is refused (CohortError).
     """
-    # ---- 1. config, run folder, accelerator -------------------------------------------------
+    # 1. config, run folder, accelerator
+    run = _open_run(config, Path(run_dir), resume, overwrite, synthesizer, show)
+    cfg, acc, t = run.cfg, run.acc, run.cfg.train
+    # 2. data: sources, validation split, cache
+    split = E.split_sources(cfg)
+    with acc.main_process_first():  # with a disk cache the main process fills it first
+        cache = build_cache(split.train, cfg.data, desc="caching training cases", show=show and run.main)
+        val_cache = build_cache([split.val], cfg.data, desc="caching validation cases", show=show and run.main)[0]
+    sizes, weights = [len(c) for c in cache], E.source_weights(cfg.sources)
+    # 3. model, loss, optimizer, schedule
+    cm = ClassMap(tuple(cfg.classes))
+    net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
+    net = build_network(cfg.network.name, net_kwargs)
+    if run.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    opt = E.make_optimizer(net.parameters(), t)
+    sched = E.make_schedule(opt, t)
+    net, opt, sched = acc.prepare(net, opt, sched)
+    # 4. resume; draw i is a pure function of (seed, i): the resumed run continues the same sequence
+    step, counts = 0, E.Counts.empty(len(cfg.sources))
+    ckpt = E.latest_checkpoint(run.run_dir) if resume else None
+    if ckpt is not None:
+        step, counts = E.load_checkpoint(acc, ckpt, len(cfg.sources))
+        if run.main:
+            print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+    per_step = t.batch_size * t.grad_accum * acc.num_processes  # draws per optimizer step
+    sampler = MixingSampler(sizes, weights, seed=cfg.data.seed, num_draws=max(t.max_steps - step, 0) * per_step,
+                            start=step * per_step)
+    dataset = PatchDataset(cache, sampler, cfg, synthesizer=synthesizer, spec_for=spec_for)
+    loader = acc.prepare(torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler,
+                                                     collate_fn=collate, num_workers=cfg.data.num_workers,
+                                                     drop_last=True, persistent_workers=False))
+    # 5. training loop
+    t_start, step0 = time.perf_counter(), step
+    step, losses, last_val = _loop(run, net, opt, sched, loader, counts, step, val_cache if split.val else None)
+    # 6. export: model folder, per-source counts, summary
+    acc.wait_for_everyone()
+    model_dir = run.run_dir / "model"
+    if run.main:
+        seconds = time.perf_counter() - t_start
+        source_report = counts.report(cfg, sizes, weights)
+        summary = {"steps": step, "num_processes": acc.num_processes, "precision": run.precision.as_dict(),
+                   "channels_last_3d": run.channels_last, "steps_this_session": step - step0,
+                   "seconds": round(seconds, 2), "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
+                   "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
+                   "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,
+                   "train_cases": {s.name: [r.case_id for r in refs] for s, refs in zip(cfg.sources, split.train)},
+                   "sources": source_report}
+        write_json(run.run_dir / E.COUNTS_NAME, source_report)
+        write_json(run.run_dir / "summary.json", summary)
+        save_model(acc.unwrap_model(net), model_dir, cfg.network.name, net_kwargs, list(cfg.classes),
+                   cfg.data, cfg.infer, info={"steps": step, "val": last_val, "sources": source_report})
+    acc.end_training()
+    return model_dir
+
+
+@dataclasses.dataclass
+class _Run:
+    cfg: SegConfig
+    acc: Accelerator
+    precision: Precision
+    run_dir: Path
+    channels_last: bool
+    show: bool
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+
+def _open_run(config: SegConfig, run_dir: Path, resume: bool, overwrite: bool, synthesizer: Any, show: bool) -> _Run:
+    """Validated config (precision resolved for this machine), run folder, accelerator, seed, tracker."""
     cfg = validate(config, run_dir)
-    t = cfg.train
     if not cfg.sources:
         raise SegConfigError(f"{run_dir}: sources: the config lists no training source")
     if cfg.onthefly.method is not None and synthesizer is None:
         raise SegConfigError(f"onthefly.method: {cfg.onthefly.method!r} needs a synthesizer object; run "
                              "`tumorgen segment train` (it resolves the method) or pass synthesizer=")
-    run_dir = Path(run_dir)
     held = check_run_dir(run_dir, resume, overwrite)  # every rank looks before any rank writes
     run_dir.mkdir(parents=True, exist_ok=True)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    tracker = t.tracker
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    tracker = cfg.train.tracker
     if tracker == "tensorboard":
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             tracker = None
-    precision = resolve_precision(t.mixed_precision, None, "segmentation train")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, mixed_precision=precision.value))
-    t = cfg.train
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
-                              log_with=tracker, project_dir=str(run_dir))
-    main = accelerator.is_main_process
-    set_seed(t.seed)
-    if main:
+    precision = resolve_precision(cfg.train.mixed_precision, None, "segmentation train")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=precision.value))
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                      log_with=tracker, project_dir=str(run_dir))
+    set_seed(cfg.train.seed)
+    if acc.is_main_process:
         if held:
             print(f"overwrite: deleting the earlier run in {run_dir} ({', '.join(held)})", file=sys.stderr)
             clear_run(run_dir, RUN_OUTPUTS)
         save_config(cfg, run_dir / "config.yaml")
     if tracker:
-        accelerator.init_trackers("segmentation", config=E.flat_hparams(cfg))
-
-    # ---- 2. data: sources, validation split, cache, mixing sampler --------------------------
-    split = E.split_sources(cfg)
-    with accelerator.main_process_first():  # with a disk cache the main process fills it first
-        cache = build_cache(split.train, cfg.data, desc="caching training cases", show=show and main)
-        val_cache = build_cache([split.val], cfg.data, desc="caching validation cases", show=show and main)[0]
-    sizes = [len(c) for c in cache]
-    weights = E.source_weights(cfg.sources)
-    per_step = t.batch_size * t.grad_accum * accelerator.num_processes  # draws per optimizer step
-
-    # ---- 3. model, loss, optimizer, schedule ------------------------------------------------
-    cm = ClassMap(tuple(cfg.classes))
-    net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
-    net = build_network(cfg.network.name, net_kwargs)
+        acc.init_trackers("segmentation", config=E.flat_hparams(cfg))
     # channels_last_3d: 0.77x the fp32 SegResNet step (demo network, 32^3) on a 2-core AVX2 CPU; "auto" = fp32 on CPU only
-    cl = use_channels_last(t.memory_format, accelerator.device, precision.value)
-    if cl:
-        net = net.to(memory_format=torch.channels_last_3d)
+    cl = use_channels_last(cfg.train.memory_format, acc.device, precision.value)
+    return _Run(cfg, acc, precision, run_dir, cl, show)
+
+
+def _loop(run: _Run, net, opt, sched, loader, counts: E.Counts, step: int,
+          val_cache) -> tuple[int, list[float], dict[str, float]]:
+    """Optimiser steps until ``train.max_steps``: per-source counts, logging, validation on the main
+    process, checkpoints. Returns (step, losses of this session, last validation)."""
+    acc, t = run.acc, run.cfg.train
     loss_fn = E.make_loss()
-    opt = E.make_optimizer(net.parameters(), t)
-    sched = E.make_schedule(opt, t)
-    net, opt, sched = accelerator.prepare(net, opt, sched)
-
-    # ---- 4. resume ------------------------------------------------------------------------
-    step, counts = 0, E.Counts.empty(len(cfg.sources))
-    ckpt = E.latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        step, counts = E.load_checkpoint(accelerator, ckpt, len(cfg.sources))
-        if main:
-            print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
-    # draw i is a pure function of (seed, i): the resumed run continues the same sequence
-    sampler = MixingSampler(sizes, weights, seed=cfg.data.seed, num_draws=max(t.max_steps - step, 0) * per_step,
-                            start=step * per_step)
-    dataset = PatchDataset(cache, sampler, cfg, synthesizer=synthesizer, spec_for=spec_for)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.data.num_workers, drop_last=True,
-                                         persistent_workers=False)
-    loader = accelerator.prepare(loader)
-
-    # ---- 5. training loop -----------------------------------------------------------------
-    autocast_dtype = precision.autocast_dtype
     last_val: dict[str, float] = counts.val_history[-1] if counts.val_history else {}
     losses: list[float] = []
     t_start, step0 = time.perf_counter(), step
     net.train()
-    with StepProgress(f"segmentation train ({precision.label})", t.max_steps, step, enabled=show and main) as prog:
+    with StepProgress(f"segmentation train ({run.precision.label})", t.max_steps, step, enabled=run.show and run.main) as prog:
         for batch in loader:
             if step >= t.max_steps:
                 break
-            with accelerator.accumulate(net):
-                image = batch["image"].contiguous(memory_format=torch.channels_last_3d) if cl else batch["image"]
-                logits = net(image)
-                loss = loss_fn(logits.float(), batch["label"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.grad_clip > 0:
-                    accelerator.clip_grad_norm_(net.parameters(), t.grad_clip)
+            with acc.accumulate(net):
+                image = batch["image"].contiguous(memory_format=torch.channels_last_3d) if run.channels_last else batch["image"]
+                loss = loss_fn(net(image).float(), batch["label"])
+                acc.backward(loss)
+                if acc.sync_gradients and t.grad_clip > 0:
+                    acc.clip_grad_norm_(net.parameters(), t.grad_clip)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            src = accelerator.gather(batch["source"])
-            syn = accelerator.gather(batch["synth"])
-            syn_s = accelerator.gather(batch["synth_seconds"])
-            counts.add(src, syn, syn_s)
-            if not accelerator.sync_gradients:
+            counts.add(acc.gather(batch["source"]), acc.gather(batch["synth"]), acc.gather(batch["synth_seconds"]))
+            if not acc.sync_gradients:
                 continue
             step += 1
-            lval = float(accelerator.gather(loss.detach().float().reshape(1)).mean())
+            lval = float(acc.gather(loss.detach().float().reshape(1)).mean())
             if not np.isfinite(lval):
-                raise FloatingPointError(f"{run_dir}: loss became {lval} at step {step}; lower train.lr "
+                raise FloatingPointError(f"{run.run_dir}: loss became {lval} at step {step}; lower train.lr "
                                          "or use train.mixed_precision=no")
             losses.append(lval)
             if step % t.log_every == 0 or step == t.max_steps:
                 rate = (step - step0) / max(time.perf_counter() - t_start, 1e-9)
-                accelerator.log({"train/loss": float(np.mean(losses[-t.log_every:])),
-                                 "train/lr": sched.get_last_lr()[0], "train/steps_per_s": rate}, step=step)
-            if split.val and (step % t.val_every == 0 or step == t.max_steps):
-                if main:
-                    last_val = E.validate(accelerator.unwrap_model(net), val_cache, cfg, autocast_dtype)
+                acc.log({"train/loss": float(np.mean(losses[-t.log_every:])),
+                         "train/lr": sched.get_last_lr()[0], "train/steps_per_s": rate}, step=step)
+            if val_cache is not None and (step % t.val_every == 0 or step == t.max_steps):
+                if run.main:
+                    last_val = E.validate(acc.unwrap_model(net), val_cache, run.cfg, run.precision.autocast_dtype)
                     counts.val_history.append({"step": step, **last_val})
-                    accelerator.log({f"val/{k}": v for k, v in last_val.items()}, step=step)
-                accelerator.wait_for_everyone()
+                    acc.log({f"val/{k}": v for k, v in last_val.items()}, step=step)
+                acc.wait_for_everyone()
             if step % t.save_every == 0 or step == t.max_steps:
-                E.save_checkpoint(accelerator, run_dir, step, counts, t.keep_checkpoints)
+                E.save_checkpoint(acc, run.run_dir, step, counts, t.keep_checkpoints)
             prog.update(step, info=f"loss {lval:.3f}" + (f" val dice {last_val['dice/mean']:.3f}" if "dice/mean" in last_val else ""))
-
-    # ---- 6. export: model folder, per-source counts, summary -------------------------------
-    accelerator.wait_for_everyone()
-    model_dir = run_dir / "model"
-    if main:
-        seconds = time.perf_counter() - t_start
-        source_report = counts.report(cfg, sizes, weights)
-        summary = {"steps": step, "num_processes": accelerator.num_processes, "precision": precision.as_dict(), "channels_last_3d": cl, "steps_this_session": step - step0, "seconds": round(seconds, 2),
-                   "steps_per_s": round((step - step0) / max(seconds, 1e-9), 4),
-                   "final_loss": losses[-1] if losses else None, "val": last_val, "val_history": counts.val_history,
-                   "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,
-                   "train_cases": {s.name: [r.case_id for r in refs] for s, refs in zip(cfg.sources, split.train)},
-                   "sources": source_report}
-        write_json(run_dir / E.COUNTS_NAME, source_report)
-        write_json(run_dir / "summary.json", summary)
-        save_model(accelerator.unwrap_model(net), model_dir, cfg.network.name, net_kwargs, list(cfg.classes),
-                   cfg.data, cfg.infer, info={"steps": step, "val": last_val, "sources": source_report})
-    accelerator.end_training()
-    return model_dir
+    return step, losses, last_val
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
