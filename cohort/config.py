@@ -157,6 +157,31 @@ def _build(cls: type[T], data: dict, where: str) -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
+def check_choices(cfg: Any, where: str = "") -> None:
+    """Check the ``Literal`` fields of a config built or changed in code (the loader checks the
+    ones it reads), recursing into sections and lists; ConfigError "<key>: must be one of [...]"."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        _check_choice(getattr(cfg, f.name), hints[f.name], f"{where}.{f.name}" if where else f.name)
+
+
+def _check_choice(value: Any, tp: Any, where: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        check_choices(value, where)
+    elif origin in (typing.Union, types.UnionType) and value is not None:
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            _check_choice(value, options[0], where)
+    elif origin in (list, tuple, Sequence) and isinstance(value, (list, tuple)) and args:
+        fixed = origin is tuple and args[-1] is not Ellipsis
+        for i, v in enumerate(value):
+            _check_choice(v, args[i] if fixed and i < len(args) else args[0], f"{where}[{i}]")
+
+
 def _set_path(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data

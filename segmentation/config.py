@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cohort import labels as L
-from cohort.config import ConfigError, bounded
+from cohort.config import ConfigError, bounded, check_choices
 from cohort.hardware import MemoryFormat, PrecisionName
 
 #: networks :func:`segmentation.networks.build_network` knows
-NETWORKS = ("segresnet", "dynunet", "swinunetr")
+NetworkName = Literal["segresnet", "dynunet", "swinunetr"]
 
 
 class SegConfigError(ConfigError):
@@ -31,7 +31,7 @@ class SegConfigError(ConfigError):
 class NetworkConfig:
     """Which MONAI network, and its size. ``extra`` goes to the constructor unchanged."""
 
-    name: str = "segresnet"
+    name: NetworkName = "segresnet"
     init_filters: int = 16  # SegResNet init_filters / DynUNet first filters / SwinUNETR feature_size
     blocks_down: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
     blocks_up: list[int] = field(default_factory=lambda: [1, 1, 1])
@@ -53,7 +53,7 @@ class SourceConfig:
 
     name: str = "real"
     path: str = ""
-    kind: str = "real"  # "real" | "synthetic" (recorded, and which sources on-the-fly synthesis may touch)
+    kind: Literal["real", "synthetic"] = "real"  # recorded, and which sources on-the-fly synthesis may touch
     weight: float | None = None
     max_cases: int | None = None
     accepted_only: bool = False
@@ -79,7 +79,7 @@ class OnTheFlyConfig:
 
 
 @dataclass
-class DataConfig:
+class SegDataConfig:
     """Preprocessing (paper defaults) and patch sampling."""
 
     spacing: list[float] = field(default_factory=lambda: [1.5, 1.5, 1.5])  # mm
@@ -103,12 +103,12 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    optimizer: str = "sgd"  # "sgd" (nnU-Net: momentum 0.99, nesterov) | "adamw"
+class SegTrainConfig:
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: nnU-Net, momentum 0.99, nesterov
     lr: float = bounded(0.01, gt=0)
     weight_decay: float = bounded(3e-5, ge=0)
     momentum: float = 0.99
-    schedule: str = "poly"  # "poly" (nnU-Net, exponent 0.9) | "cosine" | "constant"
+    schedule: Literal["poly", "cosine", "constant"] = "poly"  # poly: nnU-Net, exponent 0.9
     warmup_steps: int = bounded(0, ge=0)
     batch_size: int = bounded(2, ge=1)
     max_steps: int = bounded(1000, ge=1)
@@ -128,7 +128,7 @@ class TrainConfig:
 @dataclass
 class InferConfig:
     overlap: float = 0.5
-    mode: str = "gaussian"
+    mode: Literal["gaussian", "constant"] = "gaussian"  # sliding-window blending (MONAI BlendMode)
     sw_batch_size: int = bounded(2, ge=1)
     tta: bool = False  # flip test-time augmentation (all 8 mirror combinations)
     #: predicted lesion components (26-connected, per lesion class, on the case's own grid) smaller than
@@ -144,11 +144,11 @@ class SegConfig:
     classes: list[str] = field(default_factory=lambda: ["liver", "liver_lesion", "pancreas", "pancreatic_lesion",
                                                          "kidney", "kidney_lesion"])
     network: NetworkConfig = field(default_factory=NetworkConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: SegDataConfig = field(default_factory=SegDataConfig)
     sources: list[SourceConfig] = field(default_factory=list)
     val_sources: list[SourceConfig] = field(default_factory=list)
     onthefly: OnTheFlyConfig = field(default_factory=OnTheFlyConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: SegTrainConfig = field(default_factory=SegTrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +160,10 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
     def bad(key: str, why: str) -> SegConfigError:
         return SegConfigError(f"{where}: {key}: {why}")
 
+    try:  # the loader checks them in a file; a config built in code (a scaling cell) gets them here
+        check_choices(cfg)
+    except ConfigError as e:
+        raise SegConfigError(f"{where}: {e}") from None
     if not cfg.classes:
         raise bad("classes", "needs at least one class")
     for name in cfg.classes:
@@ -172,8 +176,6 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
     covered = [i for c in cfg.classes for i in L.organ_indices(c)]
     if len(set(covered)) != len(covered):
         raise bad("classes", "two classes cover the same vocabulary label (e.g. 'kidney' and 'kidney_left')")
-    if cfg.network.name not in NETWORKS:
-        raise bad("network.name", f"unknown network {cfg.network.name!r}; choose one of {', '.join(NETWORKS)}")
     if len(cfg.data.patch_size) != 3 or any(p < 8 for p in cfg.data.patch_size):
         raise bad("data.patch_size", f"needs three sizes of at least 8 voxels, got {cfg.data.patch_size}")
     if cfg.network.name == "segresnet":
@@ -196,8 +198,6 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
         for i, s in enumerate(srcs):
             if not s.path:
                 raise bad(f"{key}[{i}].path", "is empty")
-            if s.kind not in ("real", "synthetic"):
-                raise bad(f"{key}[{i}].kind", f"must be 'real' or 'synthetic', got {s.kind!r}")
             if s.weight is not None and s.weight < 0:
                 raise bad(f"{key}[{i}].weight", "must be >= 0")
     weights = [s.weight for s in cfg.sources]
@@ -216,10 +216,6 @@ def validate(cfg: SegConfig, where: str | Path = "config") -> SegConfig:
         unknown = sorted(set(cfg.onthefly.sources) - {s.name for s in cfg.sources})
         if unknown:
             raise bad("onthefly.sources", f"{unknown} are not among sources[].name {[s.name for s in cfg.sources]}")
-    if cfg.train.optimizer not in ("sgd", "adamw"):
-        raise bad("train.optimizer", f"must be 'sgd' or 'adamw', got {cfg.train.optimizer!r}")
-    if cfg.train.schedule not in ("poly", "cosine", "constant"):
-        raise bad("train.schedule", f"must be 'poly', 'cosine' or 'constant', got {cfg.train.schedule!r}")
     if not 0.0 <= cfg.infer.overlap < 1.0:
         raise bad("infer.overlap", "must be in [0, 1)")
     if cfg.infer.min_lesion_mm3 < 0:

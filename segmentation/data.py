@@ -34,7 +34,7 @@ from rich.progress import Progress
 from cohort import labels as L
 from cohort.case import Case, CaseRef
 from cohort.errors import CohortError
-from segmentation.config import DataConfig, OnTheFlyConfig, SegConfig, SourceConfig
+from segmentation.config import OnTheFlyConfig, SegConfig, SegDataConfig, SourceConfig
 from segmentation.synthesis import Synthesis, synthesize_patch
 
 #: at most this many voxel indices are kept per case and region to centre crops on
@@ -174,7 +174,7 @@ class CachedCase:
         return int(self.ct_hu.nbytes + self.label.nbytes)
 
 
-def to_training_space(case: Case, data: DataConfig):
+def to_training_space(case: Case, data: SegDataConfig):
     """RAS+, ``data.spacing`` mm (CT linear, labels nearest), optionally cropped to organs.
 
     Returns :class:`cohort.preprocess.Preprocessed` (case + record). The same
@@ -187,12 +187,12 @@ def to_training_space(case: Case, data: DataConfig):
                         crop_organs=list(data.crop_roi_organs) or None, margin_mm=data.crop_margin_mm)
 
 
-def cache_case(case: Case, source: int, data: DataConfig) -> CachedCase:
+def cache_case(case: Case, source: int, data: SegDataConfig) -> CachedCase:
     """Preprocess a loaded case into a :class:`CachedCase` (crop-centre candidates included)."""
     return _index_cached(to_training_space(case, data).case, source)
 
 
-def _disk_key(ref: CaseRef, data: DataConfig) -> str:
+def _disk_key(ref: CaseRef, data: SegDataConfig) -> str:
     parts = [str(ref.image), str(ref.label)]
     for p in (ref.image, ref.label):
         if p is not None and Path(p).exists():
@@ -202,7 +202,7 @@ def _disk_key(ref: CaseRef, data: DataConfig) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
 
-def load_cached(ref: CaseRef, source: int, data: DataConfig) -> CachedCase:
+def load_cached(ref: CaseRef, source: int, data: SegDataConfig) -> CachedCase:
     """:func:`cache_case` for a reference, through ``data.cache_dir`` (npz) when set."""
     if data.cache_dir:
         path = Path(data.cache_dir) / f"{ref.case_id}-{_disk_key(ref, data)}.npz"
@@ -245,7 +245,7 @@ def _to_int16(ct: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(ct), -32768, 32767).astype(np.int16))
 
 
-def build_cache(refs_per_source: Sequence[Sequence[CaseRef]], data: DataConfig, desc: str = "caching cases", show: bool = True) -> list[list[CachedCase]]:
+def build_cache(refs_per_source: Sequence[Sequence[CaseRef]], data: SegDataConfig, desc: str = "caching cases", show: bool = True) -> list[list[CachedCase]]:
     """Preprocess every case of every source once (rich progress). Failures name the case file."""
     total = sum(len(r) for r in refs_per_source)
     out: list[list[CachedCase]] = []
@@ -320,14 +320,14 @@ def crop_patch(arr: np.ndarray, centre: Sequence[int], size: Sequence[int], pad_
     return out
 
 
-def scale_hu(ct_hu: np.ndarray, data: DataConfig) -> np.ndarray:
+def scale_hu(ct_hu: np.ndarray, data: SegDataConfig) -> np.ndarray:
     """HU clipped to [hu_min, hu_max] and scaled to [0, 1] (float32)."""
     from cohort import preprocess as P
 
     return P.scale_hu(ct_hu, data.hu_min, data.hu_max).astype(np.float32)
 
 
-def build_augmentation(data: DataConfig) -> T.Compose:
+def build_augmentation(data: SegDataConfig) -> T.Compose:
     """nnU-Net-style augmentation with MONAI dictionary transforms on ``image`` (1, X, Y, Z)
     in [0, 1] and ``label`` (1, X, Y, Z). Probabilities and ranges after nnU-Net's defaults
     (Isensee et al. 2021: rotation +-30 deg, scale 0.7-1.4, noise, blur, brightness, gamma, mirroring)."""

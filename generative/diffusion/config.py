@@ -10,11 +10,12 @@ errors; ``--set a.b=v`` overrides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from cohort.config import bounded
+from cohort.config import bounded, check_choices
 from cohort.hardware import MemoryFormat, PrecisionName
 
-STAGES = ("autoencoder", "diffusion", "controlnet")
+Stage = Literal["autoencoder", "diffusion", "controlnet"]
 
 #: Organs given to the ControlNet as one-hot channels (the phantom world's abdomen and
 #: the organs tumors grow in). Lesions of every class share one extra "tumor" channel.
@@ -22,7 +23,7 @@ DEFAULT_CONDITION_ORGANS = ["liver", "pancreas", "kidney_left", "kidney_right", 
 
 
 @dataclass
-class DataConfig:
+class GeneratorDataConfig:
     """Training crops. ``cohort`` is any layout :func:`cohort.layouts.open_cohort` reads."""
 
     cohort: str = "data/phantoms/siteA"
@@ -65,19 +66,19 @@ class ControlNetConfig:
 class SchedulerConfig:
     """Training noise process: ``ddpm`` (epsilon or v_prediction) or ``rflow`` (velocity)."""
 
-    kind: str = "rflow"
-    prediction_type: str = "epsilon"  # ddpm only; rflow always predicts velocity
+    kind: Literal["ddpm", "rflow"] = "rflow"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # ddpm only; rflow always predicts velocity
     num_train_timesteps: int = 1000
     schedule: str = "scaled_linear_beta"  # ddpm only
-    sample_method: str = "uniform"  # rflow only: uniform | logit-normal
+    sample_method: Literal["uniform", "logit-normal"] = "uniform"  # rflow only
 
 
 @dataclass
 class LossConfig:
     """Autoencoder losses (MAISI train_autoencoder weights as defaults)."""
 
-    perceptual: str = "lpips"  # lpips | random (random-feature backbone, logged as such) | none
-    perceptual_net: str = "alex"  # lpips backbone: alex | vgg | squeeze
+    perceptual: Literal["lpips", "random", "none"] = "lpips"  # random: random-feature backbone, logged as such
+    perceptual_net: Literal["alex", "vgg", "squeeze"] = "alex"  # the lpips backbone
     perceptual_weights: str = ""  # torchvision backbone .pth; "" = $TORCH_HOME/hub/checkpoints/<file>
     perceptual_weight: float = bounded(0.3, ge=0)
     fake_3d_ratio: float = bounded(0.25, gt=0, le=1)  # share of slices per axis for the 2.5D perceptual loss
@@ -89,7 +90,7 @@ class LossConfig:
 
 
 @dataclass
-class TrainConfig:
+class GeneratorTrainConfig:
     steps: int = bounded(1000, ge=1)
     batch_size: int = bounded(1, ge=1)
     lr: float = bounded(1e-4, gt=0)
@@ -108,28 +109,22 @@ class TrainConfig:
 
 @dataclass
 class GenerativeConfig:
-    stage: str = "autoencoder"
+    stage: Stage = "autoencoder"
     output_dir: str = "runs/generative"
     #: pipeline folder of the previous stage (diffusion: the autoencoder's; controlnet: the diffusion's)
     init_from: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     controlnet: ControlNetConfig = field(default_factory=ControlNetConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: GeneratorTrainConfig = field(default_factory=GeneratorTrainConfig)
 
     def check(self) -> GenerativeConfig:
-        """Cross-field rules the type checker cannot see; raises ValueError naming the key."""
-        if self.stage not in STAGES:
-            raise ValueError(f"stage: {self.stage!r} is not one of {STAGES}")
-        if self.scheduler.kind not in ("ddpm", "rflow"):
-            raise ValueError(f"scheduler.kind: {self.scheduler.kind!r} is not 'ddpm' or 'rflow'")
-        if self.scheduler.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"scheduler.prediction_type: {self.scheduler.prediction_type!r} is not epsilon|v_prediction")
-        if self.loss.perceptual not in ("lpips", "random", "none"):
-            raise ValueError(f"loss.perceptual: {self.loss.perceptual!r} is not lpips|random|none")
+        """Cross-field rules the type checker cannot see; raises ValueError naming the key. The
+        Literal choices are checked again because train_stage sets ``stage`` in code."""
+        check_choices(self)
         if len(self.data.crop_size) != 3 or len(self.data.spacing_mm) not in (0, 3):
             raise ValueError("data.crop_size needs 3 values and data.spacing_mm 3 values (or [] for native)")
         if self.stage != "autoencoder" and not self.init_from:
@@ -149,7 +144,8 @@ class GenerativeConfig:
 class InpaintSettings:
     """How tumors are generated: sampler, steps, ROI and blending (units in the names)."""
 
-    sampler: str = "rflow"  # rflow | ddpm | ddim | dpm++ | unipc | flow-euler
+    #: rflow | flow-euler for rflow models, ddpm | ddim | dpm++ | unipc for ddpm models
+    sampler: Literal["rflow", "flow-euler", "ddpm", "ddim", "dpm++", "unipc"] = "rflow"
     steps: int = bounded(30, ge=1)
     roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
     feather_mm: float = bounded(3.0, ge=0)  # width of the blend from generated to original CT

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from cohort.io import read_json, write_json, write_text
 from cohort.layouts import open_cohort, write_rows
 from cohort.preprocess import to_ras
 from cohort.progress import track
-from generative.quality.config import FilterConfig
+from generative.quality.config import FilterConfig, FilterName
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import patient_group
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator, crop_config_of
@@ -35,7 +35,7 @@ from generative.quality.filters import FilterVerdict, FreeTumorGate, HUCheck, Se
 from generative.quality.policies import Cutoff, apply_policy, case_score, decide
 
 SCORES_NAME = "scores.jsonl"
-FILTER_NAMES = ("discriminator", "hu_check", "freetumor")
+FILTER_NAMES: tuple[str, ...] = get_args(FilterName)
 
 
 @dataclass

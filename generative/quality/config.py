@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cohort.hardware import PrecisionName
 from generative.quality.crops import CropConfig
 from generative.quality.discriminator import ModelConfig
 from generative.quality.filters import FreeTumorConfig, HUCheckConfig
 from generative.quality.policies import PolicyConfig
-from generative.quality.probes import PROBE_KINDS
+from generative.quality.probes import ProbeKind
+
+#: the filters that can vote in `apply`
+FilterName = Literal["discriminator", "hu_check", "freetumor"]
 
 
 @dataclass
-class TrainConfig:
+class FilterTrainConfig:
     """Discriminator training. Steps are optimizer steps; evaluation every ``eval_every`` steps."""
 
     max_steps: int = 2000
@@ -36,12 +40,7 @@ class TrainConfig:
     #: extra negatives: broken copies (generative.quality.probes kinds) of the real training tumors.
     #: Teaches generic failure modes beyond the training generator's; off by default because the
     #: audit's known-bad probes then test kinds the model was shown (on other cases).
-    hard_negatives: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.hard_negatives if p not in PROBE_KINDS]
-        if bad:
-            raise ValueError(f"train.hard_negatives: unknown kind(s) {bad}; known: {list(PROBE_KINDS)}")
+    hard_negatives: list[ProbeKind] = field(default_factory=list)
 
 
 @dataclass
@@ -49,15 +48,10 @@ class AuditConfig:
     """What the audit shows: montage size and the known-bad probes."""
 
     montage_k: int = 6
-    probes: list[str] = field(default_factory=lambda: ["noise", "wrong_hu", "blocky", "outside"])
+    probes: list[ProbeKind] = field(default_factory=lambda: ["noise", "wrong_hu", "blocky", "outside"])
     #: how many synthetic (or real) tumor cases the probes are built from
     probe_cases: int = 6
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        bad = [p for p in self.probes if p not in PROBE_KINDS]
-        if bad:
-            raise ValueError(f"audit.probes: unknown probe kind(s) {bad}; known: {list(PROBE_KINDS)}")
 
 
 @dataclass
@@ -66,16 +60,10 @@ class FilterConfig:
 
     crop: CropConfig = field(default_factory=CropConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: FilterTrainConfig = field(default_factory=FilterTrainConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     freetumor: FreeTumorConfig = field(default_factory=FreeTumorConfig)
     hu_check: HUCheckConfig = field(default_factory=HUCheckConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     #: filters that vote in `apply` (all must accept): discriminator, hu_check, freetumor
-    filters: list[str] = field(default_factory=lambda: ["discriminator", "hu_check", "freetumor"])
-
-    def __post_init__(self) -> None:
-        known = ("discriminator", "hu_check", "freetumor")
-        bad = [f for f in self.filters if f not in known]
-        if bad:
-            raise ValueError(f"filters: unknown filter(s) {bad}; known: {list(known)}")
+    filters: list[FilterName] = field(default_factory=lambda: ["discriminator", "hu_check", "freetumor"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import ndimage
@@ -24,7 +25,8 @@ from cohort import labels as L
 from cohort.case import Case
 from generative.quality.crops import CropConfig, TumorInfo, find_tumors
 
-PROBE_KINDS = ("noise", "wrong_hu", "blocky", "outside")
+ProbeKind = Literal["noise", "wrong_hu", "blocky", "outside"]
+PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
 WRONG_HU = 450.0
 
 

@@ -1,8 +1,9 @@
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
-from cohort.config import ConfigError, bounded, load_config, save_config
+from cohort.config import ConfigError, bounded, check_choices, load_config, save_config
 
 
 @dataclass
@@ -109,3 +110,36 @@ def test_shipped_training_configs_refuse_negative_steps():
         load_config(GenerativeConfig, config_dir() / "demo" / "generative_demo.yaml", ["train.steps=-5"])
     with pytest.raises(ConfigError, match="train.max_steps: must be >= 1"):
         load_seg_config(None, ["train.max_steps=0"])
+
+
+@dataclass
+class Choice:
+    kind: Literal["a", "b"] = "a"
+    kinds: list[Literal["x", "y"]] = field(default_factory=list)
+    maybe: Literal["p", "q"] | None = None
+
+
+@dataclass
+class Choices:
+    inner: Choice = field(default_factory=Choice)
+    items: list[Choice] = field(default_factory=list)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("inner.kind=c", r"inner.kind: must be one of \['a', 'b'\], got 'c'"),
+    ("inner.kinds=[x, z]", r"inner.kinds\[1\]: must be one of \['x', 'y'\], got 'z'"),
+    ("items=[{kind: b}, {kind: d}]", r"items\[1\].kind: must be one of \['a', 'b'\], got 'd'"),
+])
+def test_literal_choices_are_checked_at_load_time(override, match):
+    with pytest.raises(ConfigError, match=f"^<defaults>: {match}$"):
+        load_config(Choices, None, [override])
+    assert load_config(Choices, None, ["inner.kinds=[y]", "inner.maybe=q"]).inner == Choice("a", ["y"], "q")
+
+
+def test_check_choices_covers_configs_built_in_code():
+    check_choices(Choices(Choice("b", ["x"], "p"), [Choice()]))
+    for cfg, match in [(Choices(Choice(kind="c")), r"^inner.kind: must be one of \['a', 'b'\], got 'c'$"),
+                       (Choices(items=[Choice(), Choice(kinds=["z"])]), r"^items\[1\].kinds\[0\]: must be one of"),
+                       (Choices(Choice(maybe="r")), r"^inner.maybe: must be one of \['p', 'q'\]")]:
+        with pytest.raises(ConfigError, match=match):
+            check_choices(cfg)

@@ -31,7 +31,8 @@ def test_unknown_key_is_an_error_naming_it(tmp_path):
 def test_overrides_and_value_checks():
     cfg = load_seg_config(default_config_path("tiny"), ["train.lr=0.5", "network.name=dynunet"])
     assert cfg.train.lr == 0.5 and cfg.network.name == "dynunet"
-    with pytest.raises(SegConfigError, match="network.name"):
+    with pytest.raises(ConfigError, match=r"tiny.yaml: network.name: must be one of \['segresnet', 'dynunet', "
+                                          r"'swinunetr'\], got 'unet9000'"):
         load_seg_config(default_config_path("tiny"), ["network.name=unet9000"])
     with pytest.raises(SegConfigError, match="same vocabulary label"):
         load_seg_config(default_config_path("tiny"), ["classes=[kidney, kidney_left]"])
@@ -47,3 +48,23 @@ def test_mixed_weights_are_rejected(tmp_path):
     p.write_text("sources:\n  - {name: a, path: x, weight: 1}\n  - {name: b, path: y}\n")
     with pytest.raises(SegConfigError, match="every source a weight"):
         load_seg_config(p)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.optimizer=adam", r"train.optimizer: must be one of \['sgd', 'adamw'\], got 'adam'"),
+    ("train.schedule=step", r"train.schedule: must be one of \['poly', 'cosine', 'constant'\], got 'step'"),
+    ("infer.mode=mean", r"infer.mode: must be one of \['gaussian', 'constant'\], got 'mean'"),
+    ("sources=[{name: a, path: x, kind: fake}]", r"sources\[0\].kind: must be one of \['real', 'synthetic'\]"),
+])
+def test_choices_are_checked_by_the_loader(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_seg_config(default_config_path("tiny"), [override])
+
+
+def test_choices_of_a_config_built_in_code_are_checked_by_validate():
+    from segmentation.config import SourceConfig, validate
+
+    cfg = load_seg_config(default_config_path("tiny"))
+    cfg.sources = [SourceConfig(name="a", path="x", kind="fake")]
+    with pytest.raises(SegConfigError, match=r"^cell: sources\[0\].kind: must be one of \['real', 'synthetic'\]"):
+        validate(cfg, "cell")
