@@ -2,7 +2,7 @@
 
 A saved model is a folder (diffusers' ``save_pretrained`` idea):
 
-- ``config.json``: the network constructor arguments (``{"name", "kwargs"}``),
+- ``config.json``: the network constructor arguments (:mod:`cohort.saved`: ``model_type: segmentation``, ``network``, ``kwargs``),
 - ``model.safetensors``: the weights,
 - ``segmentation.json``: classes, preprocessing and inference settings,
 
@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from cohort import saved
 from cohort.errors import CohortError
 from cohort.io import read_json, write_json
-from segmentation.config import DataConfig, InferConfig, NetworkConfig
+from segmentation.config import InferConfig, NetworkConfig, SegDataConfig
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = saved.CONFIG_NAME
 WEIGHTS_NAME = "model.safetensors"
 SEG_NAME = "segmentation.json"
 
@@ -75,26 +76,18 @@ class SegModel:
 
     net: nn.Module
     classes: list[str]
-    data: DataConfig
+    data: SegDataConfig
     infer: InferConfig
     info: dict[str, Any]
 
 
 def save_model(net: nn.Module, out_dir: str | Path, name: str, kwargs: dict[str, Any], classes: list[str],
-               data: DataConfig, infer: InferConfig, info: dict[str, Any] | None = None) -> Path:
+               data: SegDataConfig, infer: InferConfig, info: dict[str, Any] | None = None) -> Path:
     """Write the model folder (see the module docstring). Weights are saved in float32."""
     from dataclasses import asdict
 
-    from safetensors.torch import save_file
-
-    from cohort.io import atomic_path
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(out / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp))
-    write_json(out / CONFIG_NAME, {"name": name, "kwargs": kwargs})
+    saved.save_folder(out, "segmentation", kwargs, {k: v.float() for k, v in net.state_dict().items()}, network=name)
     write_json(out / SEG_NAME, {"classes": list(classes), "data": asdict(data), "infer": asdict(infer),
                                 "info": info or {}})
     return out
@@ -102,8 +95,6 @@ def save_model(net: nn.Module, out_dir: str | Path, name: str, kwargs: dict[str,
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> SegModel:
     """Rebuild a saved model folder; errors name the missing or bad file."""
-    from safetensors.torch import load_file
-
     from cohort.config import from_dict
 
     d = Path(model_dir)
@@ -111,15 +102,15 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Seg
         if not (d / f).exists():
             raise CohortError(d / f, "model folder is missing this file (expected config.json, model.safetensors, "
                                      "segmentation.json; pass a training run folder or its model/ subfolder)")
-    cfg = read_json(d / CONFIG_NAME)
+    cfg = saved.read_config(d, "segmentation")
     seg = read_json(d / SEG_NAME)
-    net = build_network(cfg["name"], cfg["kwargs"])
+    net = build_network(cfg["network"], cfg["kwargs"])
     try:
-        net.load_state_dict(load_file(str(d / WEIGHTS_NAME)))
+        net.load_state_dict(saved.load_weights(d))
     except RuntimeError as e:
         raise CohortError(d / WEIGHTS_NAME, f"weights do not fit the network in config.json ({e})") from None
     net.to(device).eval()
-    return SegModel(net, list(seg["classes"]), from_dict(DataConfig, seg["data"], source=str(d / SEG_NAME)),
+    return SegModel(net, list(seg["classes"]), from_dict(SegDataConfig, seg["data"], source=str(d / SEG_NAME)),
                     from_dict(InferConfig, seg["infer"], source=str(d / SEG_NAME)), seg.get("info", {}))
 
 

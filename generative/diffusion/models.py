@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.utils import copy_model_state
-from safetensors.torch import load_file, save_file
 
+from cohort import saved
 from cohort.errors import CohortError
-from cohort.io import atomic_path, write_json
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME, WEIGHTS_NAME = saved.CONFIG_NAME, saved.WEIGHTS_NAME
 
 
 class PretrainedMixin:
@@ -44,28 +41,16 @@ class PretrainedMixin:
         self.config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically each)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp))
-        write_json(directory / CONFIG_NAME, {"model_type": self.model_type, "kwargs": self.config})
-        return directory
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (:mod:`cohort.saved`)."""
+        return saved.save_folder(directory, self.model_type, self.config, self.state_dict())  # type: ignore[attr-defined]
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
         """Rebuild the model saved in ``directory``; checks that the folder holds this model type."""
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.exists():
-                raise CohortError(p, f"missing: a saved {cls.model_type or 'model'} folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        cfg = json.loads(cfg_path.read_text())
-        if cls.model_type and cfg.get("model_type") != cls.model_type:
-            raise CohortError(cfg_path, f"holds a {cfg.get('model_type')!r}, expected {cls.model_type!r}")
+        cfg = saved.read_config(directory, cls.model_type or None)
+        weights = saved.load_weights(directory, str(device))
         model = cls(**cfg["kwargs"])
-        model.load_state_dict(load_file(str(w_path), device=str(device)))  # type: ignore[attr-defined]
+        model.load_state_dict(weights)  # type: ignore[attr-defined]
         return model
 
 
@@ -153,12 +138,9 @@ MODEL_TYPES: dict[str, type[PretrainedMixin]] = {
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load any saved model folder, dispatching on ``config.json``'s ``model_type``."""
-    cfg_path = Path(directory) / CONFIG_NAME
-    if not cfg_path.exists():
-        raise CohortError(cfg_path, "missing: not a saved model folder")
-    kind = json.loads(cfg_path.read_text()).get("model_type")
+    kind = saved.read_config(directory)["model_type"]
     if kind not in MODEL_TYPES:
-        raise CohortError(cfg_path, f"unknown model_type {kind!r} (known: {sorted(MODEL_TYPES)})")
+        raise CohortError(Path(directory) / CONFIG_NAME, f"unknown model_type {kind!r} (known: {sorted(MODEL_TYPES)})")
     return MODEL_TYPES[kind].from_pretrained(directory, device)  # type: ignore[return-value]
 
 

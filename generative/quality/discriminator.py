@@ -15,21 +15,21 @@ crop settings it was trained with) and ``model.safetensors``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from monai.networks.blocks import Convolution
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cohort import saved
 from cohort.errors import CohortError
-from cohort.io import atomic_path, write_json
 from generative.quality.crops import CropConfig
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = saved.CONFIG_NAME
+#: model_type in config.json (cohort.saved)
+MODEL_TYPE = "tumor_discriminator"
 WEIGHTS_NAME = "model.safetensors"
 #: written beside the model by training: held-out scores (calibrated policy, audit) and the HU check's bounds
 CALIBRATION_NAME = "calibration.json"
@@ -105,18 +105,12 @@ class TumorDiscriminator(nn.Module):
     def save_pretrained(self, out_dir: str | Path, crop: CropConfig | None = None,
                         extra: dict[str, Any] | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (atomic per file)."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp))
-        cfg: dict[str, Any] = {"model": dict(self.config), "class": type(self).__name__}
+        more: dict[str, Any] = {}
         if crop is not None:
-            cfg["crop"] = asdict(crop)
+            more["crop"] = asdict(crop)
         if extra:
-            cfg.update(extra)
-        write_json(out_dir / CONFIG_NAME, cfg)
-        return out_dir
+            more.update(extra)
+        return saved.save_folder(out_dir, MODEL_TYPE, dict(self.config), self.state_dict(), **more)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> TumorDiscriminator:
@@ -126,9 +120,9 @@ class TumorDiscriminator(nn.Module):
         weights = model_dir / WEIGHTS_NAME
         if not weights.exists():
             raise CohortError(weights, "discriminator weights missing (expected model.safetensors beside config.json)")
-        model = cls(**cfg["model"])
+        model = cls(**cfg["kwargs"])
         try:
-            model.load_state_dict(load_file(str(weights), device=str(map_location)))
+            model.load_state_dict(saved.load_weights(model_dir, str(map_location)))
         except RuntimeError as e:
             raise CohortError(weights, f"weights do not fit the architecture in config.json ({e})") from e
         model.eval()
@@ -140,13 +134,7 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / CONFIG_NAME
     if not path.exists():
         raise CohortError(path, "not a discriminator folder: config.json missing (train one with `tumorgen filter train`)")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CohortError(path, f"invalid JSON ({e})") from e
-    if "model" not in cfg:
-        raise CohortError(path, "config.json has no 'model' section")
-    return cfg
+    return saved.read_config(model_dir, MODEL_TYPE)
 
 
 def crop_config_of(model_dir: str | Path) -> CropConfig:

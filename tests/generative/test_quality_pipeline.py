@@ -57,7 +57,8 @@ def test_discriminator_separates_real_from_noise_filled(world):
 
 def test_model_folder_round_trip(world):
     cfgj = json.loads((world["model"] / "config.json").read_text())
-    assert cfgj["model"]["channels"] == [8, 16] and cfgj["crop"]["size"] == 16
+    assert cfgj["model_type"] == "tumor_discriminator" and cfgj["format"] == 1
+    assert cfgj["kwargs"]["channels"] == [8, 16] and cfgj["crop"]["size"] == 16
     assert {"model.safetensors", "calibration.json", "hu_bounds.json", "train_log.json", "filter.yaml"} <= {
         p.name for p in world["model"].iterdir()}
     a = TumorDiscriminator.from_pretrained(world["model"])
