@@ -141,3 +141,33 @@ def write_toy_lesion_cohort(root: str | Path, n: int, tumor: str | None, seed: i
         write_case(toy_lesion_case(f"{prefix}_{i:03d}", rng, tumor, **kw), root)
     write_manifest(root)
     return root
+
+
+def drop_seconds(node):
+    """Provenance minus wall-clock timings (the only part that may differ between runs)."""
+    if isinstance(node, dict):
+        return {k: drop_seconds(v) for k, v in node.items() if k != "seconds"}
+    if isinstance(node, list):
+        return [drop_seconds(v) for v in node]
+    return node
+
+
+def cohort_arrays(out) -> dict:
+    """{case id: (ct, label, sidecar minus timings)} of an AbdomenAtlas cohort folder (temps skipped)."""
+    import json
+
+    from cohort.io import is_temp_name, read_image, read_label
+
+    res = {}
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_temp_name(p.name)):
+        meta = drop_seconds(json.loads((d / "case.json").read_text()))
+        res[d.name] = (read_image(d / "ct.nii.gz")[0], read_label(d / "combined_labels.nii.gz")[0], meta)
+    return res
+
+
+def assert_same_cohorts(a: dict, b: dict) -> None:
+    """Two :func:`cohort_arrays` results hold the same cases, voxel for voxel, with the same provenance."""
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]), k
+        assert a[k][2] == b[k][2], k

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cohort.config import bounded
 from cohort.hardware import PrecisionName
 from generative.quality.crops import CropConfig
 from generative.quality.discriminator import ModelConfig
@@ -20,23 +21,23 @@ FilterName = Literal["discriminator", "hu_check", "freetumor"]
 class FilterTrainConfig:
     """Discriminator training. Steps are optimizer steps; evaluation every ``eval_every`` steps."""
 
-    max_steps: int = 2000
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 50
+    max_steps: int = bounded(2000, ge=1)
+    batch_size: int = bounded(16, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    weight_decay: float = bounded(1e-4, ge=0)
+    eval_every: int = bounded(50, ge=1)
     #: stop after this many evaluations without a better validation AUC
-    patience: int = 8
+    patience: int = bounded(8, ge=1)
     #: fraction of cases (per class, split by case) held out for validation and calibration
-    val_fraction: float = 0.25
+    val_fraction: float = bounded(0.25, gt=0, lt=1)
     seed: int = 0
-    flip_prob: float = 0.5
+    flip_prob: float = bounded(0.5, ge=0, le=1)
     #: intensity augmentation on the [0, 1] CT channel: + U(-shift, shift), * (1 + U(-scale, scale))
-    intensity_shift: float = 0.03
-    intensity_scale: float = 0.05
+    intensity_shift: float = bounded(0.03, ge=0)
+    intensity_scale: float = bounded(0.05, ge=0)
     cpu: bool = False
     mixed_precision: PrecisionName = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPU), else fp32
-    torch_threads: int = 0  # 0: leave torch's default
+    torch_threads: int = bounded(0, ge=0)  # 0: leave torch's default
     #: extra negatives: broken copies (generative.quality.probes kinds) of the real training tumors.
     #: Teaches generic failure modes beyond the training generator's; off by default because the
     #: audit's known-bad probes then test kinds the model was shown (on other cases).

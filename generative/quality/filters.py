@@ -31,6 +31,7 @@ import numpy as np
 
 from cohort import labels as L
 from cohort.case import Case
+from cohort.config import bounded
 from generative.quality.crops import TumorInfo
 
 #: duck-typed segmentor: (ct HU (X, Y, Z), spacing mm) -> label map or lesion probability map (X, Y, Z)
@@ -133,13 +134,13 @@ class FreeTumorGate:
 class HUCheckConfig:
     """Bounds on per-organ median HU learned from real cases (MAISI quality_check)."""
 
-    sigma: float = 3.0
-    percentile_low: float = 0.5
-    percentile_high: float = 99.5
+    sigma: float = bounded(3.0, gt=0)
+    percentile_low: float = bounded(0.5, ge=0, le=100)
+    percentile_high: float = bounded(99.5, ge=0, le=100)
     #: widen every bound by this much (HU): a handful of phantom cases gives too tight a spread
-    margin_hu: float = 15.0
+    margin_hu: float = bounded(15.0, ge=0)
     #: organs (and tumors) with fewer voxels are not checked: their median is noise
-    min_voxels: int = 20
+    min_voxels: int = bounded(20, ge=0)
     #: also bound each tumor component's median HU by its lesion class's real tumors
     include_lesions: bool = True
 

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from cohort.config import config_dir, load_config
-from cohort.io import read_image, read_label
 from cohort.layouts import open_cohort, write_case
 from generative.diffusion import sample as S
 from generative.diffusion.config import GenerativeConfig, SampleSpec
 from generative.diffusion.training import build_pipeline
 from tests.conftest import cpu_processes_cmd
-from tests.toys import toy_abdomen_case
+from tests.toys import assert_same_cohorts, cohort_arrays, toy_abdomen_case
 
 SPEC = config_dir() / "demo" / "sample_tiny.yaml"
 
@@ -35,31 +34,6 @@ def _spec(**kw) -> SampleSpec:
     for k, v in kw.items():
         setattr(spec, k, v)
     return spec
-
-
-def _drop_seconds(node):
-    """Provenance minus wall-clock timings (the only part that may differ between runs)."""
-    if isinstance(node, dict):
-        return {k: _drop_seconds(v) for k, v in node.items() if k != "seconds"}
-    if isinstance(node, list):
-        return [_drop_seconds(v) for v in node]
-    return node
-
-
-def _cohort_arrays(out):
-    res = {}
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        meta = json.loads((d / "case.json").read_text())
-        meta = _drop_seconds(meta)
-        res[d.name] = (read_image(d / "ct.nii.gz")[0], read_label(d / "combined_labels.nii.gz")[0], meta)
-    return res
-
-
-def _same(a, b):
-    assert a.keys() == b.keys() and a
-    for k in a:
-        assert np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]), k
-        assert a[k][2] == b[k][2], k
 
 
 def test_cohort_is_written_with_provenance(setup, tmp_path):
@@ -92,12 +66,12 @@ def test_killed_run_resumes_to_the_same_cohort(setup, tmp_path, monkeypatch):
     real_write = O.write_case
     calls = []
 
-    def dying_write(case, root):
+    def dying_write(case, root, **kw):
         calls.append(case.case_id)
         if len(calls) == 2:
             (root / f".{case.case_id}.half.part").mkdir(parents=True)  # what a kill mid-write leaves
             raise KeyboardInterrupt
-        return real_write(case, root)
+        return real_write(case, root, **kw)
 
     monkeypatch.setattr(O, "write_case", dying_write)
     with pytest.raises(KeyboardInterrupt):
@@ -105,7 +79,7 @@ def test_killed_run_resumes_to_the_same_cohort(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(O, "write_case", real_write)
     rep = S.sample_cohort(setup / "healthy", setup / "model", spec, tmp_path / "out", rank=0, world_size=1, progress=False, device="cpu")
     assert len(rep.skipped) == 1 and len(rep.done) == 2
-    _same(_cohort_arrays(tmp_path / "ref"), _cohort_arrays(tmp_path / "out"))
+    assert_same_cohorts(cohort_arrays(tmp_path / "ref"), cohort_arrays(tmp_path / "out"))
 
 
 def test_bad_source_case_is_reported_and_skipped(setup, tmp_path):
@@ -131,7 +105,7 @@ def test_two_processes_write_the_same_cohort_as_one(setup, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr  # each rank took its share (3 jobs: rank 0 two, rank 1 one)
     assert "rank 0 of 2: 2 written" in out and "rank 1 of 2: 1 written" in out, out[-3000:]
-    _same(_cohort_arrays(tmp_path / "one"), _cohort_arrays(tmp_path / "two"))
+    assert_same_cohorts(cohort_arrays(tmp_path / "one"), cohort_arrays(tmp_path / "two"))
     assert (tmp_path / "two" / "manifest.jsonl").read_text().count("\n") == 3
 
 
@@ -143,7 +117,7 @@ def test_cli_sample_full_disk_stops_and_exits_1(setup, tmp_path, monkeypatch, ca
 
     calls = []
 
-    def full_disk(case, root):
+    def full_disk(case, root, **kw):
         calls.append(case.case_id)
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -99,13 +99,10 @@ def test_toy_maker_through_synthesize(blob, tmp_path):
 
 
 def test_toy_maker_on_the_fly_in_segmentation_training(blob, tmp_path):
-    from segmentation.config import default_config_path
+    from tests.segmentation.helpers import onthefly_train_args
 
     healthy = write_cohort(tmp_path / "healthy", 2, "h", seed=4, tumor=False)
-    rc = main(["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(tmp_path / "r"),
-               "--quiet", "--set", f"sources=[{{name: healthy, path: {healthy}}}]",
-               "--set", "onthefly.method=blob", "--set", "onthefly.prob=1.0", "--set", "data.val_fraction=0.0",
-               "--set", "data.patch_size=[24,24,16]", "--set", "onthefly.params={radius_vox: 3}"])
+    rc = main(onthefly_train_args(tmp_path / "r", healthy, "blob", "{radius_vox: 3}"))
     assert rc == 0
     counts = json.loads((tmp_path / "r" / "source_counts.json").read_text())
     assert counts["sources"]["healthy"]["onthefly_tumors"] >= 1

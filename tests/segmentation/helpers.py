@@ -73,3 +73,13 @@ def tiny_config(sources: list[dict], **sections) -> SegConfig:
         else:
             base[sec] = vals
     return from_dict(SegConfig, base)
+
+
+def onthefly_train_args(run_dir: Path, healthy: Path, method: str, params: str) -> list[str]:
+    """`tumorgen segment train` on one healthy source whose every draw gets an on-the-fly tumor."""
+    from segmentation.config import default_config_path
+
+    return ["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(run_dir), "--quiet",
+            "--set", f"sources=[{{name: healthy, path: {healthy}}}]", "--set", f"onthefly.method={method}",
+            "--set", "onthefly.prob=1.0", "--set", "data.val_fraction=0.0", "--set", "data.patch_size=[24,24,16]",
+            "--set", f"onthefly.params={params}"]

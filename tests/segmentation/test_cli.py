@@ -3,14 +3,12 @@
 import json
 
 from segmentation.config import default_config_path
+from tests.segmentation.helpers import onthefly_train_args
 from tumorgen.cli import main
 
 
 def test_segment_train_with_onthefly_rules(cohorts, tmp_path):
-    rc = main(["segment", "train", "--config", str(default_config_path("tiny")), "--run-dir", str(tmp_path / "r"),
-               "--quiet", "--set", f"sources=[{{name: healthy, path: {cohorts['healthy']}}}]",
-               "--set", "onthefly.method=rules", "--set", "onthefly.prob=1.0", "--set", "data.val_fraction=0.0",
-               "--set", "data.patch_size=[24,24,16]", "--set", "onthefly.params={size: tiny}"])
+    rc = main(onthefly_train_args(tmp_path / "r", cohorts["healthy"], "rules", "{size: tiny}"))
     assert rc == 0
     counts = json.loads((tmp_path / "r" / "source_counts.json").read_text())
     src = counts["sources"]["healthy"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 
 from cohort.io import is_temp_name
+from tests.toys import assert_same_cohorts, cohort_arrays
 
 
 class Killed(BaseException):
@@ -31,28 +31,10 @@ def _kill_at(monkeypatch, n: int) -> list[str]:
     return calls
 
 
-def _cohort(root):
-    from cohort.io import read_image, read_label
-
-    out = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not is_temp_name(p.name)):
-        meta = json.loads((d / "case.json").read_text())
-        meta.pop("seconds", None)
-        out[d.name] = (read_image(d / "ct.nii.gz")[0], read_label(d / "combined_labels.nii.gz")[0], meta)
-    return out
-
-
 def _no_paths(node):
     if isinstance(node, dict):
         return {k: _no_paths(v) for k, v in node.items() if k != "path"}
     return node
-
-
-def _same(a, b):
-    assert a.keys() == b.keys() and a
-    for k in a:
-        assert np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]), k
-        assert a[k][2] == b[k][2], k
 
 
 @pytest.mark.slow
@@ -71,7 +53,7 @@ def test_synthesize_killed_at_a_rename_resumes_to_the_same_cohort(tmp_path, monk
     assert len(calls) == kill_at
     monkeypatch.undo()
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
-    _same(_cohort(tmp_path / "ref"), _cohort(tmp_path / "out"))
+    assert_same_cohorts(cohort_arrays(tmp_path / "ref"), cohort_arrays(tmp_path / "out"))
     assert not [p for p in (tmp_path / "out").iterdir() if is_temp_name(p.name)]  # stale temps cleaned
     ref_rows = (tmp_path / "ref" / "manifest.jsonl").read_text().splitlines()
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == len(ref_rows)

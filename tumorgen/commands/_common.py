@@ -14,6 +14,14 @@ from rich.console import Console
 console = Console(stderr=True, soft_wrap=True)
 
 
+def add_command(subparsers, name: str, doc: str | None, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` description is its module docstring (everything after the
+    first line), so the text a user reads lives in one place."""
+    description = (doc or "").split("\n", 1)[1].strip() if doc and "\n" in doc else None
+    return subparsers.add_parser(name, help=help, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     """``--set a.b=v`` overrides for typed configs (repeatable)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

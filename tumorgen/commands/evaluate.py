@@ -1,23 +1,24 @@
-"""`tumorgen evaluate`: segmentation metrics of a prediction folder against a ground-truth cohort."""
+"""`tumorgen evaluate`: segmentation metrics of a prediction folder against a ground-truth cohort.
+
+Evaluate <case id>.nii.gz label maps in PRED against the ground-truth cohort GT (any layout).
+Writes cases.csv, lesions.csv, summary.json, summary.md and metrics.yaml to OUT: DSC, NSD, HD95 and
+mean surface distance, patient / tumor / early-tumor sensitivity beside false positives per case and
+lesion precision (under the configured localisation rule), specificity and AUC, with 95 % CIs. Missing
+or mismatched cases are reported and make the exit status 1; the other cases are still evaluated.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from tumorgen.commands._common import add_set_argument, console, report_exit
+from tumorgen.commands._common import add_command, add_set_argument, console, report_exit
 
 DEFAULT_CONFIG = "evaluation/metrics.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="DSC, NSD, patient/tumor/early-tumor sensitivity, specificity and AUC with 95%% CIs",
-        description="Evaluate <case id>.nii.gz label maps in PRED against the ground-truth cohort GT (any layout). "
-                    "Writes cases.csv, lesions.csv, summary.json, summary.md and metrics.yaml to OUT. Missing or "
-                    "mismatched cases are reported and make the exit status 1; the other cases are still evaluated.",
-    )
+    p = add_command(subparsers, "evaluate", __doc__, help="DSC, NSD, patient/tumor/early-tumor sensitivity, specificity and AUC with 95%% CIs")
     p.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of <case id>.nii.gz predictions")
     p.add_argument("--gt", required=True, type=Path, metavar="COHORT", help="ground-truth cohort (folder or manifest)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")

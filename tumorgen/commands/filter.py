@@ -30,6 +30,17 @@ def _segmentor_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the segmentor (cpu, cuda)")
 
 
+def _scored_command(fs, name: str, help: str) -> argparse.ArgumentParser:
+    """A filter subcommand that works on scores (from `filter score`) or scores a cohort first."""
+    p = fs.add_parser(name, help=help)
+    _common(p)
+    _segmentor_opt(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scores", type=Path, help="scores.jsonl (or its folder) from `filter score`")
+    src.add_argument("--cohort", type=Path, help="score this cohort first")
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("filter", help="score synthetic tumors, discard poor ones, audit the decision")
     fs = p.add_subparsers(dest="filter_command", metavar="ACTION")
@@ -48,21 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.set_defaults(func=run_score)
 
-    a = fs.add_parser("apply", help="decide and write the filtered manifest <out>/manifest.jsonl (deletes nothing)")
-    _common(a)
-    _segmentor_opt(a)
-    src = a.add_mutually_exclusive_group(required=True)
-    src.add_argument("--scores", type=Path, help="scores.jsonl (or its folder) from `filter score`")
-    src.add_argument("--cohort", type=Path, help="score this cohort first")
+    a = _scored_command(fs, "apply", "decide and write the filtered manifest <out>/manifest.jsonl (deletes nothing)")
     a.add_argument("--out", required=True, type=Path, help="output folder (not the cohort itself)")
     a.set_defaults(func=run_apply)
 
-    u = fs.add_parser("audit", help="HTML report with figures and a JSON summary")
-    _common(u)
-    _segmentor_opt(u)
-    src = u.add_mutually_exclusive_group(required=True)
-    src.add_argument("--scores", type=Path, help="scores.jsonl (or its folder) from `filter score`")
-    src.add_argument("--cohort", type=Path, help="score this cohort first")
+    u = _scored_command(fs, "audit", "HTML report with figures and a JSON summary")
     u.add_argument("--out", required=True, type=Path, help="report folder (report.html, figures/, summary.json)")
     u.add_argument("--probe-cohort", type=Path, default=None, metavar="COHORT",
                    help="build the known-bad probes from this cohort's tumor cases (e.g. the real cohort); "

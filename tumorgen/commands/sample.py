@@ -1,5 +1,10 @@
 """`tumorgen sample`: a synthetic cohort from healthy cases and a trained ControlNet pipeline.
 
+For each healthy case and each of cases_per_source, place tumors (organs, sizes and counts from the
+spec) and inpaint them; writes AbdomenAtlas case folders with provenance sidecars, manifest.jsonl and
+tumors.csv. Finished cases are skipped (resumable); bad source cases are reported and make the exit
+status 1. The same cohort loop as `tumorgen synthesize --method diffusion`, with several tumors per case.
+
 Sharded across processes with ``accelerate launch -m generative.diffusion.sample`` (same arguments).
 """
 
@@ -8,18 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tumorgen.commands._common import add_set_argument, console, report_exit
+from tumorgen.commands._common import add_command, add_set_argument, console, report_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="insert diffusion-generated tumors into healthy cases (a synthetic cohort)",
-        description="For each healthy case and each of cases_per_source, place tumors (organs, sizes and counts "
-                    "from the spec) and inpaint them; writes AbdomenAtlas case folders with provenance sidecars and "
-                    "manifest.jsonl. Finished cases are skipped (resumable); bad source cases are reported and make "
-                    "the exit status 1.",
-    )
+    p = add_command(subparsers, "sample", __doc__, help="insert diffusion-generated tumors into healthy cases (a synthetic cohort)")
     p.add_argument("--healthy", required=True, type=Path, metavar="COHORT", help="healthy cohort (any layout)")
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="controlnet stage's model folder")
     p.add_argument("--spec", type=Path, default=None, help="YAML of SampleSpec (e.g. configs/generative/sample.yaml)")

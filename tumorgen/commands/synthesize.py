@@ -1,25 +1,24 @@
-"""`tumorgen synthesize`: tumors from any registered maker (CA, rules, diffusion, ...) in a healthy cohort."""
+"""`tumorgen synthesize`: tumors from any registered maker (CA, rules, diffusion, ...) in a healthy cohort.
+
+For each healthy case, grow (--method ca, Pixel2Cancer cellular automaton), draw (--method rules,
+SyntheticTumors ellipsoids) or inpaint (--method diffusion --model DIR) tumors and write AbdomenAtlas
+case folders with provenance sidecars (tumor sizes included), manifest.jsonl, tumors.csv and
+synthesis_summary.json. Finished cases are skipped (resumable); bad source cases are reported and make
+the exit status 1. `tumorgen sample` is the same loop with several diffusion tumors per case.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from tumorgen.commands._common import add_set_argument, console, discard_new_output, report_exit
+from tumorgen.commands._common import add_command, add_set_argument, console, discard_new_output, report_exit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from generative.registry import synthesizer_names
 
-    p = subparsers.add_parser(
-        "synthesize",
-        help="insert tumors from a registered maker (ca, rules, diffusion, ...) into a healthy cohort",
-        description="For each healthy case, grow (--method ca, Pixel2Cancer cellular automaton), draw "
-                    "(--method rules, SyntheticTumors ellipsoids) or inpaint (--method diffusion --model DIR) tumors "
-                    "and write AbdomenAtlas case folders with provenance sidecars (tumor sizes included), "
-                    "manifest.jsonl, tumors.csv and synthesis_summary.json. Finished cases are skipped (resumable); "
-                    "bad source cases are reported and make the exit status 1. `tumorgen sample` is the same loop "
-                    "with several diffusion tumors per case.")
+    p = add_command(subparsers, "synthesize", __doc__, help="insert tumors from a registered maker (ca, rules, diffusion, ...) into a healthy cohort")
     p.add_argument("--method", required=True, choices=synthesizer_names(),
                    help="a registered tumor maker (generative.registry)")
     p.add_argument("--model", type=Path, default=None, help="diffusion: the controlnet stage's model folder "

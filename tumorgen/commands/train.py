@@ -1,6 +1,9 @@
 """`tumorgen train`: one stage of the latent diffusion model on this machine (one process).
 
-For several processes or GPUs use ``accelerate launch -m generative.train`` with the same arguments.
+Train one stage (autoencoder -> diffusion -> controlnet; each later stage names the previous stage's
+model folder in init_from). Writes config.yaml, logs/ (TensorBoard), checkpoints/ and model/ under the
+run folder. For several processes or GPUs use ``accelerate launch -m generative.train`` with the same
+arguments.
 """
 
 from __future__ import annotations
@@ -9,17 +12,11 @@ import argparse
 from pathlib import Path
 
 from cohort.runs import add_rerun_arguments
-from tumorgen.commands._common import add_set_argument, console
+from tumorgen.commands._common import add_command, add_set_argument, console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train the generator: autoencoder, latent diffusion UNet or ControlNet",
-        description="Train one stage (autoencoder -> diffusion -> controlnet; each later stage names the previous "
-                    "stage's model folder in init_from). Writes config.yaml, logs/ (TensorBoard), checkpoints/ "
-                    "and model/ under the run folder.",
-    )
+    p = add_command(subparsers, "train", __doc__, help="train the generator: autoencoder, latent diffusion UNet or ControlNet")
     p.add_argument("--stage", required=True, choices=["autoencoder", "diffusion", "controlnet"])
     p.add_argument("--config", required=True, type=Path, help="YAML (e.g. configs/generative/autoencoder.yaml)")
     p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: <output_dir>/<stage>)")
