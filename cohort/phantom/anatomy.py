@@ -149,11 +149,46 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     Painting order sets precedence (later wins): body wall, bowel, stomach,
     liver and its vessels, gall bladder, spleen, duodenum, pancreas, portal/splenic
     vein, kidneys, great vessels, spine, lungs, ribs. All random draws happen in a fixed order, so a
-    seed always gives the same patient whatever the grid.
+    seed always gives the same patient whatever the grid: first the geometry
+    (:func:`_sample_geometry`), then the canvas's warp and wobble fields, then
+    :func:`_draw_fields`; the painting steps draw nothing.
+    """
+    p = _sample_geometry(rng)
+    cv = _Canvas(grid, rng, warp_amp=0.035)
+    fields = _draw_fields(cv, rng)
+
+    wall = _paint_body_wall(cv, p["body"])
+    _paint_back_muscles(cv, p["spine"]["y"], wall.body)
+    _paint_small_bowel(cv, p["bowel"], wall.cavity, fields)
+    _paint_colon(cv, p["colon"], wall.cavity, fields.gas)
+    _paint_stomach(cv, p["stomach"], wall.cavity)
+    _paint_liver(cv, p["liver"], wall.cavity, fields)
+    _paint_gall_bladder(cv, p["gall_bladder"], wall.cavity)
+    _paint_spleen(cv, p["spleen"], wall.cavity)
+    _paint_duodenum(cv, p["duodenum"], p["pancreas"]["x_head"], wall.cavity)
+    _paint_pancreas(cv, p["pancreas"], wall.cavity)
+    _paint_portal_vein(cv, p["portal"], p["pancreas"], wall.cavity)
+    _paint_kidneys(cv, p["kidneys"], wall.body)
+    _paint_great_vessels(cv, p["vessels"])
+    _paint_spine(cv, p["spine"], wall.body)
+    _paint_lungs(cv, wall.cavity)
+    _paint_ribs(cv, p["ribs"], p["body"]["cy"], wall)
+
+    return Anatomy(grid=grid, tissue=cv.tissue, label=cv.label, tex_fine=fields.tex_fine,
+                   tex_coarse=fields.tex_coarse, body=wall.body, params=p)
+
+
+# ---- geometry and random fields: every draw of a patient, in a fixed order ----
+
+def _sample_geometry(rng: np.random.Generator) -> dict:
+    """The patient's geometry: organ centres, semi-axes, angles (radians) and shape knobs, in anatomy units.
+
+    The draws run in the order written (keyword arguments evaluate left to
+    right), so reordering anything here changes every patient. The dict is
+    what :attr:`Anatomy.params` records.
     """
     U = rng.uniform
     p: dict = {}
-    # ---- 1. sample the geometry (anatomy units) ----
     p["body"] = dict(ax=U(0.86, 0.95), ay=U(0.66, 0.78), cy=U(-0.02, 0.04), power=U(2.0, 2.6),
                      fat=U(0.05, 0.13), muscle=U(0.035, 0.055))
     liver_s = U(0.9, 1.1)
@@ -166,6 +201,7 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     spl = U(0.85, 1.15)
     p["spleen"] = dict(c=(-0.58 + U(-0.03, 0.03), -0.22 + U(-0.04, 0.04), 0.30 + U(-0.05, 0.05)),
                        a=(0.15 * spl, 0.27 * spl, 0.28 * spl), yaw=U(0.35, 0.7))
+    # both kidney sizes are drawn (the tuple) before either side's position
     p["kidneys"] = {side: dict(c=(sgn * (0.35 + U(-0.03, 0.03)), -0.34 + U(-0.03, 0.03), dz + U(-0.05, 0.05)),
                                a=(0.14 * s, 0.12 * s, 0.26 * s), yaw=sgn * U(0.3, 0.6), roll=sgn * U(0.05, 0.25))
                     for side, sgn, dz, s in (("left", -1.0, 0.02, U(0.9, 1.1)), ("right", 1.0, -0.06, U(0.9, 1.1)))}
@@ -182,75 +218,125 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     p["ribs"] = dict(phase=U(0, 2 * np.pi), k=int(rng.integers(8, 11)))
     p["portal"] = dict(r=0.035 * U(0.85, 1.15), jitter=U(-0.03, 0.03, size=(4, 3)).round(4).tolist())
     p["duodenum"] = dict(r=0.05 * U(0.85, 1.15), jitter=U(-0.03, 0.03, size=(5, 3)).round(4).tolist())
+    return p
 
-    # ---- 2. random fields (fixed order) ----
-    cv = _Canvas(grid, rng, warp_amp=0.035)
-    u = grid.unit_mm
+
+@dataclass
+class _Fields:
+    """Smooth unit-variance noise, float32 (X, Y, Z) on the canvas grid (correlation lengths in mm).
+
+    vess1, vess2 (14 mm): hepatic vessels run where both are near zero; bowel
+    (16 mm): small-bowel loops are its near-zero band; gas (8 mm): gas pockets
+    where it is high; tex_fine (3 mm), tex_coarse (12 mm): tissue texture.
+    """
+
+    vess1: np.ndarray
+    vess2: np.ndarray
+    bowel: np.ndarray
+    gas: np.ndarray
+    tex_fine: np.ndarray
+    tex_coarse: np.ndarray
+
+
+def _draw_fields(cv: _Canvas, rng: np.random.Generator) -> _Fields:
+    """The fields after the canvas's own, drawn one after another in the order of :class:`_Fields`."""
+    u = cv.grid.unit_mm
     vess1 = smooth_field(rng, cv.ax, cv.bounds, 14.0 / u)
     vess2 = smooth_field(rng, cv.ax, cv.bounds, 14.0 / u)
     bowel = smooth_field(rng, cv.ax, cv.bounds, 16.0 / u)
-    gasf = smooth_field(rng, cv.ax, cv.bounds, 8.0 / u)
+    gas = smooth_field(rng, cv.ax, cv.bounds, 8.0 / u)
     tex_fine = smooth_field(rng, cv.ax, cv.bounds, 3.0 / u)
     tex_coarse = smooth_field(rng, cv.ax, cv.bounds, 12.0 / u)
-    X, Y, Z = cv.X, cv.Y, cv.Z
-    full = (slice(None),) * 3
+    return _Fields(vess1, vess2, bowel, gas, tex_fine, tex_coarse)
 
-    # ---- 3. body wall: skin/fat, muscle, visceral cavity ----
-    b = p["body"]
+
+# ---- painting steps, in precedence order (later wins); none of them draws random numbers ----
+
+_FULL = (slice(None),) * 3
+
+
+@dataclass
+class _Wall:
+    """The body outline on the canvas grid.
+
+    body / cavity: bool (X, Y, Z) inside the skin / inside the muscle wall;
+    r: float32 (X, Y, Z) normalised superellipse radius (1 at the skin);
+    r_muscle / r_cavity: r at the fat-muscle and muscle-cavity boundaries.
+    """
+
+    body: np.ndarray
+    cavity: np.ndarray
+    r: np.ndarray
+    r_muscle: float
+    r_cavity: float
+
+
+def _paint_body_wall(cv: _Canvas, b: dict) -> _Wall:
+    """Subcutaneous fat, abdominal-wall muscle and visceral fat: a superellipse tapering upward."""
+    X, Y, Z = cv.X, cv.Y, cv.Z
     taper = 1.0 + 0.03 * Z
-    ay = np.where(Y < b["cy"], b["ay"] * 0.88, b["ay"])
+    ay = np.where(Y < b["cy"], b["ay"] * 0.88, b["ay"])  # flatter back than belly
     r = ((np.abs(X) / (b["ax"] * taper)) ** b["power"] + (np.abs(Y - b["cy"]) / (ay * taper)) ** b["power"]) ** (1 / b["power"])
     r = r + np.float32(0.015) * cv.P1
     mean_ax = 0.5 * (b["ax"] + b["ay"])
     body = r <= 1.0
-    cv.paint(full, body, "fat", None)
+    cv.paint(_FULL, body, "fat", None)
     r_muscle = 1.0 - b["fat"] / mean_ax
     r_cavity = r_muscle - b["muscle"] / mean_ax
-    cv.paint(full, r <= r_muscle, "muscle", None)
+    cv.paint(_FULL, r <= r_muscle, "muscle", None)
     cavity = r <= r_cavity
-    cv.paint(full, cavity, "visceral_fat", None)
-    # paraspinal and psoas muscles
-    sy = p["spine"]["y"]
+    cv.paint(_FULL, cavity, "visceral_fat", None)
+    return _Wall(body=body, cavity=cavity, r=r, r_muscle=r_muscle, r_cavity=r_cavity)
+
+
+def _paint_back_muscles(cv: _Canvas, spine_y: float, body: np.ndarray) -> None:
+    """Paraspinal muscles behind the spine and psoas muscles beside it (``spine_y``: vertebral centre y)."""
     for sgn in (-1.0, 1.0):
-        sl, q = cv.ellipsoid((sgn * 0.17, sy - 0.20, 0.0), (0.14, 0.12, 5.0), wobble=0.05)
+        sl, q = cv.ellipsoid((sgn * 0.17, spine_y - 0.20, 0.0), (0.14, 0.12, 5.0), wobble=0.05)
         cv.paint(sl, (q <= 1.0) & body[sl], "muscle", None)
-        sl, q = cv.ellipsoid((sgn * 0.19, sy + 0.02, 0.0), (0.07, 0.07, 5.0), wobble=0.05)
+        sl, q = cv.ellipsoid((sgn * 0.19, spine_y + 0.02, 0.0), (0.07, 0.07, 5.0), wobble=0.05)
         grow = np.clip(0.35 - cv.Z[sl], 0.0, 1.0)  # psoas thickens going down
         cv.paint(sl, (q <= 0.3 + grow * 1.2) & body[sl], "muscle", None)
 
-    # ---- 4. bowel: small-intestine loops (lower, anterior) and colon frame ----
-    bw = p["bowel"]
-    region = cavity & (Z < bw["level"]) & (Y > -0.3)
-    loops = np.abs(bowel) < bw["loop"]
-    lumen = np.abs(bowel) < bw["loop"] * 0.55
-    cv.paint(full, region & loops, "bowel_wall", "intestine")
-    cv.paint(full, region & lumen, "bowel_content", "intestine")
-    cv.paint(full, region & lumen & (gasf > 1.0), "gas", "intestine")
-    co = p["colon"]
+
+def _paint_small_bowel(cv: _Canvas, bw: dict, cavity: np.ndarray, fields: _Fields) -> None:
+    """Small-intestine loops in the lower, anterior cavity: wall, content and gas pockets."""
+    region = cavity & (cv.Z < bw["level"]) & (cv.Y > -0.3)
+    loops = np.abs(fields.bowel) < bw["loop"]
+    lumen = np.abs(fields.bowel) < bw["loop"] * 0.55
+    cv.paint(_FULL, region & loops, "bowel_wall", "intestine")
+    cv.paint(_FULL, region & lumen, "bowel_content", "intestine")
+    cv.paint(_FULL, region & lumen & (fields.gas > 1.0), "gas", "intestine")
+
+
+def _paint_colon(cv: _Canvas, co: dict, cavity: np.ndarray, gas: np.ndarray) -> None:
+    """The colon frame: ascending (right), transverse (anterior), descending (left), entering from below."""
     j = np.asarray(co["jitter"], np.float32)
     zb = float(cv.bounds[2][0]) - 0.1
     path = np.array([[0.60, -0.05, zb], [0.58, 0.0, -0.05], [0.30, 0.40, -0.12], [-0.25, 0.42, -0.08],
                      [-0.58, 0.10, 0.02], [-0.60, -0.05, zb]], np.float32)
-    path[1:-1] += j[1:-1]
+    path[1:-1] += j[1:-1]  # the ends stay below the grid, so the colon always leaves through the bottom
     sl, d = _tube(cv, path, co["r"])
     inside = cavity[sl]
     cv.paint(sl, (d <= co["r"]) & inside, "bowel_wall", "colon")
     col_lumen = (d <= co["r"] * 0.72) & inside
     cv.paint(sl, col_lumen, "bowel_content", "colon")
-    cv.paint(sl, col_lumen & ((gasf[sl] > 0.2) | (Y[sl] > 0.3)), "gas", "colon")
+    cv.paint(sl, col_lumen & ((gas[sl] > 0.2) | (cv.Y[sl] > 0.3)), "gas", "colon")
 
-    # ---- 5. stomach: wall, fluid, gas cap (supine: gas rises anteriorly, air-fluid level is a plane of y) ----
-    st = p["stomach"]
+
+def _paint_stomach(cv: _Canvas, st: dict, cavity: np.ndarray) -> None:
+    """Wall, fluid and gas cap (supine: gas rises anteriorly, so the air-fluid level is a plane of y)."""
     sl, q = cv.ellipsoid(st["c"], st["a"], _rot(st["yaw"]), wobble=0.06)
     m = (q <= 1.0) & cavity[sl]
     cv.paint(sl, m, "stomach_wall", "stomach")
     lum = (q <= 1.0 - st["wall"]) & cavity[sl]
     cv.paint(sl, lum, "stomach_content", "stomach")
     level = st["c"][1] + st["a"][1] * (1.0 - 2.0 * st["gas"]) * 0.6
-    cv.paint(sl, lum & (Y[sl] > level), "gas", "stomach")
+    cv.paint(sl, lum & (cv.Y[sl] > level), "gas", "stomach")
 
-    # ---- 6. liver (two lobes, smooth union), hepatic vessels, gall bladder ----
-    lv = p["liver"]
+
+def _paint_liver(cv: _Canvas, lv: dict, cavity: np.ndarray, fields: _Fields) -> None:
+    """Two lobes joined by a smooth union, with hepatic vessels threading the parenchyma."""
     c1, a1, c2, a2 = lv["c1"], lv["a1"], lv["c2"], lv["a2"]
     lo = np.minimum(np.subtract(c1, a1), np.subtract(c2, a2)) - 0.1
     hi = np.maximum(np.add(c1, a1), np.add(c2, a2)) + 0.1
@@ -264,35 +350,44 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     q = q2 * (1 - h) + q1 * h - k * h * (1 - h) + np.float32(0.07) * cv.P1[sl]
     liver = (q <= 1.0) & cavity[sl]
     cv.paint(sl, liver, "liver", "liver")
-    tubes = (np.abs(vess1[sl]) < 0.11) & (np.abs(vess2[sl]) < 0.11) & (q <= 0.9) & liver
+    # vessels stay off the capsule (q <= 0.9), so the liver outline is parenchyma
+    tubes = (np.abs(fields.vess1[sl]) < 0.11) & (np.abs(fields.vess2[sl]) < 0.11) & (q <= 0.9) & liver
     cv.paint(sl, tubes, "hepatic_vessel", "hepatic_vessel")
-    gb = p["gall_bladder"]
+
+
+def _paint_gall_bladder(cv: _Canvas, gb: dict, cavity: np.ndarray) -> None:
+    """A tilted ellipsoid under the liver; absent in ~15% of patients, as after cholecystectomy."""
     if gb["present"]:
         sl, q = cv.ellipsoid(gb["c"], gb["a"], _rot(0.0, gb["tilt"]), wobble=0.04, wobble_field="P2")
         cv.paint(sl, (q <= 1.0) & cavity[sl], "gall_bladder", "gall_bladder")
 
-    # ---- 7. spleen: a crescent (ellipsoid minus a medial bite) ----
-    sp = p["spleen"]
+
+def _paint_spleen(cv: _Canvas, sp: dict, cavity: np.ndarray) -> None:
+    """A crescent: an ellipsoid minus a medial bite."""
     sl, q = cv.ellipsoid(sp["c"], sp["a"], _rot(sp["yaw"]), wobble=0.08)
     bite_c = (sp["c"][0] + 0.7 * sp["a"][0] * np.cos(sp["yaw"]), sp["c"][1] + 0.7 * sp["a"][0] * np.sin(sp["yaw"]), sp["c"][2])
     u_, v_, w_ = cv.local(sl, bite_c, _rot(sp["yaw"]))
     bite = (u_ / (sp["a"][0] * 0.9)) ** 2 + (v_ / (sp["a"][1] * 0.75)) ** 2 + (w_ / (sp["a"][2] * 0.8)) ** 2 <= 1.0
     cv.paint(sl, (q <= 1.0) & ~bite & cavity[sl], "spleen", "spleen")
 
-    # ---- 8. pancreas: a swept cross-section along a curve from head (right) to tail (left), cradled by
-    # the duodenal C-loop, with the splenic vein behind it joining the portal vein to the liver hilum ----
-    pa = p["pancreas"]
-    xh, xt = pa["x_head"], pa["x_tail"]
-    xm, half_len = 0.5 * (xh + xt), 0.5 * (xh - xt)
-    du = p["duodenum"]
+
+def _paint_duodenum(cv: _Canvas, du: dict, x_head: float, cavity: np.ndarray) -> None:
+    """The duodenal C-loop around the pancreatic head (``x_head``: the head's x), wall and content."""
+    xh = x_head
     dpath = np.array([[xh - 0.2, 0.22, 0.2], [xh + 0.1, 0.08, 0.12], [xh + 0.13, -0.04, -0.02],
                       [xh + 0.05, -0.06, -0.16], [xh - 0.2, -0.02, -0.14]], np.float32)
     dpath += np.asarray(du["jitter"], np.float32)
     sl, d = _tube(cv, dpath, du["r"])
     cv.paint(sl, (d <= du["r"]) & cavity[sl], "bowel_wall", "duodenum")
     cv.paint(sl, (d <= du["r"] * 0.6) & cavity[sl], "bowel_content", "duodenum")
+
+
+def _paint_pancreas(cv: _Canvas, pa: dict, cavity: np.ndarray) -> None:
+    """A cross-section swept along a curve from the head (right, thick) to the tail (left, thin, higher)."""
+    xh, xt = pa["x_head"], pa["x_tail"]
+    xm, half_len = 0.5 * (xh + xt), 0.5 * (xh - xt)
     sl = cv.box((xm, pa["y0"] - 0.05, pa["z0"] + 0.05), (half_len + 0.1, 0.35, 0.35))
-    Xs, Ys, Zs = X[sl], Y[sl], Z[sl]
+    Xs, Ys, Zs = cv.X[sl], cv.Y[sl], cv.Z[sl]
     t = (Xs - xt) / (xh - xt)  # 0 at the tail, 1 at the head
     yc = pa["y0"] - pa["bend"] * (1 - t) ** 2 * 0.6
     zc = pa["z0"] + pa["rise"] * (1 - t)
@@ -302,8 +397,14 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     qp = np.sqrt(qp) + np.float32(0.18) * cv.P2[sl]
     cv.paint(sl, (qp <= 1.0) & cavity[sl], "pancreas", "pancreas")
 
-    # splenic vein in a groove on the pancreas' back, joining the portal vein that climbs to the liver hilum
-    pv = p["portal"]
+
+def _paint_portal_vein(cv: _Canvas, pv: dict, pa: dict, cavity: np.ndarray) -> None:
+    """The splenic vein in a groove on the pancreas' back, joining the portal vein that climbs to the liver hilum.
+
+    The path follows the pancreas centreline of :func:`_paint_pancreas` at three points, shifted back by
+    0.8 of its half-thickness.
+    """
+    xh, xt = pa["x_head"], pa["x_tail"]
     ts = np.array([0.05, 0.5, 0.85], np.float32)
     xs = xt + ts * (xh - xt)
     ys = pa["y0"] - pa["bend"] * (1 - ts) ** 2 * 0.6 - 0.8 * (0.065 + 0.075 * ts**2) * pa["thick"]
@@ -313,8 +414,13 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     sl, d = _tube(cv, vpath, pv["r"])
     cv.paint(sl, (d <= pv["r"]) & cavity[sl], "portal_vein", "portal_vein_and_splenic_vein")
 
-    # ---- 9. kidneys: cortex shell, medullary pyramids, renal sinus fat at the hilum ----
-    for side, kd in p["kidneys"].items():
+
+def _paint_kidneys(cv: _Canvas, kidneys: dict, body: np.ndarray) -> None:
+    """Each kidney: cortex shell, medullary pyramids, renal sinus fat at the hilum.
+
+    Clipped to ``body``, not the visceral cavity: the kidneys sit against the back wall.
+    """
+    for side, kd in kidneys.items():
         rot = _rot(kd["yaw"], 0.0, kd["roll"])
         sl, q = cv.ellipsoid(kd["c"], kd["a"], rot, wobble=0.04, wobble_field="P2")
         u_, v_, w_ = cv.local(sl, kd["c"], rot)
@@ -327,37 +433,45 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
         sinus = kid & (medial > 0.35) & (np.abs(w_ / kd["a"][2]) < 0.4) & (q > 0.15)
         cv.paint(sl, sinus, "visceral_fat", None)
 
-    # ---- 10. great vessels: aorta (left of midline) and postcava (right) run the whole length ----
-    vs = p["vessels"]
+
+def _paint_great_vessels(cv: _Canvas, vs: dict) -> None:
+    """Aorta (left of midline, drifting with z) and postcava (right), running the whole length."""
+    X, Y, Z = cv.X, cv.Y, cv.Z
     ax_, ay_ = vs["aorta"]
     qa = np.sqrt((X - ax_ - 0.02 * Z) ** 2 + (Y - ay_) ** 2) / vs["aorta_r"]
-    cv.paint(full, qa <= 1.0, "aorta", "aorta")
+    cv.paint(_FULL, qa <= 1.0, "aorta", "aorta")
     cx_, cy_ = vs["cava"]
     qc = np.sqrt(((X - cx_) / vs["cava_a"][0]) ** 2 + ((Y - cy_) / vs["cava_a"][1]) ** 2) + 0.05 * cv.P2
-    cv.paint(full, qc <= 1.0, "postcava", "postcava")
+    cv.paint(_FULL, qc <= 1.0, "postcava", "postcava")
 
-    # ---- 11. spine: vertebral bodies with cortical rim and discs, posterior elements, canal ----
-    spn = p["spine"]
+
+def _paint_spine(cv: _Canvas, spn: dict, body: np.ndarray) -> None:
+    """Vertebral bodies with cortical rim and periodic discs, posterior elements, and the spinal canal."""
+    X, Y, Z = cv.X, cv.Y, cv.Z
     rv = spn["r"]
     rr = np.sqrt((X / (rv * 1.08)) ** 2 + ((Y - spn["y"]) / rv) ** 2)
     disc = ((Z / spn["period"] + spn["phase"]) % 1.0) < 0.2
-    cv.paint(full, rr <= 1.0, "bone_cortex", None)
-    cv.paint(full, (rr <= 0.82) & ~disc, "bone_trabecular", None)
-    cv.paint(full, (rr <= 1.0) & disc, "disc", None)
+    cv.paint(_FULL, rr <= 1.0, "bone_cortex", None)
+    cv.paint(_FULL, (rr <= 0.82) & ~disc, "bone_trabecular", None)
+    cv.paint(_FULL, (rr <= 1.0) & disc, "disc", None)
     post = np.sqrt((X / 0.05) ** 2 + ((Y - spn["y"] + rv + 0.09) / 0.10) ** 2) <= 1.0
     lam = (np.abs(X) < 0.11) & (np.abs(Y - spn["y"] + rv + 0.06) < 0.025)
-    cv.paint(full, (post | lam) & body, "bone_cortex", None)
+    cv.paint(_FULL, (post | lam) & body, "bone_cortex", None)
     canal = np.sqrt(X ** 2 + (Y - spn["y"] + rv + 0.055) ** 2) <= 0.055
-    cv.paint(full, canal, "csf", None)
+    cv.paint(_FULL, canal, "csf", None)
 
-    # ---- 12. lung bases (posterior costophrenic recesses, top slices) and ribs ----
+
+def _paint_lungs(cv: _Canvas, cavity: np.ndarray) -> None:
+    """Lung bases: the posterior costophrenic recesses, reaching into the top slices."""
     for sgn, name in ((-1.0, "lung_left"), (1.0, "lung_right")):
         sl, q = cv.ellipsoid((sgn * 0.45, -0.22, 1.02), (0.33, 0.42, 0.42), wobble=0.05)
         cv.paint(sl, (q <= 1.0) & cavity[sl], "lung", name)
-    theta = np.arctan2(Y - b["cy"], X)
-    band = (r > r_cavity) & (r <= r_muscle + 0.01) & (Z > -0.15) & (Y > b["cy"] - 0.5)
-    rib = band & (np.cos(p["ribs"]["k"] * theta + 9.0 * Z + p["ribs"]["phase"]) > 0.8)
-    cv.paint(full, rib, "bone_cortex", None)
 
-    return Anatomy(grid=grid, tissue=cv.tissue, label=cv.label, tex_fine=tex_fine, tex_coarse=tex_coarse,
-                   body=body, params=p)
+
+def _paint_ribs(cv: _Canvas, ribs: dict, body_cy: float, wall: _Wall) -> None:
+    """Ribs: oblique stripes in the muscle wall of the upper abdomen (``body_cy``: the body outline's centre y)."""
+    X, Y, Z = cv.X, cv.Y, cv.Z
+    theta = np.arctan2(Y - body_cy, X)
+    band = (wall.r > wall.r_cavity) & (wall.r <= wall.r_muscle + 0.01) & (Z > -0.15) & (Y > body_cy - 0.5)
+    rib = band & (np.cos(ribs["k"] * theta + 9.0 * Z + ribs["phase"]) > 0.8)
+    cv.paint(_FULL, rib, "bone_cortex", None)

@@ -167,108 +167,213 @@ def insert_tumors(hu: np.ndarray, label: np.ndarray, grid: Grid, tissue_hu: dict
 
     Lesions never overlap (each keeps a 2 mm gap from the ones before it).
     Raises ValueError naming the request when its organ is absent from the grid.
+
+    Each lesion, in turn: its geometry draws, the organ with room for it, its
+    centre (shrinking it if nothing is deep enough), its deformed shape and
+    calibrated radius, its appearance, then the HU blend, the label and
+    instance maps and its record. ``rng`` is used for the geometry draws and
+    the appearance only, in that order, lesion after lesion.
     """
     sp = np.asarray(grid.spacing, np.float64)
     occupied = np.zeros(label.shape, bool)
     placed: list[PlacedTumor] = []
     for req in requests:
-        # geometry draws come first and in a fixed order, whatever the organ turns out to hold
-        side_draw = rng.uniform()
-        appearance = req.appearance or str(rng.choice(APPEARANCES, p=APPEARANCE_PRIOR[req.organ_type]))
-        elong = (1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.1))
-        yaw, wob, edge_mm, pick = rng.uniform(0, np.pi), rng.uniform(0.04, 0.16), rng.uniform(0.5, 2.0), rng.uniform()
-        sub_seed = int(rng.integers(2**31))
-
-        if req.organ == "kidney":
-            sides = ["kidney_left", "kidney_right"] if side_draw < 0.5 else ["kidney_right", "kidney_left"]
-        else:
-            sides = [req.organ]
-        best = None
-        for organ_name in sides:
-            fp_labels = [L.NAME_TO_INDEX[n] for n in FOOTPRINT[organ_name]]
-            fp = np.isin(label, fp_labels) & ~occupied
-            bb = _bbox(fp)
-            if bb is None:
-                continue
-            bb = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(bb, label.shape))
-            dt = ndimage.distance_transform_edt(fp[bb], sampling=sp)
-            if best is None or dt.max() > best[3].max():
-                best = (organ_name, fp, bb, dt)
-            if dt.max() * 2.0 >= req.diameter_mm * 0.8:
-                best = (organ_name, fp, bb, dt)
-                break
-        if best is None:
-            raise ValueError(f"cannot place {req}: no {req.organ} voxels free on this grid "
-                             f"(shape {grid.shape}, spacing {grid.spacing} mm)")
-        organ_name, fp, bb, dt = best
-
-        # room needed: the in-plane radius, allowing the contour wobble to be clipped a little
-        r_target = req.diameter_mm / 2.0
-        need = r_target * max(elong) * (1.0 + wob) * 0.85
-        shrunk = False
-        if dt.max() < need:
-            shrunk = True
-            r_target = max(dt.max() / (max(elong) * (1.0 + wob) * 0.85), 0.75 * float(sp.min()))
-            need = min(dt.max(), r_target * max(elong) * (1.0 + wob) * 0.85)
-        cand = np.flatnonzero(dt.ravel() >= need)
-        ci = np.unravel_index(cand[min(int(pick * len(cand)), len(cand) - 1)], dt.shape)
-        center = np.array([ci[a] + bb[a].start for a in range(3)])
-
-        # crop around the centre, big enough for the largest calibrated shape
-        half_mm = r_target * max(elong) * (1.0 + wob) * 1.6 + 2.0 * sp.max()
-        half = np.ceil(half_mm / sp).astype(int)
-        csl = tuple(slice(max(int(center[a] - half[a]), 0), min(int(center[a] + half[a] + 1), label.shape[a]))
-                    for a in range(3))
-        axes_mm = [(np.arange(csl[a].start, csl[a].stop) - center[a]) * sp[a] for a in range(3)]
-        dx, dy, dz = np.meshgrid(*[a.astype(np.float32) for a in axes_mm], indexing="ij", sparse=True)
-        c, s = np.cos(yaw), np.sin(yaw)
-        u = (c * dx + s * dy) / elong[0]
-        v = (-s * dx + c * dy) / elong[1]
-        w = dz / elong[2]
-        sub = np.random.default_rng(sub_seed)
-        bounds = tuple((float(a[0]) - 1.0, float(a[-1]) + 1.0) for a in axes_mm)
-        corr = max(r_target * 0.7, 2.0)
-        shape_noise = smooth_field(sub, tuple(axes_mm), bounds, corr)
-        n1 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.25, 1.5))
-        n2 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.5, 2.0))
-        rho0 = np.sqrt(u * u + v * v + w * w) * (1.0 + wob * shape_noise)  # mm; the lesion is rho <= r
-
-        # calibrate the radius so the measured axial diameter (unclipped) hits the target
-        # (a few secant-like steps; near the voxel size the measure jumps, so keep the best one seen)
-        r, tried = r_target, []
-        for _ in range(3):
-            meas = max_axial_diameter_mm(rho0 <= r, sp)
-            tried.append((abs(meas - 2.0 * r_target), r))
-            r *= (2.0 * r_target) / max(meas, 1e-3)
-        r = min(tried)[1]
+        d = _draw_lesion(rng, req)
+        room = _free_footprint(req, d.side_draw, label, occupied, sp, grid)
+        center, r_target, shrunk = _pick_centre(req, d, room, sp)
+        csl, rho0, n1, n2 = _lesion_shape(center, r_target, d, sp, label.shape)
+        r = _calibrate_radius(rho0, r_target, sp)
         rho = rho0 / np.float32(r)
-        fp_c = fp[csl]
-        lesion = (rho <= 1.0) & fp_c
-        if not lesion.any():  # tiny organ: fall back to the centre voxel
-            lesion = np.zeros_like(fp_c)
-            lesion[tuple(int(center[a] - csl[a].start) for a in range(3))] = True
-        organ_hu = tissue_hu[ORGAN_TISSUE[organ_name]]
-        t_hu, contrast = _appearance_field(rng, appearance, rho, n1, n2, organ_hu)
-        # soft margin (well-circumscribed to infiltrative), confined to the organ footprint
-        edge = min(edge_mm, 0.4 * r)  # a small lesion still reaches its full contrast inside
-        wgt = np.clip(0.5 + (1.0 - rho) * np.float32(r / edge), 0.0, 1.0) * fp_c
-        wgt = np.maximum(wgt, lesion)
-        hu_c = hu[csl]
-        hu_c += wgt * (t_hu - hu_c)
-        lab = L.lesion_index_for(organ_name)
+        fp_c = room.fp[csl]
+        lesion = _clip_to_footprint(rho, fp_c, center, csl)
+        organ_hu = tissue_hu[ORGAN_TISSUE[room.organ_name]]
+        t_hu, contrast = _appearance_field(rng, d.appearance, rho, n1, n2, organ_hu)
+        _blend_lesion(hu[csl], t_hu, rho, r, fp_c, lesion, d.edge_mm)
+
+        lab = L.lesion_index_for(room.organ_name)
         label[csl][lesion] = lab
         if instance is not None:
             instance[csl][lesion] = len(placed) + 1
         occupied[csl] |= ndimage.binary_dilation(lesion, iterations=max(1, int(round(2.0 / sp.min()))))
-
-        placed.append(PlacedTumor(
-            organ=req.organ_type, organ_name=organ_name, label=lab, requested_diameter_mm=float(req.diameter_mm),
-            target_diameter_mm=round(2.0 * float(r_target), 2), appearance=appearance, shrunk=shrunk,
-            contrast_hu=round(contrast, 1), edge_mm=round(float(edge_mm), 2), voxels=0, volume_ml=0.0,
-            max_axial_diameter_mm=0.0, centroid_vox=(0.0, 0.0, 0.0), early=True,
-        ))
-        measure(placed[-1], lesion, sp, [sl.start for sl in csl])
+        placed.append(_record(req, room.organ_name, lab, r_target, d, shrunk, contrast, lesion, sp, csl))
     return placed
+
+
+@dataclass(frozen=True)
+class _LesionDraws:
+    """One lesion's draws from the main stream, made before anything depends on the organ.
+
+    side_draw: in [0, 1), which kidney is tried first for organ "kidney";
+    appearance: one of :data:`APPEARANCES`; elong: (1, y, z) axis factors of
+    the ellipsoid; yaw: in-plane rotation (radians); wob: radial deformation
+    amplitude (fraction of the radius); edge_mm: soft-margin width (mm);
+    pick: in [0, 1), which deep-enough voxel becomes the centre; sub_seed:
+    seed of the lesion's own noise fields.
+    """
+
+    side_draw: float
+    appearance: str
+    elong: tuple[float, float, float]
+    yaw: float
+    wob: float
+    edge_mm: float
+    pick: float
+    sub_seed: int
+
+
+def _draw_lesion(rng: np.random.Generator, req: TumorRequest) -> _LesionDraws:
+    """The geometry draws of ``req``, in a fixed order (the appearance is drawn only when not requested)."""
+    # geometry draws come first and in a fixed order, whatever the organ turns out to hold
+    side_draw = rng.uniform()
+    appearance = req.appearance or str(rng.choice(APPEARANCES, p=APPEARANCE_PRIOR[req.organ_type]))
+    elong = (1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.1))
+    yaw, wob, edge_mm, pick = rng.uniform(0, np.pi), rng.uniform(0.04, 0.16), rng.uniform(0.5, 2.0), rng.uniform()
+    sub_seed = int(rng.integers(2**31))
+    return _LesionDraws(side_draw, appearance, elong, yaw, wob, edge_mm, pick, sub_seed)
+
+
+@dataclass
+class _Room:
+    """Where a lesion may grow in one organ.
+
+    organ_name: vocabulary name ("liver", "kidney_left", ...); fp: bool (X, Y, Z)
+    footprint voxels not yet taken by a lesion or its gap; bb: the footprint's
+    bounding box grown by one voxel; dt: float64 over ``bb``, distance (mm) from
+    each footprint voxel to the nearest voxel outside it.
+    """
+
+    organ_name: str
+    fp: np.ndarray
+    bb: tuple[slice, ...]
+    dt: np.ndarray
+
+
+def _free_footprint(req: TumorRequest, side_draw: float, label: np.ndarray, occupied: np.ndarray,
+                    sp: np.ndarray, grid: Grid) -> _Room:
+    """The organ side for ``req``: the first that is deep enough, else the deepest.
+
+    "kidney" tries both sides, ``side_draw`` deciding which first. A side is
+    deep enough when its widest inscribed diameter reaches 80% of the request.
+    """
+    if req.organ == "kidney":
+        sides = ["kidney_left", "kidney_right"] if side_draw < 0.5 else ["kidney_right", "kidney_left"]
+    else:
+        sides = [req.organ]
+    best = None
+    for organ_name in sides:
+        fp_labels = [L.NAME_TO_INDEX[n] for n in FOOTPRINT[organ_name]]
+        fp = np.isin(label, fp_labels) & ~occupied
+        bb = _bbox(fp)
+        if bb is None:
+            continue
+        # one voxel of margin, so the distance transform sees the footprint's edge as background
+        bb = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(bb, label.shape))
+        dt = ndimage.distance_transform_edt(fp[bb], sampling=sp)
+        if best is None or dt.max() > best.dt.max():
+            best = _Room(organ_name, fp, bb, dt)
+        if dt.max() * 2.0 >= req.diameter_mm * 0.8:
+            best = _Room(organ_name, fp, bb, dt)
+            break
+    if best is None:
+        raise ValueError(f"cannot place {req}: no {req.organ} voxels free on this grid "
+                         f"(shape {grid.shape}, spacing {grid.spacing} mm)")
+    return best
+
+
+def _pick_centre(req: TumorRequest, d: _LesionDraws, room: _Room, sp: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """(centre voxel index (3,), target radius mm, shrunk): a centre deep enough for the lesion.
+
+    When no voxel is deep enough the radius shrinks to what the deepest one
+    holds (never below 0.75 voxel).
+    """
+    dt, bb = room.dt, room.bb
+    # room needed: the in-plane radius, allowing the contour wobble to be clipped a little
+    r_target = req.diameter_mm / 2.0
+    need = r_target * max(d.elong) * (1.0 + d.wob) * 0.85
+    shrunk = False
+    if dt.max() < need:
+        shrunk = True
+        r_target = max(dt.max() / (max(d.elong) * (1.0 + d.wob) * 0.85), 0.75 * float(sp.min()))
+        need = min(dt.max(), r_target * max(d.elong) * (1.0 + d.wob) * 0.85)
+    cand = np.flatnonzero(dt.ravel() >= need)
+    ci = np.unravel_index(cand[min(int(d.pick * len(cand)), len(cand) - 1)], dt.shape)
+    center = np.array([ci[a] + bb[a].start for a in range(3)])
+    return center, r_target, shrunk
+
+
+def _lesion_shape(center: np.ndarray, r_target: float, d: _LesionDraws, sp: np.ndarray,
+                  shape: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """(crop, rho0, n1, n2): the lesion's crop of the grid and its fields there.
+
+    rho0: float (crop) deformed radius (mm) of the rotated, elongated ellipsoid
+    (the lesion is rho0 <= r); n1, n2: float32 (crop) unit-variance noise for
+    the appearance, fine (~r/4) and coarse (~r/2). All three fields come from
+    the lesion's own stream (``d.sub_seed``), in that order.
+    """
+    # crop around the centre, big enough for the largest calibrated shape
+    half_mm = r_target * max(d.elong) * (1.0 + d.wob) * 1.6 + 2.0 * sp.max()
+    half = np.ceil(half_mm / sp).astype(int)
+    csl = tuple(slice(max(int(center[a] - half[a]), 0), min(int(center[a] + half[a] + 1), shape[a]))
+                for a in range(3))
+    axes_mm = [(np.arange(csl[a].start, csl[a].stop) - center[a]) * sp[a] for a in range(3)]
+    dx, dy, dz = np.meshgrid(*[a.astype(np.float32) for a in axes_mm], indexing="ij", sparse=True)
+    c, s = np.cos(d.yaw), np.sin(d.yaw)
+    u = (c * dx + s * dy) / d.elong[0]
+    v = (-s * dx + c * dy) / d.elong[1]
+    w = dz / d.elong[2]
+    sub = np.random.default_rng(d.sub_seed)
+    bounds = tuple((float(a[0]) - 1.0, float(a[-1]) + 1.0) for a in axes_mm)
+    corr = max(r_target * 0.7, 2.0)
+    shape_noise = smooth_field(sub, tuple(axes_mm), bounds, corr)
+    n1 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.25, 1.5))
+    n2 = smooth_field(sub, tuple(axes_mm), bounds, max(r_target * 0.5, 2.0))
+    rho0 = np.sqrt(u * u + v * v + w * w) * (1.0 + d.wob * shape_noise)  # mm; the lesion is rho <= r
+    return csl, rho0, n1, n2
+
+
+def _calibrate_radius(rho0: np.ndarray, r_target: float, sp: np.ndarray) -> float:
+    """The radius r (mm) whose mask ``rho0 <= r`` measures closest to 2 * r_target in max axial diameter."""
+    # calibrate the radius so the measured axial diameter (unclipped) hits the target
+    # (a few secant-like steps; near the voxel size the measure jumps, so keep the best one seen)
+    r, tried = r_target, []
+    for _ in range(3):
+        meas = max_axial_diameter_mm(rho0 <= r, sp)
+        tried.append((abs(meas - 2.0 * r_target), r))
+        r *= (2.0 * r_target) / max(meas, 1e-3)
+    return min(tried)[1]
+
+
+def _clip_to_footprint(rho: np.ndarray, fp_c: np.ndarray, center: np.ndarray, csl: tuple[slice, ...]) -> np.ndarray:
+    """bool (crop) lesion mask: rho <= 1 inside the organ footprint ``fp_c``, or the centre voxel if that is empty."""
+    lesion = (rho <= 1.0) & fp_c
+    if not lesion.any():  # tiny organ: fall back to the centre voxel
+        lesion = np.zeros_like(fp_c)
+        lesion[tuple(int(center[a] - csl[a].start) for a in range(3))] = True
+    return lesion
+
+
+def _blend_lesion(hu_c: np.ndarray, t_hu: np.ndarray, rho: np.ndarray, r: float, fp_c: np.ndarray,
+                  lesion: np.ndarray, edge_mm: float) -> None:
+    """Blend tumor HU ``t_hu`` into the crop view ``hu_c`` in place: full weight on the lesion, a soft margin
+    of ``edge_mm`` around it (capped at 0.4 r) inside the footprint ``fp_c``, untouched elsewhere."""
+    # soft margin (well-circumscribed to infiltrative), confined to the organ footprint
+    edge = min(edge_mm, 0.4 * r)  # a small lesion still reaches its full contrast inside
+    wgt = np.clip(0.5 + (1.0 - rho) * np.float32(r / edge), 0.0, 1.0) * fp_c
+    wgt = np.maximum(wgt, lesion)
+    hu_c += wgt * (t_hu - hu_c)
+
+
+def _record(req: TumorRequest, organ_name: str, lab: int, r_target: float, d: _LesionDraws, shrunk: bool,
+            contrast: float, lesion: np.ndarray, sp: np.ndarray, csl: tuple[slice, ...]) -> PlacedTumor:
+    """The sidecar record of one inserted lesion, its size measured from the final (clipped) mask."""
+    t = PlacedTumor(
+        organ=req.organ_type, organ_name=organ_name, label=lab, requested_diameter_mm=float(req.diameter_mm),
+        target_diameter_mm=round(2.0 * float(r_target), 2), appearance=d.appearance, shrunk=shrunk,
+        contrast_hu=round(contrast, 1), edge_mm=round(float(d.edge_mm), 2), voxels=0, volume_ml=0.0,
+        max_axial_diameter_mm=0.0, centroid_vox=(0.0, 0.0, 0.0), early=True,
+    )
+    measure(t, lesion, sp, [sl.start for sl in csl])
+    return t
 
 
 def measure(t: PlacedTumor, lesion: np.ndarray, spacing, offset=(0, 0, 0)) -> None:

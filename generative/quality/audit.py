@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cohort.case import Case  # noqa: E402
 from cohort.config import to_dict  # noqa: E402
 from cohort.io import read_json, write_json, write_text  # noqa: E402
 from cohort.layouts import open_cohort  # noqa: E402
@@ -43,6 +44,7 @@ from generative.quality.config import FilterConfig  # noqa: E402
 from generative.quality.crops import SIZE_BIN_NAMES, CropConfig, find_tumors, sample_crop  # noqa: E402
 from generative.quality.filters import Segmentor  # noqa: E402
 from generative.quality.metrics import auc, roc_curve  # noqa: E402
+from generative.quality.policies import Cutoff  # noqa: E402
 from generative.quality.probes import make_probes  # noqa: E402
 
 COLUMNS = (*FILTER_NAMES, "all")
@@ -224,6 +226,128 @@ def _pct(v: float | None) -> str | None:
     return None if v is None else f"{100 * v:.0f} %"
 
 
+# ------------------------------------------------------------------ sections
+def held_out_section(summary: dict[str, Any], img: dict[str, str], cal: dict[str, Any], figs: Path) -> None:
+    """summary["held_out"]: the discriminator on its validation cases (AUC, ROC, scores); the ROC figure."""
+    real_val, syn_val = cal.get("real_scores", []), cal.get("synthetic_scores", [])
+    held = {"auc": auc(real_val, syn_val) if real_val and syn_val else None,
+            "n_real": len(real_val), "n_synthetic": len(syn_val)}
+    if real_val and syn_val:
+        fpr, tpr, thr = roc_curve(real_val, syn_val)
+        held["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [float(t) for t in thr[1:]]}
+        img["roc"] = fig_roc(real_val, syn_val, figs / "roc.png")
+    held["real_scores"], held["synthetic_scores"] = real_val, syn_val
+    summary["held_out"] = held
+
+
+def case_acceptance(dec: Decisions) -> dict[str, float | None]:
+    """{filter: fraction of cases it accepts, or None where it judged not every case; "all": the composed decision}."""
+    n = len(dec.cases)
+    rates = {f: (sum(d.filters[f].accepted for d in dec.cases if f in d.filters) / n if n and
+                 all(f in d.filters for d in dec.cases) else None) for f in FILTER_NAMES}
+    rates["all"] = (sum(d.accepted for d in dec.cases) / n) if n else None
+    return rates
+
+
+def seen_in_training(scores: Sequence[CaseScore], model_dir: str | Path, val_groups: set[str]) -> list[str]:
+    """Ids of the scored cases that were negatives in the discriminator's training set (their scores are optimistic)."""
+    tl_path = Path(model_dir) / "train_log.json"
+    tl = read_json(tl_path) if tl_path.exists() else {}
+    syn_dirs = set(tl.get("synthetic_dirs", []))
+    return [s.case_id for s in scores if s.cohort in syn_dirs and f"synthetic:{s.group}" not in val_groups]
+
+
+def cohort_section(summary: dict[str, Any], img: dict[str, str], scores: Sequence[CaseScore],
+                   rows: Sequence[dict[str, Any]], dec: Decisions, cal: dict[str, Any], model_dir: str | Path,
+                   figs: Path) -> None:
+    """summary["cohort"]: acceptance per case, per organ and per tumor size, every score; histogram and rate figures."""
+    acc = [r["p_real"] for r in rows if r["discriminator"]]
+    rej = [r["p_real"] for r in rows if not r["discriminator"]]
+    img["hist"] = fig_hist(cal.get("real_scores", []), acc, rej, dec.cutoff.value, figs / "score_hist.png")
+    case_rates = case_acceptance(dec)
+    by_organ = rate_table(rows, "organ")
+    by_size = rate_table(rows, "size_bin", [b for b in SIZE_BIN_NAMES if any(r["size_bin"] == b for r in rows)])
+    if rows:
+        img["by_organ"] = fig_rates(by_organ, "Synthetic tumors accepted, by organ", figs / "acceptance_by_organ.png")
+        img["by_size"] = fig_rates(by_size, "Synthetic tumors accepted, by size (early <= 20 mm)",
+                                   figs / "acceptance_by_size.png")
+    # cases the discriminator trained on score too well: say how many there are
+    seen = seen_in_training(scores, model_dir, set(cal.get("val_groups", [])))
+    summary["cohort"] = {
+        "n_cases": len(dec.cases), "n_tumors": len(rows), "n_cases_seen_in_training": len(seen),
+        "n_accepted": sum(d.accepted for d in dec.cases),
+        "case_acceptance": case_rates, "tumor_acceptance_by_organ": by_organ, "tumor_acceptance_by_size": by_size,
+        "seconds_per_case_mean": float(np.mean([s.seconds for s in scores])) if scores else None,
+        "tumor_scores": [{k: r[k] for k in ("case_id", "index", "organ", "size_bin", "diameter_mm", "p_real")}
+                         for r in rows],
+        "case_scores": [{"case_id": d.case_id, "score": d.score, "accepted": d.accepted, "reasons": d.reasons}
+                        for d in dec.cases],
+    }
+
+
+def montage_section(summary: dict[str, Any], img: dict[str, str], scores: Sequence[CaseScore],
+                    rows: Sequence[dict[str, Any]], k: int, crop: CropConfig, figs: Path) -> None:
+    """summary["montages"]: the ``k`` most and least real-looking synthetic tumors; one montage figure each."""
+    ranked = sorted(rows, key=lambda r: -r["p_real"])
+    picks = {"most_real": ranked[:k], "least_real": ranked[::-1][:k]}
+    summary["montages"] = {}
+    for name, pk in picks.items():
+        items = montage_items(scores, pk, crop)
+        summary["montages"][name] = [{x: it[x] for x in ("case_id", "index", "p_real", "diameter_mm")} for it in items]
+        if items:
+            img[f"montage_{name}"] = fig_montage(items, f"{name.replace('_', ' ')} synthetic tumors",
+                                                 figs / f"montage_{name}.png")
+
+
+def judge_cases(cases: Sequence[Case], kind: str, scorer: Scorer, cfg: FilterConfig, cal: dict[str, Any],
+                cutoff: Cutoff) -> tuple[list[CaseScore], Decisions | None]:
+    """Score in-memory cases and decide them at the cohort's ``cutoff``; (scores, decisions or None when no case)."""
+    out = []
+    for c in track(cases, f"audit: scoring {kind} cases", unit="case"):
+        tumors, sc, verdicts = scorer.score_case(c)
+        out.append(CaseScore(c.case_id, "", "", None, kind, None, tumors, sc, verdicts))
+    return out, (decide_cases(out, cfg, cal, cutoff=cutoff) if out else None)
+
+
+def source_acceptance(cdec: Decisions | None) -> dict[str, Any]:
+    """{filter: acceptance of the unbroken probe sources, "all", "n"}; empty when there were none."""
+    if cdec is None:
+        return {}
+    control = {f: sum(d.filters[f].accepted for d in cdec.cases) / len(cdec.cases)
+               for f in FILTER_NAMES if all(f in d.filters for d in cdec.cases)}
+    control["all"] = sum(d.accepted for d in cdec.cases) / len(cdec.cases)
+    control["n"] = len(cdec.cases)
+    return control
+
+
+def probe_section(summary: dict[str, Any], img: dict[str, str], scores: Sequence[CaseScore], cfg: FilterConfig,
+                  cal: dict[str, Any], dec: Decisions, scorer: Scorer, probe_cohort: str | Path | None,
+                  figs: Path) -> None:
+    """summary["probes"]: rejection of known-bad probes at the cohort's cutoff, and the unbroken sources as control."""
+    cases = probe_sources(scores, cfg, set(cal.get("val_groups", [])), probe_cohort)
+    probes, notes = make_probes(cases, cfg.audit.probes, cfg.audit.seed)
+    probe_scores, pdec = judge_cases([p.case for p in probes], "probe", scorer, cfg, cal, dec.cutoff)
+    ptable = probe_table(probe_scores, pdec, cfg.audit.probes) if pdec else {}
+    # control: the same cases unbroken. A filter that rejects these too is not catching the damage.
+    _, cdec = judge_cases(cases, "probe_source", scorer, cfg, cal, dec.cutoff)
+    control = source_acceptance(cdec)
+    if ptable:
+        img["probes"] = fig_rates({k: v for k, v in ptable.items()}, "Known-bad probes rejected",
+                                  figs / "probe_rejection.png", ylabel="rejection rate")
+    summary["probes"] = {"rejection": ptable, "notes": notes, "sources": [c.case_id for c in cases],
+                         "source_cohort": str(probe_cohort) if probe_cohort else "scored cohort (best-scoring cases)",
+                         "source_acceptance": control,
+                         "scores": [{"case_id": s.case_id, "score": s.score} for s in probe_scores]}
+
+
+def side_by_side(summary: dict[str, Any], dec: Decisions) -> dict[str, dict[str, Any]]:
+    """{filter: voting or not, cohort case acceptance, probe rejection}, from the cohort and probe sections."""
+    case_rates, ptable = summary["cohort"]["case_acceptance"], summary["probes"]["rejection"]
+    return {f: {"active": f in dec.active or f == "all", "case_acceptance": case_rates.get(f),
+                "probe_rejection": ptable.get("overall", {}).get(f) if ptable else None}
+            for f in COLUMNS}
+
+
 # ------------------------------------------------------------------ audit
 def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_dir: str | Path,
           config: FilterConfig | str | Path | None = None, segmentor: Segmentor | None = None,
@@ -245,99 +369,24 @@ def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_d
     summary: dict[str, Any] = {"model_dir": str(model_dir), "policy": asdict(cfg.policy),
                                "cutoff": dec.cutoff.value, "cutoff_how": dec.cutoff.how,
                                "active_filters": dec.active, "skipped_filters": dec.skipped}
-    img: dict[str, str] = {}
+    img: dict[str, str] = {}  # figure key -> path relative to out_dir
 
     # 1. discriminator on held-out data
-    real_val, syn_val = cal.get("real_scores", []), cal.get("synthetic_scores", [])
-    held = {"auc": auc(real_val, syn_val) if real_val and syn_val else None,
-            "n_real": len(real_val), "n_synthetic": len(syn_val)}
-    if real_val and syn_val:
-        fpr, tpr, thr = roc_curve(real_val, syn_val)
-        held["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [float(t) for t in thr[1:]]}
-        img["roc"] = fig_roc(real_val, syn_val, figs / "roc.png")
-    held["real_scores"], held["synthetic_scores"] = real_val, syn_val
-    summary["held_out"] = held
-
+    held_out_section(summary, img, cal, figs)
     # 2. the cohort: per tumor and per case
     rows = tumor_acceptance(scores, dec)
-    acc = [r["p_real"] for r in rows if r["discriminator"]]
-    rej = [r["p_real"] for r in rows if not r["discriminator"]]
-    img["hist"] = fig_hist(real_val, acc, rej, dec.cutoff.value, figs / "score_hist.png")
-    n = len(dec.cases)
-    case_rates = {f: (sum(d.filters[f].accepted for d in dec.cases if f in d.filters) / n if n and
-                      all(f in d.filters for d in dec.cases) else None) for f in FILTER_NAMES}
-    case_rates["all"] = (sum(d.accepted for d in dec.cases) / n) if n else None
-    by_organ = rate_table(rows, "organ")
-    by_size = rate_table(rows, "size_bin", [b for b in SIZE_BIN_NAMES if any(r["size_bin"] == b for r in rows)])
-    if rows:
-        img["by_organ"] = fig_rates(by_organ, "Synthetic tumors accepted, by organ", figs / "acceptance_by_organ.png")
-        img["by_size"] = fig_rates(by_size, "Synthetic tumors accepted, by size (early <= 20 mm)",
-                                   figs / "acceptance_by_size.png")
-    # cases the discriminator trained on score too well: say how many there are
-    tl_path = Path(model_dir) / "train_log.json"
-    tl = read_json(tl_path) if tl_path.exists() else {}
-    syn_dirs, val_groups = set(tl.get("synthetic_dirs", [])), set(cal.get("val_groups", []))
-    seen = [s.case_id for s in scores if s.cohort in syn_dirs and f"synthetic:{s.group}" not in val_groups]
-    summary["cohort"] = {
-        "n_cases": n, "n_tumors": len(rows), "n_cases_seen_in_training": len(seen), "n_accepted": sum(d.accepted for d in dec.cases),
-        "case_acceptance": case_rates, "tumor_acceptance_by_organ": by_organ, "tumor_acceptance_by_size": by_size,
-        "seconds_per_case_mean": float(np.mean([s.seconds for s in scores])) if scores else None,
-        "tumor_scores": [{k: r[k] for k in ("case_id", "index", "organ", "size_bin", "diameter_mm", "p_real")}
-                         for r in rows],
-        "case_scores": [{"case_id": d.case_id, "score": d.score, "accepted": d.accepted, "reasons": d.reasons}
-                        for d in dec.cases],
-    }
-
+    cohort_section(summary, img, scores, rows, dec, cal, model_dir, figs)
     # 3. montages of the most and least real-looking synthetic tumors
-    k = cfg.audit.montage_k
-    ranked = sorted(rows, key=lambda r: -r["p_real"])
-    picks = {"most_real": ranked[:k], "least_real": ranked[::-1][:k]}
-    summary["montages"] = {}
-    for name, pk in picks.items():
-        items = montage_items(scores, pk, scorer.crop)
-        summary["montages"][name] = [{x: it[x] for x in ("case_id", "index", "p_real", "diameter_mm")} for it in items]
-        if items:
-            img[f"montage_{name}"] = fig_montage(items, f"{name.replace('_', ' ')} synthetic tumors",
-                                                 figs / f"montage_{name}.png")
-
+    montage_section(summary, img, scores, rows, cfg.audit.montage_k, scorer.crop, figs)
     # 4. known-bad probes, judged at the cohort's cutoff
-    cases = probe_sources(scores, cfg, val_groups, probe_cohort)
-    probes, notes = make_probes(cases, cfg.audit.probes, cfg.audit.seed)
-
-    def judge(case_list, kind):
-        out = []
-        for c in track(case_list, f"audit: scoring {kind} cases", unit="case"):
-            tumors, sc, verdicts = scorer.score_case(c)
-            out.append(CaseScore(c.case_id, "", "", None, kind, None, tumors, sc, verdicts))
-        return out, (decide_cases(out, cfg, cal, cutoff=dec.cutoff) if out else None)
-
-    probe_scores, pdec = judge([p.case for p in probes], "probe")
-    ptable = probe_table(probe_scores, pdec, cfg.audit.probes) if pdec else {}
-    # control: the same cases unbroken. A filter that rejects these too is not catching the damage.
-    _, cdec = judge(cases, "probe_source")
-    if cdec is not None:
-        control = {f: sum(d.filters[f].accepted for d in cdec.cases) / len(cdec.cases)
-                   for f in FILTER_NAMES if all(f in d.filters for d in cdec.cases)}
-        control["all"] = sum(d.accepted for d in cdec.cases) / len(cdec.cases)
-        control["n"] = len(cdec.cases)
-    else:
-        control = {}
-    if ptable:
-        img["probes"] = fig_rates({k: v for k, v in ptable.items()}, "Known-bad probes rejected",
-                                  figs / "probe_rejection.png", ylabel="rejection rate")
-    summary["probes"] = {"rejection": ptable, "notes": notes, "sources": [c.case_id for c in cases],
-                         "source_cohort": str(probe_cohort) if probe_cohort else "scored cohort (best-scoring cases)",
-                         "source_acceptance": control,
-                         "scores": [{"case_id": s.case_id, "score": s.score} for s in probe_scores]}
-    summary["filters_side_by_side"] = {
-        f: {"active": f in dec.active or f == "all", "case_acceptance": case_rates.get(f),
-            "probe_rejection": ptable.get("overall", {}).get(f) if ptable else None}
-        for f in COLUMNS}
+    probe_section(summary, img, scores, cfg, cal, dec, scorer, probe_cohort, figs)
+    # 5. the filters side by side, the resolved config; the JSON
+    summary["filters_side_by_side"] = side_by_side(summary, dec)
     summary["config"] = to_dict(cfg)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out_dir / "summary.json", summary)
 
-    # 5. the page
+    # 6. the page
     page = _html(summary, img, dec)
     return write_text(out_dir / "report.html", page)
 

@@ -21,7 +21,7 @@ import argparse
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from cohort.config import load_config, save_config
 from cohort.errors import BatchReport, CohortError
-from cohort.hardware import resolve_precision
+from cohort.hardware import Precision, resolve_precision
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from generative.quality.config import FilterConfig
@@ -127,88 +127,180 @@ def hard_negative_crops(case, kinds: Sequence[str], crop, rng: np.random.Generat
     return out
 
 
-def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path],
-                        config: FilterConfig | str | Path | None, out_dir: str | Path,
-                        overrides: Sequence[str] = ()) -> Path:
-    """Train, early-stop on validation AUC and save the discriminator folder; returns ``out_dir``."""
-    # 1. config
-    cfg = config if isinstance(config, FilterConfig) else load_config(FilterConfig, config, overrides)
-    tc = cfg.train
-    out_dir = Path(out_dir)
+@dataclass
+class TumorCrops:
+    """Every tumor crop of the training cohorts, in the order collected (real cohorts first)."""
+
+    #: (2, S, S, S) float32 each: CT channel in [0, 1], tumor mask channel
+    images: list[np.ndarray] = field(default_factory=list)
+    #: 1 real, 0 synthetic or hard negative
+    labels: list[int] = field(default_factory=list)
+    #: the patient, namespaced by class ("real:<id>", "synthetic:<id>")
+    groups: list[str] = field(default_factory=list)
+    #: TumorInfo fields + "kind" (real, synthetic, hard_negative:<probe kind>)
+    infos: list[dict] = field(default_factory=list)
+    #: HU check: medians (HU) per structure over the real cases; medians only, never whole scans
+    real_medians: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, image: np.ndarray, label: int, group: str, info: dict) -> None:
+        self.images.append(image)
+        self.labels.append(label)
+        self.groups.append(group)
+        self.infos.append(info)
+
+
+@dataclass
+class DiscriminatorData:
+    """Crops split by patient: N_tr training and N_va validation crops of shape (2, S, S, S)."""
+
+    x_tr: torch.Tensor  # (N_tr, 2, S, S, S) float32
+    y_tr: torch.Tensor  # (N_tr,) float32, 1 real / 0 synthetic or hard negative
+    hard_tr: torch.Tensor  # (N_tr,) bool, hard negatives
+    x_va: torch.Tensor  # (N_va, 2, S, S, S) float32
+    y_va: torch.Tensor  # (N_va,) float32, 1 real / 0 synthetic
+    val_infos: list[dict]  # one per validation crop, in the order of x_va
+    val_groups: list[str]  # the held-out patients, sorted
+    hu_bounds: dict  # structure -> HUBound, fitted on the real cases
+    failed_cases: dict  # BatchReport.failed: case id -> why it could not be read
+
+    def describe(self) -> str:
+        n_neg, n_hard = float((1 - self.y_tr).sum()), float(self.hard_tr.sum())
+        return (f"{int(float(self.y_tr.sum()))} real / {int(n_neg - n_hard)} synthetic (+{int(n_hard)} hard negative) "
+                "tumors for training, "
+                f"{int(self.y_va.sum())} real / {int((1 - self.y_va).sum())} synthetic held out")
+
+
+@dataclass
+class EarlyStopping:
+    """The best validation AUC so far (ties broken by the lower validation loss) and the weights that reached it."""
+
+    patience: int
+    best_auc: float = -1.0
+    best_loss: float = float("inf")
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad: int = 0  # evaluations since the last improvement
+
+    def update(self, step: int, val_auc: float, val_loss: float, net: torch.nn.Module) -> bool:
+        """Record one evaluation at ``step``; True when ``patience`` evaluations in a row did not improve."""
+        # AUC saturates at 1.0 on easy data: break ties with the validation loss
+        if val_auc > self.best_auc + 1e-9 or (abs(val_auc - self.best_auc) <= 1e-9 and val_loss < self.best_loss):
+            self.best_auc, self.best_loss, self.best_step, self.bad = val_auc, val_loss, step, 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+
+def prepare_run(tc) -> tuple[Precision, Accelerator]:
+    """Resolve the precision, start the accelerator, set the thread count and seed every global RNG (tc.seed)."""
     precision = resolve_precision(tc.mixed_precision, "cpu" if tc.cpu else None, "filter train")
     accelerator = Accelerator(cpu=tc.cpu, mixed_precision=precision.value)
     if tc.torch_threads > 0:
         torch.set_num_threads(tc.torch_threads)
     set_seed(tc.seed)
+    return precision, accelerator
 
-    # 2. data: every tumor crop, labelled by the cohort it came from
-    report = BatchReport()
-    crops, labels, groups, infos = [], [], [], []
+
+def collect_crops(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path], cfg: FilterConfig,
+                  accelerator: Accelerator, report: BatchReport) -> TumorCrops:
+    """Every tumor crop, labelled by the cohort it came from, plus the hard negatives made from real cases.
+
+    Unreadable cases go to ``report``. Hard negatives draw from their own RNG (seed + 7), case by case.
+    """
+    tc = cfg.train
+    out = TumorCrops()
     hn_rng = np.random.default_rng(tc.seed + 7)
-    real_medians: dict[str, list[float]] = {}  # HU check: accumulate medians, never hold whole scans
     with accelerator.main_process_first():
         for y, dirs in ((1, real_dirs), (0, synthetic_dirs)):
             for lc in iter_cohorts(dirs, cfg.crop, report):
                 if y == 1:
                     for k, v in collect_real_medians([(lc.case, lc.tumors)], cfg.hu_check).items():
-                        real_medians.setdefault(k, []).extend(v)
+                        out.real_medians.setdefault(k, []).extend(v)
                 for c in lc.crops:
-                    crops.append(c.image)
-                    labels.append(y)
                     # patients are namespaced by class: two cohorts may reuse case ids for different people
-                    groups.append(f"{'real' if y else 'synthetic'}:{lc.group}")
-                    infos.append({**c.info.as_dict(), "kind": "real" if y else "synthetic"})
+                    out.add(c.image, y, f"{'real' if y else 'synthetic'}:{lc.group}",
+                            {**c.info.as_dict(), "kind": "real" if y else "synthetic"})
                 if y == 1 and tc.hard_negatives and lc.crops:
                     # broken copies stay with their patient's group so they never cross the split
                     for kind, img in hard_negative_crops(lc.case, tc.hard_negatives, cfg.crop, hn_rng):
-                        crops.append(img)
-                        labels.append(0)
-                        groups.append(f"real:{lc.group}")
-                        infos.append({"case_id": lc.case.case_id, "kind": f"hard_negative:{kind}"})
-    if report.failed:
-        accelerator.print(report.summary())
-    if not crops:
-        raise CohortError(None, "no tumors found in the given cohorts: nothing to train on")
-    hu_bounds = fit_hu_bounds(real_medians, cfg.hu_check)
-    x = torch.from_numpy(np.stack(crops))
-    y = torch.tensor(labels, dtype=torch.float32)
-    hard = np.array([str(i.get("kind", "")).startswith("hard_negative") for i in infos])
-    val = split_groups(np.asarray(groups)[~hard], np.asarray(labels)[~hard], tc.val_fraction, tc.seed)
-    in_val = np.isin(groups, list(set(np.asarray(groups)[~hard][val].tolist())))
+                        out.add(img, 0, f"real:{lc.group}", {"case_id": lc.case.case_id, "kind": f"hard_negative:{kind}"})
+    return out
+
+
+def split_by_patient(crops: TumorCrops, tc, hu_bounds: dict, failed_cases: dict) -> DiscriminatorData:
+    """Stack the crops and split them into training and validation by patient (see :func:`split_groups`)."""
+    x = torch.from_numpy(np.stack(crops.images))
+    y = torch.tensor(crops.labels, dtype=torch.float32)
+    groups = np.asarray(crops.groups)
+    hard = np.array([str(i.get("kind", "")).startswith("hard_negative") for i in crops.infos])
+    val = split_groups(groups[~hard], np.asarray(crops.labels)[~hard], tc.val_fraction, tc.seed)
+    in_val = np.isin(groups, list(set(groups[~hard][val].tolist())))
     # hard negatives only train (validation, calibration and AUC stay real vs generator); a held-out
     # patient's broken copies are dropped, not trained on
     val = in_val & ~hard
     train = ~in_val
-    x_tr, y_tr, x_va, y_va = x[train], y[train], x[val], y[val]
-    # class balance: each class is drawn equally often whatever its count
-    n_pos, n_neg = float(y_tr.sum()), float((1 - y_tr).sum())
-    h_tr = torch.from_numpy(hard[train])
-    n_hard = float(h_tr.sum())
+    return DiscriminatorData(x_tr=x[train], y_tr=y[train], hard_tr=torch.from_numpy(hard[train]),
+                             x_va=x[val], y_va=y[val], val_infos=[crops.infos[i] for i in np.flatnonzero(val)],
+                             val_groups=sorted(set(groups[val].tolist())), hu_bounds=hu_bounds,
+                             failed_cases=failed_cases)
+
+
+def load_data(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path], cfg: FilterConfig,
+              accelerator: Accelerator) -> DiscriminatorData:
+    """Collect every tumor crop, fit the HU bounds on the real cases and split by patient."""
+    report = BatchReport()
+    crops = collect_crops(real_dirs, synthetic_dirs, cfg, accelerator, report)
+    if report.failed:
+        accelerator.print(report.summary())
+    if not crops.images:
+        raise CohortError(None, "no tumors found in the given cohorts: nothing to train on")
+    hu_bounds = fit_hu_bounds(crops.real_medians, cfg.hu_check)
+    return split_by_patient(crops, cfg.train, hu_bounds, report.failed)
+
+
+def sample_weights(y: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 draw weights so that each class is drawn equally often whatever its count.
+
+    y: (N,) 1 real / 0 negative; hard: (N,) bool. Half the draws are real; the other half
+    synthetic, shared equally with hard negatives when there are any.
+    """
+    n_pos, n_neg = float(y.sum()), float((1 - y).sum())
+    n_hard = float(hard.sum())
     n_syn = n_neg - n_hard
-    # half the draws real; the other half synthetic, shared equally with hard negatives when there are any
     w_syn, w_hard = (0.25 / max(n_syn, 1), 0.25 / n_hard) if n_hard and n_syn else (0.5 / n_neg, 0.5 / n_neg)
-    weights = torch.where(y_tr > 0, torch.tensor(0.5 / n_pos), torch.where(h_tr, torch.tensor(w_hard),
-                                                                            torch.tensor(w_syn))).double()
-    gen = torch.Generator().manual_seed(tc.seed)
-    sampler = WeightedRandomSampler(weights, num_samples=max(len(y_tr), tc.batch_size), replacement=True, generator=gen)
-    loader = DataLoader(TensorDataset(x_tr, y_tr), batch_size=tc.batch_size, sampler=sampler, drop_last=False)
-    accelerator.print(f"discriminator data: {int(n_pos)} real / {int(n_syn)} synthetic (+{int(n_hard)} hard negative) "
-                      "tumors for training, "
-                      f"{int(y_va.sum())} real / {int((1 - y_va).sum())} synthetic held out")
+    return torch.where(y > 0, torch.tensor(0.5 / n_pos), torch.where(hard, torch.tensor(w_hard),
+                                                                      torch.tensor(w_syn))).double()
 
-    # 3. model and optimizer
-    model = TumorDiscriminator(**asdict(cfg.model))
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    model, opt, loader = accelerator.prepare(model, opt, loader)
+
+def balanced_loader(data: DiscriminatorData, tc, gen: torch.Generator) -> DataLoader:
+    """Class-balanced loader over the training crops; at least one batch per epoch."""
+    sampler = WeightedRandomSampler(sample_weights(data.y_tr, data.hard_tr),
+                                    num_samples=max(len(data.y_tr), tc.batch_size), replacement=True, generator=gen)
+    return DataLoader(TensorDataset(data.x_tr, data.y_tr), batch_size=tc.batch_size, sampler=sampler, drop_last=False)
+
+
+def validate(net: torch.nn.Module, data: DiscriminatorData, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
+    """(AUC, binary cross-entropy) on the validation crops, after re-estimating BatchNorm on shuffled training crops."""
+    recalibrate_batchnorm(net, data.x_tr[torch.randperm(len(data.x_tr), generator=gen)], batch_size)
+    p = net.predict_proba(data.x_va).numpy()
+    a = auc(p[data.y_va.numpy() > 0], p[data.y_va.numpy() == 0])
+    vl = float(torch.nn.functional.binary_cross_entropy(torch.from_numpy(p).clamp(1e-6, 1 - 1e-6), data.y_va))
+    return a, vl
+
+
+def train_loop(accelerator: Accelerator, model: torch.nn.Module, opt: torch.optim.Optimizer, loader: DataLoader,
+               data: DiscriminatorData, tc, gen: torch.Generator, precision_label: str) -> tuple[EarlyStopping, list[dict]]:
+    """Train until ``tc.max_steps`` or early stopping on validation AUC; returns (the best, one log entry per evaluation).
+
+    ``gen`` is the sampler's generator: the BatchNorm shuffles draw from it between epochs' draws.
+    """
     loss_fn = torch.nn.BCEWithLogitsLoss()
-
-    # 4. loop; every process evaluates the (small) validation set itself, so all agree on stopping
     aug_gen = torch.Generator().manual_seed(tc.seed + 1 + accelerator.process_index)
-    best_auc, best_loss, best_state, best_step, bad, step = -1.0, float("inf"), None, 0, 0, 0
+    best = EarlyStopping(tc.patience)
     log: list[dict] = []
-    t0 = time.time()
-    running = []
-    with StepProgress(f"training discriminator ({precision.label})", tc.max_steps,
+    step, running, t0 = 0, [], time.time()
+    with StepProgress(f"training discriminator ({precision_label})", tc.max_steps,
                       enabled=accelerator.is_main_process) as progress:
         while step < tc.max_steps:
             for xb, yb in loader:
@@ -224,48 +316,73 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
                 progress.advance(info=f"loss {running[-1]:.3f}")
                 if step % tc.eval_every == 0 or step == tc.max_steps:
                     net = accelerator.unwrap_model(model)
-                    recalibrate_batchnorm(net, x_tr[torch.randperm(len(x_tr), generator=gen)], tc.batch_size)
-                    p = net.predict_proba(x_va).numpy()
-                    a = auc(p[y_va.numpy() > 0], p[y_va.numpy() == 0])
-                    vl = float(torch.nn.functional.binary_cross_entropy(
-                        torch.from_numpy(p).clamp(1e-6, 1 - 1e-6), y_va))
+                    a, vl = validate(net, data, tc.batch_size, gen)
                     log.append({"step": step, "train_loss": float(np.mean(running)), "val_auc": a, "val_loss": vl,
                                 "seconds": round(time.time() - t0, 2)})
                     running = []
-                    # AUC saturates at 1.0 on easy data: break ties with the validation loss
-                    if a > best_auc + 1e-9 or (abs(a - best_auc) <= 1e-9 and vl < best_loss):
-                        best_auc, best_loss, best_step, bad = a, vl, step, 0
-                        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-                    else:
-                        bad += 1
-                    progress.update(info=f"val AUC {a:.3f}, best {best_auc:.3f}")
-                    if bad >= tc.patience:
+                    stop = best.update(step, a, vl, net)
+                    progress.update(info=f"val AUC {a:.3f}, best {best.best_auc:.3f}")
+                    if stop:
                         step = tc.max_steps  # early stop
                 if step >= tc.max_steps:
                     break
+    return best, log
+
+
+def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: DiscriminatorData, cfg: FilterConfig,
+           precision: Precision, real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path],
+           out_dir: Path) -> None:
+    """Write the best model folder, ``calibration.json`` (held-out scores), ``hu_bounds.json``, ``train_log.json``, ``filter.yaml``."""
+    net.load_state_dict(best.best_state)
+    net.save_pretrained(out_dir, crop=cfg.crop, extra={"val_auc": best.best_auc, "best_step": best.best_step})
+    p = net.predict_proba(data.x_va).numpy()
+    y_va = data.y_va.numpy()
+    write_json(out_dir / CALIBRATION_NAME, {
+        "val_auc": auc(p[y_va > 0], p[y_va == 0]),
+        "real_scores": [float(s) for s, t in zip(p, y_va) if t > 0],
+        "synthetic_scores": [float(s) for s, t in zip(p, y_va) if t == 0],
+        "tumors": [{**inf, "score": float(s)} for inf, s in zip(data.val_infos, p)],
+        "val_groups": data.val_groups,
+    })
+    write_json(out_dir / HU_BOUNDS_NAME, HUCheck.bounds_to_json(data.hu_bounds))
+    write_json(out_dir / "train_log.json", {"log": log, "precision": precision.as_dict(), "best_step": best.best_step,
+                                             "best_val_auc": best.best_auc,
+                                             "real_dirs": [str(Path(d).resolve()) for d in real_dirs],
+                                             "synthetic_dirs": [str(Path(d).resolve()) for d in synthetic_dirs],
+                                             "n_train": int(len(data.y_tr)), "n_val": int(len(data.y_va)),
+                                             "n_hard_negatives": int(float(data.hard_tr.sum())),
+                                             "failed_cases": data.failed_cases})
+    save_config(cfg, out_dir / "filter.yaml")
+
+
+def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path],
+                        config: FilterConfig | str | Path | None, out_dir: str | Path,
+                        overrides: Sequence[str] = ()) -> Path:
+    """Train, early-stop on validation AUC and save the discriminator folder; returns ``out_dir``."""
+    # 1. config, accelerator, seeds
+    cfg = config if isinstance(config, FilterConfig) else load_config(FilterConfig, config, overrides)
+    tc = cfg.train
+    out_dir = Path(out_dir)
+    precision, accelerator = prepare_run(tc)
+
+    # 2. data: every tumor crop, labelled by the cohort it came from, split by patient, drawn class-balanced.
+    # One generator serves the sampler and the BatchNorm shuffles of step 4, so their draws interleave.
+    data = load_data(real_dirs, synthetic_dirs, cfg, accelerator)
+    gen = torch.Generator().manual_seed(tc.seed)
+    loader = balanced_loader(data, tc, gen)
+    accelerator.print(f"discriminator data: {data.describe()}")
+
+    # 3. model and optimizer
+    model = TumorDiscriminator(**asdict(cfg.model))
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    model, opt, loader = accelerator.prepare(model, opt, loader)
+
+    # 4. loop; every process evaluates the (small) validation set itself, so all agree on stopping
+    best, log = train_loop(accelerator, model, opt, loader, data, tc, gen, precision.label)
 
     # 5. export (main process): best weights, held-out scores, HU bounds, log, resolved config
     if accelerator.is_main_process:
-        net = accelerator.unwrap_model(model)
-        net.load_state_dict(best_state)
-        net.save_pretrained(out_dir, crop=cfg.crop, extra={"val_auc": best_auc, "best_step": best_step})
-        p = net.predict_proba(x_va).numpy()
-        val_infos = [infos[i] for i in np.flatnonzero(val)]
-        write_json(out_dir / CALIBRATION_NAME, {
-            "val_auc": auc(p[y_va.numpy() > 0], p[y_va.numpy() == 0]),
-            "real_scores": [float(s) for s, t in zip(p, y_va.numpy()) if t > 0],
-            "synthetic_scores": [float(s) for s, t in zip(p, y_va.numpy()) if t == 0],
-            "tumors": [{**inf, "score": float(s)} for inf, s in zip(val_infos, p)],
-            "val_groups": sorted(set(np.asarray(groups)[val].tolist())),
-        })
-        write_json(out_dir / HU_BOUNDS_NAME, HUCheck.bounds_to_json(hu_bounds))
-        write_json(out_dir / "train_log.json", {"log": log, "precision": precision.as_dict(), "best_step": best_step, "best_val_auc": best_auc,
-                                                 "real_dirs": [str(Path(d).resolve()) for d in real_dirs],
-                                                 "synthetic_dirs": [str(Path(d).resolve()) for d in synthetic_dirs],
-                                                 "n_train": int(len(y_tr)), "n_val": int(len(y_va)),
-                                                 "n_hard_negatives": int(n_hard),
-                                                 "failed_cases": report.failed})
-        save_config(cfg, out_dir / "filter.yaml")
+        export(accelerator.unwrap_model(model), best, log, data, cfg, precision, real_dirs, synthetic_dirs, out_dir)
     accelerator.wait_for_everyone()
     return out_dir
 
