@@ -316,13 +316,13 @@ def cell_config(cfg: ScalingConfig, cell: Cell, data: StudyData):
 
     seg = load_seg_config(_config_path(cfg.segmentation), list(cfg.segmentation_set))
     sources = [SourceConfig(name="real", path=str(data.real_train), kind="real", weight=1.0, max_cases=cell.n_real)]
-    if cell.source != NONE:
+    otf = data.onthefly.get(cell.source)
+    if cell.source != NONE and otf is None:
         sources.append(SourceConfig(name=cell.source, path=str(data.synthetic[cell.source]), kind="synthetic",
                                     weight=float(cell.ratio), accepted_only=data.accepted_only.get(cell.source, False)))
-    otf = data.onthefly.get(cell.source)
     if otf is not None:
         # on-the-fly: the healthy cohorts are a source whose draws get a tumor from the maker
-        sources = sources[:1] + [
+        sources = sources + [
             SourceConfig(name=f"{cell.source}_healthy{i}", path=str(h), kind="real",
                          weight=float(cell.ratio) / len(data.healthy))
             for i, h in enumerate(data.healthy)]
