@@ -2,13 +2,32 @@
 Cellular Automata in Computed Tomography", MICCAI 2024; reference code
 ``Tumor_Synthesis/utils.py`` and ``cellular/csrc/cellular.cu``).
 
-The model, in HU at the data's own spacing (the CA counts voxels):
+The grid: the automaton counts voxels, so it runs on an isotropic grid of
+``CAConfig.grid_mm`` (1 mm, the reference's: Pixel2Cancer resamples every CT
+to 1 mm before synthesis) over the organ's bounding box (+ one scan voxel):
+the CT is resampled trilinearly and the labels by nearest neighbour, the tumor
+is grown and rendered there, and the tumor mask (its occupancy of each scan
+voxel, >= 0.5) and the HU change (averaged over each scan voxel's footprint,
+or interpolated where the scan is finer) come back to the scan's grid. Steps,
+the satellite reach, the blur and the texture are thus in grid voxels (mm at
+1 mm) and a tumor has the same physical size on every scanner; size targets
+(a size class or ``diameter_mm``) stop growth once the extent along any of the
+three axes reaches them. Voxels outside the organ (and outside its box) are
+never changed. ``grid_mm = 0`` grows on the scan's own voxels (the behaviour
+before issue 19: sizes then depend on the spacing, and z is stretched on thick
+slices).
+
+The model, in HU on that grid:
 
 1. Quantize the organ (its bounding box) into three density levels by HU
-   within the organ's range [lo, hi) (liver/pancreas 100-160, kidney 140-200):
-   level 0 below lo + (hi-lo)/3, level 1, level 2; voxels at or above ``hi``
-   (contrast-filled vessels) and voxels outside the organ are "out of range"
-   (level 3, the boundary/vessel state).
+   within a range [lo, hi): level 0 below lo + (hi-lo)/3, level 1, level 2;
+   voxels at or above ``hi`` (contrast-filled vessels) and voxels outside the
+   organ are "out of range" (level 3, the boundary/vessel state). The range is
+   the organ's own (``hu_mode="relative"``, default): [q25 - IQR, q75 + IQR]
+   of the organ's HU in this scan, so the thirds are its quartiles (a liver at
+   130 +- 15 HU gives the reference's 100/120/140/160); or the reference's fixed
+   ``organ_hu`` (``"absolute"``: liver/pancreas 100-160, kidney 140-200), which
+   assumes contrast-enhanced CT.
 2. Per-voxel state: organ 0, tumor population 1..10, necrotic -1, boundary
    ``BOUNDARY + pressure`` (pressure 0..2).
 3. Seeds: 1-9 (``randint(1, 10)``) at random non-vessel organ voxels, state 5;
@@ -29,16 +48,27 @@ The model, in HU at the data's own spacing (the CA counts voxels):
    steps/7 + 1 rounds each necrotic cell converts a random state-10
    neighbour (up to 3 tries).
 6. Rendering: texture (:func:`generative.tumors.texture.tumor_texture`)
-   times U(65, 145) HU times state/10 is subtracted (state blurred lightly
+   times the darkening times state/10 is subtracted (state blurred lightly
    in-plane); bright vessels and high-density tissue under the tumor are
    scaled toward the organ range first; necrotic voxels subtract a further
-   texture x U(90, 110) HU (the reference adds ``texture * d * blur(-1 at
-   necrosis)``, i.e. necrosis renders darker, like fluid); a light in-plane
-   blur smooths the tumor where it overlies dense tissue. Changes are kept
-   to the organ.
+   texture x the necrosis darkening (the reference adds ``texture * d *
+   blur(-1 at necrosis)``, i.e. necrosis renders darker, like fluid); a light
+   in-plane blur smooths the tumor where it overlies dense tissue. Changes are
+   kept to the organ. The darkening is the reference's U(65, 145) HU (necrosis
+   U(90, 110)) in absolute mode; in relative mode it is scaled by the organ's
+   measured contrast above a 0 HU floor over the reference organ's (the centre
+   of ``organ_hu``: liver 130, kidney 170; see
+   :func:`generative.tumors.texture.contrast_scale`), so a tumor is hypodense
+   relative to its organ in any phase and not at fat density in a non-contrast
+   scan. In relative mode the other absolute numbers follow the organ too: the
+   vessel/dense pulls map ``hi`` to the same targets but compress about the
+   organ's ``lo`` instead of 0 HU (vessels darker than their target are left
+   alone), the pancreas' 65 HU fat threshold is scaled like the darkening and
+   its fat fill is the tissue's contrast above the floor.
 
-``CAConfig.compat`` (pixel2cancer_compat) reproduces two behaviours of the
-reference code that differ from the paper's description:
+``CAConfig.compat`` (pixel2cancer_compat) reproduces the reference's fixed
+(absolute) HU values and two behaviours of the reference code that differ from
+the paper's description:
 
 - the CUDA kernel passes its float random number to ``check_tissue`` as an
   ``int``; it truncates to 0, so ``0 < 0.3`` and ``0 < 0.1`` always hold and
@@ -62,12 +92,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
 from cohort import labels as L
+from cohort.config import bounded, check_choices
 from generative.tumors.base import (
     SynthesisError,
     SynthesisResult,
@@ -78,7 +110,16 @@ from generative.tumors.base import (
     tumor_records,
 )
 from generative.tumors.shapes import RADIUS_JITTER, SIZE_CLASSES_MM
-from generative.tumors.texture import SIGMA_A_CHOICES, SIGMA_B_CHOICES, tumor_texture
+from generative.tumors.texture import (
+    MIN_CONTRAST_HU,
+    SIGMA_A_CHOICES,
+    SIGMA_B_CHOICES,
+    SOFT_TISSUE_FLOOR_HU,
+    OrganHU,
+    contrast_scale,
+    measure_organ_hu,
+    tumor_texture,
+)
 
 #: per-organ HU range of the density quantization (Pixel2Cancer ``Organ_HU``)
 ORGAN_HU: dict[str, tuple[float, float]] = {"liver": (100.0, 160.0), "pancreas": (100.0, 160.0),
@@ -97,6 +138,10 @@ BOUNDARY = 100  # boundary/vessel state; BOUNDARY + pressure (0..2)
 WALL = 127  # outside the region: a try that lands here fails
 OUT_OF_RANGE = 3  # density level of boundary/vessel voxels
 MAX_PRESSURE = 2  # the reference clamps states at hi + 2
+#: the pancreas' fat threshold of the reference's rendering (HU; voxels at or below it under the tumor are filled)
+PANCREAS_FAT_HU = 65.0
+#: relative mode: the least organ IQR (HU) the density range is built from (a noiseless organ)
+MIN_IQR_HU = 4.0
 
 #: 26-neighbourhood offsets (dx, dy, dz)
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
@@ -113,9 +158,30 @@ def _organ_key(organ: str) -> str:
 
 @dataclass
 class CAConfig:
-    """Parameters of the CA synthesizer (defaults: Pixel2Cancer, corrected behaviour)."""
+    """Parameters of the CA synthesizer (defaults: Pixel2Cancer, corrected behaviour).
 
-    compat: bool = False  # pixel2cancer_compat: reproduce the reference's two quirks (see module doc)
+    Grid (issue 19): ``grid_mm`` (default 1.0, the reference's 1 mm isotropic) is the
+    spacing the automaton grows on, whatever the scan's; every voxel count below
+    (``satellite_reach_vox``, ``blur_sigma_vox``, the texture sigmas, steps) is in grid
+    voxels. ``grid_mm = 0`` grows on the scan's own voxels (the old behaviour).
+
+    HU (issue 19): ``hu_mode="relative"`` (default) measures the organ in the scan (median
+    and quartiles of its own voxels, vessels and lesions excluded) and takes the density
+    range as [q25 - IQR, q75 + IQR] instead of ``organ_hu``, and multiplies the darkening
+    ``hu_difference`` and ``necrosis_hu`` by (median - hu_floor) / (reference - hu_floor),
+    reference = the centre of ``organ_hu`` (liver/pancreas 130, kidney 170 HU; see
+    :func:`generative.tumors.texture.contrast_scale`). These replace the reference's
+    absolute values, kept here and used as they are by ``hu_mode="absolute"`` and by
+    ``compat``: ``organ_hu`` liver/pancreas [100, 160], kidney [140, 200]
+    (Pixel2Cancer ``Organ_HU``), ``hu_difference`` U(65, 145), ``necrosis_hu`` U(90, 110),
+    the pancreas' 65 HU fat threshold. A contrast-enhanced liver at 130 HU gets the
+    reference's numbers; a non-contrast 45 HU liver a tumor of ~10-35 HU.
+    """
+
+    compat: bool = False  # pixel2cancer_compat: the reference's absolute HU and its two quirks (see module doc)
+    grid_mm: float = bounded(1.0, ge=0.0)  # isotropic growth grid (mm); 0 = the scan's own voxels
+    hu_mode: Literal["relative", "absolute"] = "relative"  # organ-relative HU or the reference's fixed values
+    hu_floor: float = SOFT_TISSUE_FLOOR_HU  # relative mode: the HU the organ's contrast is measured above
     organ_hu: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in ORGAN_HU.items()})
     max_steps: dict[str, int] = field(default_factory=lambda: dict(MAX_STEPS))
     necrosis_gate_steps: dict[str, int] = field(default_factory=lambda: dict(NECROSIS_GATE_STEPS))
@@ -124,12 +190,12 @@ class CAConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 9])  # inclusive range (reference randint(1, 10))
     satellite_prob: float = 1.0 / 3.0
     satellites: list[int] = field(default_factory=lambda: [3, 9])  # inclusive
-    satellite_reach_vox: int = 10
+    satellite_reach_vox: int = 10  # grid voxels
     max_try: int = 3
     necrosis_prob: float = 0.5
-    hu_difference: list[float] = field(default_factory=lambda: [65.0, 145.0])
-    necrosis_hu: list[float] = field(default_factory=lambda: [90.0, 110.0])
-    blur_sigma_vox: float = 0.8  # cv2.GaussianBlur 3x3 with sigma 0 uses 0.8
+    hu_difference: list[float] = field(default_factory=lambda: [65.0, 145.0])  # absolute; scaled in relative mode
+    necrosis_hu: list[float] = field(default_factory=lambda: [90.0, 110.0])  # absolute; scaled in relative mode
+    blur_sigma_vox: float = 0.8  # grid voxels; cv2.GaussianBlur 3x3 with sigma 0 uses 0.8
     size_step_factor: int = 2  # size-targeted growth runs at most this x the organ's max steps
     # torch intra-op threads while growing on CPU (0: leave as is). Each step is a handful of small
     # gather/scatter ops; on a shared 2-core machine 2 threads took 14 s CPU where 1 took 0.34 s.
@@ -137,8 +203,27 @@ class CAConfig:
     device: str = "cpu"  # "cpu", "cuda", or "auto"
 
     def hu_range(self, organ: str) -> tuple[float, float]:
+        """The reference's absolute density range of an organ (HU)."""
         lo, hi = self.organ_hu.get(_organ_key(organ), self.organ_hu.get("liver", ORGAN_HU["liver"]))
         return float(lo), float(hi)
+
+    @property
+    def relative(self) -> bool:
+        """Whether HU are taken relative to the organ (``compat`` always uses the absolute values)."""
+        return self.hu_mode == "relative" and not self.compat
+
+    def hu_model(self, organ: str, stats: OrganHU | None) -> HUModel:
+        """The HU rule for one tumor: the absolute reference values, or relative to ``stats``
+        (the organ measured on the growth grid)."""
+        lo, hi = self.hu_range(organ)
+        if not self.relative or stats is None:
+            return HUModel("absolute", lo, hi, 0.0, 1.0, None, (lo + hi) / 2)
+        iqr = max(stats.iqr, MIN_IQR_HU)
+        mid = (stats.q25 + stats.q75) / 2
+        q25, q75 = mid - iqr / 2, mid + iqr / 2
+        ref = (lo + hi) / 2
+        scale = contrast_scale(stats.median, ref, self.hu_floor, MIN_CONTRAST_HU)
+        return HUModel("relative", q25 - iqr, q75 + iqr, float(self.hu_floor), scale, stats, ref)
 
     def steps_max(self, organ: str) -> int:
         return int(self.max_steps.get(_organ_key(organ), MAX_STEPS["liver"]))
@@ -150,6 +235,42 @@ class CAConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+@dataclass
+class HUModel:
+    """The HU rule of one tumor. [lo, hi): density range (HU); floor: the HU contrasts are
+    measured above; scale: the factor on the absolute darkening (1 in absolute mode);
+    organ: the measured organ (relative mode); reference: the organ HU the absolute values
+    assume."""
+
+    mode: str
+    lo: float
+    hi: float
+    floor: float
+    scale: float
+    organ: OrganHU | None
+    reference: float
+
+    @property
+    def relative(self) -> bool:
+        return self.mode == "relative"
+
+    def pull(self, img: np.ndarray, target: float) -> np.ndarray:
+        """Relative mode: compress HU toward the organ range so that ``hi`` maps to ``target``,
+        about the range's lower end ``lo`` (the reference's ``img *= target / hi`` compresses
+        about 0 HU, which only works for an organ far above 0 HU; ``lo < target < hi`` keeps
+        the factor in (0, 1) for any organ)."""
+        lo = self.lo
+        return lo + (img - lo) * ((target - lo) / max(self.hi - lo, 1e-6))
+
+    def as_dict(self) -> dict:
+        d = {"hu_mode": self.mode, "density_range_hu": [round(self.lo, 2), round(self.hi, 2)],
+             "reference_organ_hu": round(self.reference, 2), "hu_floor": round(self.floor, 2),
+             "hu_scale": round(self.scale, 4)}
+        if self.organ is not None:
+            d.update(self.organ.as_dict())
+        return d
 
 
 def quantize_density(ct_hu: np.ndarray, organ: np.ndarray, hu_range: tuple[float, float],
@@ -203,14 +324,15 @@ def _prune_saturated(state: torch.Tensor, idx: torch.Tensor, off: torch.Tensor) 
 
 def grow(level: np.ndarray, seeds: np.ndarray, steps: int, rng: np.random.Generator, config: CAConfig,
          necrosis: bool | None = False, gate_steps: int | None = None,
-         stop_diameter_vox: tuple[float, float] | None = None) -> GrowthResult:
+         stop_diameter_vox: tuple[float, ...] | None = None) -> GrowthResult:
     """Run the CA on one region. level: int8 (X, Y, Z) from :func:`quantize_density`;
     seeds: (k, 3) int voxel indices (state 5).
 
     necrosis: True/False runs/skips the death phase after growth; None decides it as the
     reference does: when the steps run exceed ``gate_steps``, with ``config.necrosis_prob``.
-    stop_diameter_vox: (dx, dy) target in-plane extent in voxels along X and Y; growth stops
-    early once the tumor's extent reaches it along either axis (size-targeted growth).
+    stop_diameter_vox: target extent in voxels along X, Y (and Z when three are given); growth
+    stops early once the tumor's extent reaches it along any of those axes (size-targeted
+    growth).
     Vectorised over tumor cells with torch; the device is ``config.torch_device()``."""
     with _cpu_threads(config):
         return _grow(level, seeds, steps, rng, config, necrosis, gate_steps, stop_diameter_vox)
@@ -304,13 +426,12 @@ def _grow(level, seeds, steps, rng, config, necrosis, gate_steps, stop_diameter_
     return GrowthResult(out, lev, np.asarray(seeds).reshape(-1, 3), int(done_steps), bool(necrosis))
 
 
-def _reached(idx: torch.Tensor, shape, target: tuple[float, float]) -> bool:
-    """Whether the tumor cells' extent along X or Y (voxels) has reached ``target``."""
+def _reached(idx: torch.Tensor, shape, target: tuple[float, ...]) -> bool:
+    """Whether the tumor cells' extent (voxels) along X, Y (or Z, when ``target`` has three
+    values) has reached ``target`` on any of those axes."""
     sy, sz = shape[1] * shape[2], shape[2]
-    x, y = idx // sy, (idx % sy) // sz
-    ex = int(x.max() - x.min()) + 1
-    ey = int(y.max() - y.min()) + 1
-    return ex >= target[0] or ey >= target[1]
+    coords = (idx // sy, (idx % sy) // sz, idx % sz)
+    return any(int(c.max() - c.min()) + 1 >= t for c, t in zip(coords, target))
 
 
 def _die(state, lv, seeds_t, strides, off, steps, rng, gen, T, shape) -> None:
@@ -354,11 +475,13 @@ def _blur_inplane(a: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def render(ct_hu: np.ndarray, state: np.ndarray, level0: np.ndarray, organ: np.ndarray, organ_name: str,
-           hu_range: tuple[float, float], texture: np.ndarray, rng: np.random.Generator,
-           config: CAConfig) -> np.ndarray:
+           hu: HUModel, texture: np.ndarray, rng: np.random.Generator,
+           config: CAConfig) -> tuple[np.ndarray, dict[str, float | None]]:
     """Map the CA state to HU. All arrays (X, Y, Z) over the same region; level0 is the density
-    level before growth; returns float32 HU, changed only on ``organ`` voxels."""
-    lo, hi = hu_range
+    level before growth; hu: the HU rule (:meth:`CAConfig.hu_model`). Returns float32 HU,
+    changed only on ``organ`` voxels, and the darkening drawn (``hu_difference``, ``necrosis_hu``,
+    HU, after the relative scale)."""
+    lo, hi = hu.lo, hu.hi
     step = (hi - lo) / 3.0
     tumor = ((state >= 1) & (state <= THRESHOLD)) | (state == NECROTIC)
     tumor &= organ
@@ -369,24 +492,145 @@ def render(ct_hu: np.ndarray, state: np.ndarray, level0: np.ndarray, organ: np.n
     # bright vessels and dense tissue under the tumor are pulled toward the organ's range first
     vessel = (level0 == OUT_OF_RANGE) & (t1 >= THRESHOLD / 2)
     dense = (level0 == 2) & covered
-    img[vessel] *= (lo + step / 2) / hi
-    img[dense] *= (lo + 2 * step) / hi
+    if hu.relative:
+        # a vessel already darker than its target (non-contrast CT) is left as it is
+        v, tv = img[vessel], lo + step / 2
+        img[vessel] = np.where(v > tv, np.maximum(hu.pull(v, tv), tv), v)
+        img[dense] = hu.pull(img[dense], lo + 2 * step)
+    else:
+        img[vessel] *= (lo + step / 2) / hi
+        img[dense] *= (lo + 2 * step) / hi
     fat = None
     if _organ_key(organ_name) == "pancreas" and covered.any():
-        fat = (img <= 65) & covered
+        fat_hu = PANCREAS_FAT_HU if not hu.relative else hu.floor + (PANCREAS_FAT_HU - hu.floor) * hu.scale
+        fat = (img <= fat_hu) & covered
         m = float(img[covered].mean())
+        if hu.relative:  # the fill, like the darkening, is the tissue's contrast above the floor
+            m = max(m - hu.floor, MIN_CONTRAST_HU)
         img += texture * rng.uniform(min(m, 2 * m), max(m, 2 * m)) * t1 * fat / THRESHOLD
-    out = img - texture * rng.uniform(*config.hu_difference) * t1 / THRESHOLD
+    diff = rng.uniform(*config.hu_difference) * hu.scale
+    out = img - texture * diff * t1 / THRESHOLD
     necrotic = state == NECROTIC
+    nec = None
     if necrotic.any():
         t2 = _blur_inplane(-(necrotic & organ).astype(np.float32), config.blur_sigma_vox)
-        out = out + texture * rng.uniform(*config.necrosis_hu) * t2
+        nec = rng.uniform(*config.necrosis_hu) * hu.scale
+        out = out + texture * nec * t2
     region = _blur_inplane(np.where(covered, out, 0.0).astype(np.float32), config.blur_sigma_vox)
     sel = (t1 >= THRESHOLD / 2) & (level0 >= 2)
     if fat is not None:
-        sel |= ((t1 >= THRESHOLD / 2) & fat) | ((t1 >= THRESHOLD / 2) & (out < 0))
+        sel |= ((t1 >= THRESHOLD / 2) & fat) | ((t1 >= THRESHOLD / 2) & (out < hu.floor))
     out[sel] = region[sel]
-    return np.where(organ, out, ct_hu).astype(np.float32)
+    drawn = {"hu_difference": round(float(diff), 2), "necrosis_hu": None if nec is None else round(float(nec), 2)}
+    return np.where(organ, out, ct_hu).astype(np.float32), drawn
+
+
+def _linear_axis(a: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``a`` along ``axis`` at coordinates ``x`` (voxel index units,
+    clamped to the array)."""
+    n = a.shape[axis]
+    if n == 1:
+        return np.take(a, np.zeros(len(x), np.int64), axis=axis)
+    i0 = np.clip(np.floor(x).astype(np.int64), 0, n - 2)
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    w = np.clip(x - i0, 0.0, 1.0).astype(a.dtype if a.dtype.kind == "f" else np.float32).reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - w) + np.take(a, i0 + 1, axis=axis) * w
+
+
+def _nearest_axis(a: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
+    return np.take(a, np.clip(np.rint(x).astype(np.int64), 0, a.shape[axis] - 1), axis=axis)
+
+
+def _footprint_axis(a: np.ndarray, x: np.ndarray, r: float, axis: int) -> np.ndarray:
+    """Mean of ``a`` (piecewise constant per voxel, zero outside) over [x - r/2, x + r/2] along
+    ``axis`` (voxel index units): the area average of a coarse voxel r fine voxels wide."""
+    shape = list(a.shape)
+    shape[axis] = 1
+    cum = np.concatenate([np.zeros(shape), np.cumsum(a, axis=axis, dtype=np.float64)], axis=axis)
+    hi = _linear_axis(cum, x + r / 2 + 0.5, axis)
+    lo = _linear_axis(cum, x - r / 2 + 0.5, axis)
+    return ((hi - lo) / r).astype(np.float32)
+
+
+@dataclass
+class GrowthGrid:
+    """The isotropic grid the CA grows on, over a box of the scan.
+
+    box: slices of the scan (X, Y, Z) the grid covers; spacing: the scan's (mm); mm: the grid
+    spacing (0: the scan's own voxels); shape: grid voxels. Grid voxel j along an axis sits at
+    box-local scan coordinate j * mm / spacing (voxel centres; grid index 0 = the box's first
+    voxel). ``identity``: the grid is the scan box itself (no resampling)."""
+
+    box: tuple[slice, slice, slice]
+    spacing: tuple[float, float, float]
+    mm: float
+    shape: tuple[int, int, int]
+    identity: bool
+
+    @staticmethod
+    def over(mask: np.ndarray, spacing, grid_mm: float) -> GrowthGrid:
+        """The grid over ``mask``'s bounding box (+ one scan voxel) at ``grid_mm`` (0 = the scan's voxels)."""
+        sp = tuple(float(v) for v in spacing)
+        if grid_mm <= 0 or all(abs(v - grid_mm) <= 1e-6 * grid_mm for v in sp):
+            box = bbox_of(mask)
+            return GrowthGrid(box, sp, max(float(grid_mm), 0.0), tuple(b.stop - b.start for b in box), True)
+        box = bbox_of(mask, margin=1)
+        shape = tuple(int(np.floor((b.stop - b.start - 1) * v / grid_mm + 1e-6)) + 1 for b, v in zip(box, sp))
+        return GrowthGrid(box, sp, float(grid_mm), shape, False)  # type: ignore[arg-type]
+
+    @property
+    def native(self) -> bool:
+        """Growing on the scan's own (possibly anisotropic) voxels (``grid_mm = 0``)."""
+        return self.mm <= 0
+
+    def ratio(self, axis: int) -> float:
+        """Grid voxels per scan voxel along ``axis``."""
+        return 1.0 if self.native else self.spacing[axis] / self.mm
+
+    def stop_vox(self, diameter_mm: float) -> tuple[float, ...]:
+        """A target diameter in grid voxels: along X, Y, Z on the isotropic grid; along X and Y
+        only on the scan's own voxels (the old rule: z would stop thick-slice scans early)."""
+        if self.native:
+            return (diameter_mm / self.spacing[0], diameter_mm / self.spacing[1])
+        return (diameter_mm / self.mm,) * 3
+
+    def to_grid(self, a: np.ndarray, order: int) -> np.ndarray:
+        """The scan crop ``a`` (shape of ``box``) on the grid: order 1 linear (CT), 0 nearest (labels)."""
+        if self.identity:
+            return a
+        out = a.astype(np.float32) if order == 1 else a
+        # shrinking axes first keeps the intermediates small
+        for ax in sorted(range(3), key=lambda k: self.shape[k] / max(a.shape[k], 1)):
+            x = np.arange(self.shape[ax], dtype=np.float64) / self.ratio(ax)
+            out = _linear_axis(out, x, ax) if order == 1 else _nearest_axis(out, x, ax)
+        return out
+
+    def to_scan(self, a: np.ndarray, sub: tuple[slice, slice, slice]) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+        """A grid array over the grid crop ``sub`` (zero outside it) back on the scan: the scan
+        voxels it touches, as slices of the box, and the values there (float32): each scan
+        voxel's footprint average where the scan is coarser than the grid, linear
+        interpolation where it is finer."""
+        if self.identity:
+            return sub, a.astype(np.float32)
+        out = np.pad(a.astype(np.float32), 1)  # zeros around: the support ends inside the array
+        slices = []
+        for ax in range(3):
+            r, s0, s1 = self.ratio(ax), sub[ax].start, sub[ax].stop
+            nb = self.box[ax].stop - self.box[ax].start
+            i0 = max(0, int(np.floor((s0 - 1) / r - 1)))
+            i1 = min(nb, int(np.ceil(s1 / r + 1)) + 1)
+            x = np.arange(i0, i1, dtype=np.float64) * r - s0 + 1  # in the padded crop's voxels
+            out = _footprint_axis(out, x, r, ax) if r > 1 else _linear_axis(out, x, ax)
+            slices.append(slice(i0, i1))
+        return tuple(slices), out  # type: ignore[return-value]
+
+    def scan_voxel(self, p) -> list[int]:
+        """Scan voxel (full-volume index) nearest to grid voxel ``p``."""
+        return [int(round(b.start + v / self.ratio(ax))) for ax, (v, b) in enumerate(zip(p, self.box))]
+
+    def as_dict(self) -> dict:
+        return {"grid_mm": round(self.mm, 4), "grid_shape": list(self.shape), "resampled": not self.identity}
 
 
 class CASynthesizer:
@@ -396,6 +640,7 @@ class CASynthesizer:
 
     def __init__(self, config: CAConfig | None = None):
         self.config = config or CAConfig()
+        check_choices(self.config)  # hu_mode of a config built in code
 
     def _region(self, label: np.ndarray, organ_name: str) -> np.ndarray:
         names = ORGAN_EXTRAS.get(_organ_key(organ_name), ())
@@ -437,19 +682,23 @@ class CASynthesizer:
 
     def __call__(self, ct_hu: np.ndarray, label: np.ndarray, spacing, spec: TumorSpec,
                  rng: np.random.Generator) -> SynthesisResult:
-        """ct_hu: float32 HU (X, Y, Z); label: uint8 vocabulary (X, Y, Z); spacing: mm (recorded;
-        the CA itself counts voxels, as the reference does at the data's spacing)."""
+        """ct_hu: float32 HU (X, Y, Z); label: uint8 vocabulary (X, Y, Z); spacing: mm. The CA grows
+        on the ``grid_mm`` isotropic grid over the organ's box (see the module doc)."""
         t0 = time.perf_counter()
         cfg = self.config
         sp = check_inputs(ct_hu, label, spacing)
+        extras = [L.NAME_TO_INDEX[n] for n in ORGAN_EXTRAS.get(_organ_key(spec.organ), ())]
         region_full = self._region(label, spec.organ)
-        box = bbox_of(region_full)
-        region = region_full[box]
-        ct = np.asarray(ct_hu, dtype=np.float32)[box]
+        grid = GrowthGrid.over(region_full, sp, cfg.grid_mm)
+        box = grid.box
+        lab = grid.to_grid(label[box], order=0)
+        ct = grid.to_grid(np.asarray(ct_hu, dtype=np.float32)[box], order=1)
+        region = np.isin(lab, [*L.organ_indices(spec.organ), *extras])
+        vessels = np.isin(lab, extras)
         lesion = L.lesion_index_for(spec.organ)
-        hu = cfg.hu_range(spec.organ)
-        vessels = np.isin(label[box], [L.NAME_TO_INDEX[n] for n in ORGAN_EXTRAS.get(_organ_key(spec.organ), ())])
-        level0 = quantize_density(ct, region, hu, vessels=vessels)
+        stats = measure_organ_hu(ct, region & ~vessels) if cfg.relative and (region & ~vessels).any() else None
+        hu = cfg.hu_model(spec.organ, stats)
+        level0 = quantize_density(ct, region, (hu.lo, hu.hi), vessels=vessels)
         target_mm = self.target_diameter_mm(spec, rng)
         if spec.steps is not None:
             steps = int(spec.steps)
@@ -460,32 +709,61 @@ class CASynthesizer:
         count = spec.count if spec.count is not None else (1 if target_mm is not None else None)
         # size-targeted growth measures one lesion's extent: no satellites around it
         seeds = self.seed_points(level0, count, rng, satellites=target_mm is None)
-        stop = None if target_mm is None else (target_mm / sp[0], target_mm / sp[1])
+        stop = None if target_mm is None else grid.stop_vox(target_mm)
         g = grow(level0, seeds, steps, rng, cfg, necrosis=None, gate_steps=cfg.gate(spec.organ),
                  stop_diameter_vox=stop)
         steps, necrosis = g.steps, g.necrosis
 
-        tumor = ((g.state >= 1) & (g.state <= THRESHOLD)) & region
-        necrotic = (g.state == NECROTIC) & region
-        labelled = tumor if cfg.compat else (tumor | necrotic)
-        if not (tumor | necrotic).any():
+        tumor_g = ((g.state >= 1) & (g.state <= THRESHOLD)) & region
+        necrotic_g = (g.state == NECROTIC) & region
+        if not (tumor_g | necrotic_g).any():
             raise SynthesisError("the CA grew no tumor inside the organ")
-        sub = bbox_of(tumor | necrotic, margin=2)
+        # render on the tumor's box, with room for the blur and for a scan voxel's footprint
+        reach = 2 if grid.identity else 3 + int(np.ceil(max(grid.ratio(ax) for ax in range(3))))
+        sub = bbox_of(tumor_g | necrotic_g, margin=reach)
         tex = tumor_texture(tuple(s.stop - s.start for s in sub), rng,
                             sigma_a=float(rng.choice(SIGMA_A_CHOICES)), sigma_b=float(rng.choice(SIGMA_B_CHOICES)))
-        new_sub = render(ct[sub], g.state[sub], level0[sub], region[sub], spec.organ, hu, tex, rng, cfg)
+        new_sub, drawn = render(ct[sub], g.state[sub], level0[sub], region[sub], spec.organ, hu, tex, rng, cfg)
+
+        # back on the scan's grid: occupancy >= 0.5 is tumor, the HU change is the footprint mean
+        region_box = region_full[box]
+        if grid.identity:
+            ssub, changed = sub, new_sub
+            tumor_s, necrotic_s = tumor_g[sub], necrotic_g[sub]
+        else:
+            ssub, occ = grid.to_scan((tumor_g | necrotic_g)[sub], sub)
+            _, occ_nec = grid.to_scan(necrotic_g[sub], sub)
+            _, delta = grid.to_scan(new_sub - ct[sub], sub)
+            inside = region_box[ssub]
+            # a tumor smaller than half a scan voxel everywhere keeps its most occupied voxel(s)
+            top = float(occ[inside].max()) if inside.any() else 0.0
+            cut = min(0.5, top) if top > 0 else 0.5
+            necrotic_s = (occ_nec >= cut) & (occ >= cut) & inside
+            tumor_s = (occ >= cut) & inside & ~necrotic_s
+            scan_ct = np.asarray(ct_hu, dtype=np.float32)[box][ssub]
+            changed = np.where(inside, scan_ct + delta, scan_ct).astype(np.float32)
+        labelled_s = tumor_s if cfg.compat else (tumor_s | necrotic_s)
+        if not labelled_s.any():
+            raise SynthesisError("the CA tumor is smaller than one scan voxel")
         out_ct = np.array(ct_hu, dtype=np.float32, copy=True)
-        full_sub = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub))
-        out_ct[full_sub] = new_sub
+        full_sub = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, ssub))
+        out_ct[full_sub] = changed
+        labelled = np.zeros(region_box.shape, bool)
+        labelled[ssub] = labelled_s
         out_label = np.array(label, dtype=np.uint8, copy=True)
         out_label[box][labelled] = lesion
 
+        hu_info = {**hu.as_dict(), **drawn}
         details = {"steps": steps, "necrosis": necrosis, "compat": cfg.compat, "n_seeds": int(len(seeds)),
-                   "target_diameter_mm": None if target_mm is None else round(target_mm, 2)}
+                   "target_diameter_mm": None if target_mm is None else round(target_mm, 2),
+                   "grid_mm": round(grid.mm, 4), "hu_mode": hu.mode, "hu_difference": drawn["hu_difference"],
+                   "organ_median_hu": None if hu.organ is None else round(hu.organ.median, 2)}
         records = tumor_records(labelled, lesion, sp, spec.organ, self.name, box=box, **details)
-        info = {"method": self.name, "steps": steps, "target_diameter_mm": target_mm, "necrosis": necrosis, "compat": cfg.compat,
-                "seeds": [[int(v + b.start) for v, b in zip(p, box)] for p in seeds],
-                "tumor_voxels": int(tumor.sum()), "necrotic_voxels": int(necrotic.sum()),
+        info = {"method": self.name, "steps": steps, "target_diameter_mm": target_mm, "necrosis": necrosis,
+                "compat": cfg.compat, **grid.as_dict(), "hu": hu_info,
+                "seeds": [grid.scan_voxel(p) for p in seeds],
+                "tumor_voxels": int(tumor_s.sum()), "necrotic_voxels": int(necrotic_s.sum()),
+                "grid_tumor_voxels": int(tumor_g.sum()), "grid_necrotic_voxels": int(necrotic_g.sum()),
                 "device": str(cfg.torch_device()), "seconds": round(time.perf_counter() - t0, 3)}
         return SynthesisResult(out_ct, out_label, records, info)
 
@@ -496,9 +774,9 @@ def ca_tumor_mask(organ_mask: np.ndarray, spacing, size: float | str, rng: np.ra
     """A CA-grown tumor shape, bool (X, Y, Z), for mask-driven makers (the diffusion inpainter's
     ``mask_provider`` signature). No CT is given, so the organ is one density level (level 0)
     with ``avoid`` voxels (vessels) as out-of-range; one seed is placed like an ellipsoid
-    centre (:class:`~generative.tumors.placement.PlacementSampler`) and grown until the
-    diameter of ``size`` (a class or mm) is reached. The result lies inside the organ and
-    off ``avoid``."""
+    centre (:class:`~generative.tumors.placement.PlacementSampler`) and grown on the
+    ``config.grid_mm`` grid until the diameter of ``size`` (a class or mm) is reached along
+    any axis. The result lies inside the organ and off ``avoid``."""
     from generative.tumors.placement import PlacementSampler  # placement imports base only; no cycle
 
     cfg = config or CAConfig(satellite_prob=0.0)
@@ -511,11 +789,29 @@ def ca_tumor_mask(organ_mask: np.ndarray, spacing, size: float | str, rng: np.ra
     cand, _ = sampler._candidates(target / 2 + margin_mm)
     seed = cand[int(rng.integers(len(cand)))]
     allowed = sampler.dist_mm > margin_mm
-    level = np.where(allowed, 0, OUT_OF_RANGE).astype(np.int8)
-    sp = [float(v) for v in spacing]
-    g = grow(level, seed[None], cfg.size_step_factor * MAX_STEPS["liver"], rng, cfg, necrosis=False,
-             stop_diameter_vox=(target / sp[0], target / sp[1]))
-    local = (g.state >= 1) & (g.state <= THRESHOLD) & allowed
+    sp = tuple(float(v) for v in spacing)
+    # the grid over the sampler's box (that box is the organ's; the grid adds no margin beyond it)
+    grid = GrowthGrid.over(np.ones(allowed.shape, bool), sp, cfg.grid_mm)
+    allowed_g = grid.to_grid(allowed, order=0)
+    level = np.where(allowed_g, 0, OUT_OF_RANGE).astype(np.int8)
+    seed_g = np.clip(np.rint(seed * np.array([grid.ratio(ax) for ax in range(3)])).astype(np.int64), 0,
+                     np.array(grid.shape) - 1)
+    if not allowed_g[tuple(seed_g)]:  # the seed's scan voxel is allowed; take the nearest allowed grid voxel
+        free = np.argwhere(allowed_g)
+        seed_g = free[int(np.argmin(((free - seed_g) ** 2).sum(1)))]
+    g = grow(level, seed_g[None], cfg.size_step_factor * MAX_STEPS["liver"], rng, cfg, necrosis=False,
+             stop_diameter_vox=grid.stop_vox(target))
+    local_g = (g.state >= 1) & (g.state <= THRESHOLD) & allowed_g
+    if grid.identity:
+        local = local_g
+    else:
+        sub = bbox_of(local_g, margin=3 + int(np.ceil(max(grid.ratio(ax) for ax in range(3)))))
+        ssub, occ = grid.to_scan(local_g[sub], sub)
+        local = np.zeros(allowed.shape, bool)
+        local[ssub] = occ >= 0.5
+        local &= allowed
+        if not local.any():  # a tumor thinner than a scan voxel: keep its seed voxel
+            local[tuple(seed)] = True
     out = np.zeros(organ_mask.shape, dtype=bool)
     out[sampler.box] = local
     return out

@@ -7,7 +7,13 @@ tumor as an elastically deformed ellipsoid of radius 4/8/16/32 mm x U(0.75, 1.25
 per axis, centred in the middle 30-70 % of the organ's axial extent away from
 its edge (:mod:`generative.tumors.placement`); blur the union's edge with a
 Gaussian of sigma U(1, 2) voxels; darken the organ by ``texture * blur *
-U(65, 145)`` HU, inside the organ only.
+d`` HU, inside the organ only. The reference's ``d`` is U(65, 145) HU, an
+absolute value tuned on contrast-enhanced liver (``hu_mode="absolute"``); by
+default (``"relative"``) it is scaled by the organ's measured contrast (median
+HU of its own voxels, vessels and lesions excluded) above a 0 HU floor over the
+reference organ's (liver/pancreas 130, kidney 170 HU; see
+:func:`generative.tumors.texture.contrast_scale`), so a tumor in a non-contrast
+45 HU liver is darkened by 22-50 HU instead of falling to fat density.
 
 Differences from the reference, on purpose: the reference clips tumors that
 cross the organ surface; here they are placed to fit (and only clipped when the
@@ -17,12 +23,14 @@ organ is too small), and vessels / existing lesions are avoided when labelled.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cohort import labels as L
+from cohort.config import check_choices
 from generative.tumors.base import (
     SynthesisError,
     SynthesisResult,
@@ -35,7 +43,15 @@ from generative.tumors.base import (
 )
 from generative.tumors.placement import PlacementSampler
 from generative.tumors.shapes import SIZE_CLASSES_MM, count_for_class
-from generative.tumors.texture import tumor_texture
+from generative.tumors.texture import (
+    MIN_CONTRAST_HU,
+    REFERENCE_ORGAN_HU,
+    SOFT_TISSUE_FLOOR_HU,
+    contrast_scale,
+    measure_organ_hu,
+    reference_hu,
+    tumor_texture,
+)
 
 #: the reference transform draws one of these with equal probability (tumor_prob 0.2 each)
 TUMOR_TYPES: tuple[str, ...] = ("tiny", "small", "medium", "large", "mix")
@@ -43,9 +59,21 @@ TUMOR_TYPES: tuple[str, ...] = ("tiny", "small", "medium", "large", "mix")
 
 @dataclass
 class RulesConfig:
-    """Parameters of the rule-based synthesizer (defaults: SyntheticTumors)."""
+    """Parameters of the rule-based synthesizer (defaults: SyntheticTumors).
 
-    hu_difference: tuple[float, float] = (65.0, 145.0)  # darkening, HU
+    HU (issue 19): ``hu_difference`` is the reference's absolute darkening, U(65, 145) HU,
+    which assumes contrast-enhanced CT. ``hu_mode="relative"`` (default) multiplies it by
+    (organ median - hu_floor) / (reference - hu_floor), with the organ's median HU measured
+    in the scan (its own voxels: vessels and lesions excluded) and ``reference`` from
+    ``reference_organ_hu`` (the centre of Pixel2Cancer's organ ranges: liver/pancreas 130,
+    kidney 170 HU); a liver at 130 HU gets the reference's darkening, a non-contrast 45 HU
+    liver 22-50 HU. ``hu_mode="absolute"`` uses ``hu_difference`` as it is (the reference).
+    """
+
+    hu_difference: tuple[float, float] = (65.0, 145.0)  # darkening, HU (absolute; scaled in relative mode)
+    hu_mode: Literal["relative", "absolute"] = "relative"  # organ-relative darkening or the reference's fixed HU
+    hu_floor: float = SOFT_TISSUE_FLOOR_HU  # relative mode: the HU the organ's contrast is measured above
+    reference_organ_hu: dict[str, float] = field(default_factory=lambda: dict(REFERENCE_ORGAN_HU))
     edge_sigma: tuple[float, float] = (1.0, 2.0)  # edge blur, voxels
     margin_mm: float = 2.0  # distance kept from the organ surface and vessels
     avoid_vessels: bool = True
@@ -61,6 +89,7 @@ class RuleSynthesizer:
 
     def __init__(self, config: RulesConfig | None = None):
         self.config = config or RulesConfig()
+        check_choices(self.config)  # hu_mode of a config built in code
         for t in self.config.size_types:
             if t != "mix" and t not in SIZE_CLASSES_MM:
                 raise ValueError(f"RulesConfig.size_types: unknown size type {t!r}; expected {TUMOR_TYPES}")
@@ -75,6 +104,20 @@ class RuleSynthesizer:
         if kind not in SIZE_CLASSES_MM:
             raise SynthesisError(f"unknown tumor size {kind!r}; expected one of {TUMOR_TYPES}")
         return kind, [kind] * (spec.count or count_for_class(rng, kind))
+
+    def hu_rule(self, ct_hu: np.ndarray, organ: np.ndarray, organ_name: str) -> tuple[float, dict]:
+        """The darkening's scale (1 in absolute mode) and what it rests on, for provenance:
+        ``hu_mode``, ``hu_scale``, and in relative mode the organ's measured HU (median,
+        quartiles, over ``organ``, which holds no vessel or lesion voxels: they carry their own
+        labels), the floor and the reference organ HU."""
+        cfg = self.config
+        if cfg.hu_mode != "relative":
+            return 1.0, {"hu_mode": "absolute", "hu_scale": 1.0}
+        ref = reference_hu(organ_name, cfg.reference_organ_hu)
+        stats = measure_organ_hu(ct_hu, organ)
+        scale = contrast_scale(stats.median, ref, cfg.hu_floor, MIN_CONTRAST_HU)
+        return scale, {"hu_mode": "relative", "hu_scale": round(scale, 4), **stats.as_dict(),
+                       "reference_organ_hu": ref, "hu_floor": cfg.hu_floor}
 
     def __call__(self, ct_hu: np.ndarray, label: np.ndarray, spacing, spec: TumorSpec,
                  rng: np.random.Generator) -> SynthesisResult:
@@ -105,6 +148,8 @@ class RuleSynthesizer:
         # render on the tumors' bounding box (+ blur support) only
         sigma = float(rng.uniform(*cfg.edge_sigma))
         diff = float(rng.uniform(*cfg.hu_difference))
+        scale, hu = self.hu_rule(ct_hu, organ, spec.organ)
+        diff *= scale
         sub = bbox_of(geo, margin=int(np.ceil(3 * sigma)) + 1)
         g = gaussian_filter(geo[sub].astype(np.float32), sigma)
         tex = tumor_texture(g.shape, rng)
@@ -115,8 +160,11 @@ class RuleSynthesizer:
         out = np.array(label, dtype=np.uint8, copy=True)
         out[box][geo] = lesion
 
-        records = tumor_records(geo, lesion, sp, spec.organ, self.name, box=box, tumor_type=kind)
+        hu["hu_difference"] = round(diff, 2)
+        records = tumor_records(geo, lesion, sp, spec.organ, self.name, box=box, tumor_type=kind,
+                                hu_mode=hu["hu_mode"], hu_difference=round(diff, 2),
+                                organ_median_hu=hu.get("organ_median_hu"))
         info = {"method": self.name, "tumor_type": kind, "edge_sigma_vox": round(sigma, 3),
-                "hu_difference": round(diff, 2), "placements": [p.as_dict() for p in placements],
+                "hu_difference": round(diff, 2), "hu": hu, "placements": [p.as_dict() for p in placements],
                 "seconds": round(time.perf_counter() - t0, 3)}
         return SynthesisResult(ct, out, records, info)

@@ -100,3 +100,71 @@ def test_bad_inputs():
         RuleSynthesizer()(ct[:8], lab, (1.0,) * 3, TumorSpec(), np.random.default_rng(0))
     with pytest.raises(SynthesisError, match="unknown tumor size"):
         RuleSynthesizer()(ct, lab, (1.0,) * 3, TumorSpec(size="huge"), np.random.default_rng(0))
+
+
+# --- issue 19: darkening relative to the organ's own HU ----------------------------------------------------------
+
+
+def gaussian_liver(hu: float, noise_hu: float = 10.0, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    ct, lab = toy_liver(n)
+    rng = np.random.default_rng(1)
+    liver = lab == LIVER
+    ct[liver] = (hu + rng.normal(0, noise_hu, int(liver.sum()))).astype(np.float32)
+    return ct, lab
+
+
+def test_non_contrast_organ_gets_a_hypodense_tumor_above_water():
+    """A 45 HU liver: the reference's absolute 65-145 HU darkening put the tumor at fat density;
+    relative mode scales it by 45/130 and records what it measured."""
+    ct, lab = gaussian_liver(45.0)
+    spec = TumorSpec(size="small", count=2)
+    for seed in range(3):
+        res = RuleSynthesizer()(ct, lab, (1.0,) * 3, spec, np.random.default_rng(seed))
+        lesion = res.label == LESION
+        assert 5.0 < float(res.ct[lesion].mean()) < 45.0 - 8.0, float(res.ct[lesion].mean())
+        hu = res.info["hu"]
+        assert hu["hu_mode"] == "relative" and abs(hu["organ_median_hu"] - 45.0) < 1.5
+        assert hu["reference_organ_hu"] == 130.0 and hu["hu_floor"] == 0.0
+        assert abs(hu["hu_scale"] - 45.0 / 130.0) < 0.02
+        assert 65 * 0.33 <= res.info["hu_difference"] <= 145 * 0.36 and hu["hu_difference"] == res.info["hu_difference"]
+        assert res.records[0]["hu_mode"] == "relative" and res.records[0]["organ_median_hu"] == hu["organ_median_hu"]
+    old = RuleSynthesizer(RulesConfig(hu_mode="absolute"))(ct, lab, (1.0,) * 3, spec, np.random.default_rng(0))
+    new = RuleSynthesizer()(ct, lab, (1.0,) * 3, spec, np.random.default_rng(0))
+    assert np.array_equal(old.label, new.label)  # the same draws: only the darkening differs
+    lesion = old.label == LESION
+    assert float(old.ct[lesion].mean()) < float(new.ct[lesion].mean()) - 15
+    assert old.info["hu"] == {"hu_mode": "absolute", "hu_scale": 1.0, "hu_difference": old.info["hu_difference"]}
+    assert 65 <= old.info["hu_difference"] <= 145
+
+
+def test_contrast_enhanced_organ_keeps_the_reference_darkening():
+    """At the reference organ HU (130) the relative darkening is the absolute one."""
+    ct, lab = gaussian_liver(130.0, noise_hu=15.0)
+    rel = RuleSynthesizer()(ct, lab, (1.0,) * 3, TumorSpec(size="small"), np.random.default_rng(2))
+    ab = RuleSynthesizer(RulesConfig(hu_mode="absolute"))(ct, lab, (1.0,) * 3, TumorSpec(size="small"),
+                                                          np.random.default_rng(2))
+    assert np.array_equal(rel.label, ab.label)
+    assert abs(rel.info["hu"]["hu_scale"] - 1.0) < 0.01
+    drop_rel, drop_ab = ct - rel.ct, ct - ab.ct
+    assert np.allclose(drop_rel, drop_ab * rel.info["hu"]["hu_scale"], atol=0.02)
+
+
+def test_kidney_uses_its_own_reference_hu():
+    ct, lab = gaussian_liver(170.0)
+    lab[lab == LIVER] = L.NAME_TO_INDEX["kidney_left"]
+    res = RuleSynthesizer()(ct, lab, (1.0,) * 3, TumorSpec("kidney", size="small", count=1), np.random.default_rng(0))
+    assert res.info["hu"]["reference_organ_hu"] == 170.0 and abs(res.info["hu"]["hu_scale"] - 1.0) < 0.02
+
+
+def test_real_ct_rule_tumor_is_darker_than_the_liver_and_above_fat():
+    """The 3 mm non-contrast TotalSegmentator sample (liver ~46 HU): rule tumors used to average
+    -12 to 20 HU; now between water and the liver."""
+    from cohort.layouts import open_cohort
+    from tests.conftest import TS_COHORT
+
+    case = open_cohort(TS_COHORT).refs[0].load()
+    organ_hu = float(np.median(case.ct[case.label == LIVER]))
+    for seed in range(3):
+        res = RuleSynthesizer()(case.ct, case.label, case.spacing, TumorSpec("liver"), np.random.default_rng(seed))
+        m = float(res.ct[res.label == LESION].mean())
+        assert 5.0 < m < organ_hu - 8.0, (seed, m, organ_hu)
