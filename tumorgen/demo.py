@@ -196,6 +196,9 @@ def scaling_config(cfg: DemoConfig, out: Path, data: Path) -> ScalingConfig:
 
 
 def _segmentor_cell(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
+    """The grid's real-only cell at the largest real size, run before the rest of the grid because
+    the filter's FreeTumor gate needs a segmentor and the filtered source needs the filter. It is not
+    extra work: ``run_study`` later finds its ``cell.json`` and skips it."""
     from evaluation.scaling import Cell, prepare_data, run_cell
 
     sc = scaling_config(cfg, out, data)

@@ -61,6 +61,12 @@ class ControlNetConfig:
     tumor_loss_weight: float = 100.0  # MAISI weights tumor voxels x100 in the latent loss
     inpaint_margin_mm: float = 6.0  # the inpainted region is the tumor dilated by this much
 
+    def pipeline_fields(self) -> dict:
+        """What the exported :class:`PipelineSpec` takes from this section (``organs`` is its
+        ``condition_organs``); the one place the two are tied."""
+        return {"condition_organs": list(self.organs), "inpaint": self.inpaint,
+                "inpaint_margin_mm": self.inpaint_margin_mm, "tumor_loss_weight": self.tumor_loss_weight}
+
 
 @dataclass
 class SchedulerConfig:
@@ -71,6 +77,18 @@ class SchedulerConfig:
     num_train_timesteps: int = 1000
     schedule: str = "scaled_linear_beta"  # ddpm only
     sample_method: Literal["uniform", "logit-normal"] = "uniform"  # rflow only
+
+    def process(self):
+        """The noise process stored with the model (``ProcessSpec``): these fields, with rectified
+        flow always predicting velocity."""
+        from dataclasses import asdict
+
+        from generative.diffusion.schedulers import ProcessSpec
+
+        d = asdict(self)
+        if self.kind != "ddpm":
+            d["prediction_type"] = "velocity"
+        return ProcessSpec(**d)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from generative.diffusion.models import (
     controlnet_from_unet,
 )
 from generative.diffusion.pipeline import SPEC_NAME, LatentDiffusionPipeline, PipelineSpec
-from generative.diffusion.schedulers import ProcessSpec
 
 CKPT_RE = runs.CKPT_RE
 
@@ -64,7 +63,7 @@ def build_stage_models(cfg: GenerativeConfig) -> dict[str, torch.nn.Module | Non
                           u.num_res_blocks, u.norm_num_groups, u.num_head_channels)
         return {"autoencoder": ae, "unet": unet, "controlnet": None}
     unet = LatentUNet.from_pretrained(init / "unet")
-    spec = PipelineSpec(condition_organs=list(c.organs), inpaint=c.inpaint)
+    spec = PipelineSpec(**c.pipeline_fields())
     cn = controlnet_from_unet(unet, spec.condition_channels, tuple(c.conditioning_embedding_num_channels))
     return {"autoencoder": ae, "unet": unet, "controlnet": cn}
 
@@ -76,11 +75,8 @@ def stage_spec(cfg: GenerativeConfig, scale_factor: float) -> PipelineSpec:
     if cfg.stage == "controlnet":
         base = load_init_spec(cfg.init_from)
         return PipelineSpec(scale_factor=base.scale_factor, process=base.process, spacing_mm=base.spacing_mm,
-                            condition_organs=list(c.organs), inpaint=c.inpaint,
-                            inpaint_margin_mm=c.inpaint_margin_mm, tumor_loss_weight=c.tumor_loss_weight)
-    process = ProcessSpec(kind=s.kind, prediction_type=s.prediction_type if s.kind == "ddpm" else "velocity",
-                          num_train_timesteps=s.num_train_timesteps, schedule=s.schedule, sample_method=s.sample_method)
-    return PipelineSpec(scale_factor=scale_factor, process=process, spacing_mm=list(cfg.data.spacing_mm),
+                            **c.pipeline_fields())
+    return PipelineSpec(scale_factor=scale_factor, process=s.process(), spacing_mm=list(cfg.data.spacing_mm),
                         condition_organs=[], inpaint=False)
 
 
@@ -144,8 +140,9 @@ def build_pipeline(cfg: GenerativeConfig, scale_factor: float = 1.0, controlnet:
     ae = build_autoencoder(tuple(a.channels), a.latent_channels, a.num_res_blocks, a.norm_num_groups, a.attention)
     unet = build_unet(a.latent_channels, tuple(u.channels), tuple(u.attention_levels), u.num_res_blocks,
                       u.norm_num_groups, u.num_head_channels)
-    spec = replace(stage_spec(replace(cfg, stage="diffusion"), scale_factor),
-                   condition_organs=list(c.organs) if controlnet else [], inpaint=c.inpaint and controlnet,
-                   inpaint_margin_mm=c.inpaint_margin_mm, tumor_loss_weight=c.tumor_loss_weight)
+    fields = c.pipeline_fields()
+    if not controlnet:
+        fields.update(condition_organs=[], inpaint=False)
+    spec = replace(stage_spec(replace(cfg, stage="diffusion"), scale_factor), **fields)
     cn = controlnet_from_unet(unet, spec.condition_channels, tuple(c.conditioning_embedding_num_channels)) if controlnet else None
     return LatentDiffusionPipeline(ae, unet, cn, spec)
