@@ -171,3 +171,12 @@ def assert_same_cohorts(a: dict, b: dict) -> None:
     for k in a:
         assert np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]), k
         assert a[k][2] == b[k][2], k
+
+
+def extents_mm(mask: np.ndarray, spacing) -> np.ndarray:
+    """Extent of a non-empty mask along each axis, in mm (voxel count times spacing)."""
+    ext = []
+    for ax in range(3):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
+        ext.append((idx[-1] - idx[0] + 1) * spacing[ax])
+    return np.array(ext)

@@ -172,13 +172,19 @@ def random_blob(rng, shape, n=3):
     return m
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_nsd_matches_brute_force(seed):
+def _random_pair(seed: int, roll: int):
+    """(rng, spacing, gt, pred): two random blobs on an anisotropic grid, pred overlapping a shifted gt."""
     rng = np.random.default_rng(seed)
     spacing = tuple(rng.uniform(0.6, 2.5, 3))
     shape = (18, 16, 14)
     gt = random_blob(rng, shape)
-    pred = random_blob(rng, shape) | np.roll(gt, 1, axis=int(rng.integers(3)))
+    pred = random_blob(rng, shape) | np.roll(gt, roll, axis=int(rng.integers(3)))
+    return rng, spacing, gt, pred
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nsd_matches_brute_force(seed):
+    rng, spacing, gt, pred = _random_pair(seed, roll=1)
     pred[:, :, 0] |= rng.random(pred.shape[:2]) < 0.05  # specks touching the volume border
     expected, dg, dp = brute_force_nsd(gt, pred, spacing, 2.0)
     sd = surface_distances(gt, pred, spacing)
@@ -291,11 +297,7 @@ def weighted_percentile_by_loop(d: np.ndarray, w: np.ndarray, percent: float) ->
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_hd95_and_msd_match_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    spacing = tuple(rng.uniform(0.6, 2.5, 3))
-    shape = (18, 16, 14)
-    gt = random_blob(rng, shape)
-    pred = random_blob(rng, shape) | np.roll(gt, 2, axis=int(rng.integers(3)))
+    rng, spacing, gt, pred = _random_pair(seed, roll=2)
     pg, ag = brute_force_surface(gt, spacing)
     pp, ap = brute_force_surface(pred, spacing)
     dist = cdist(pg, pp)

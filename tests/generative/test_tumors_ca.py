@@ -7,7 +7,7 @@ import torch
 from cohort import labels as L
 from generative.tumors import CAConfig, CASynthesizer, SynthesisError, TumorSpec
 from generative.tumors.ca import BOUNDARY, NECROTIC, OUT_OF_RANGE, THRESHOLD, grow, quantize_density
-from tests.toys import toy_liver
+from tests.toys import extents_mm, toy_liver
 
 torch.set_num_threads(1)
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
@@ -198,14 +198,6 @@ def physical_liver(spacing, fov_mm: float = 72.0, radii_mm=(30.0, 28.0, 28.0), h
     lab = np.zeros(shape, np.uint8)
     lab[liver] = LIVER
     return ct, lab
-
-
-def extents_mm(mask: np.ndarray, spacing) -> np.ndarray:
-    ext = []
-    for ax in range(3):
-        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
-        ext.append((idx[-1] - idx[0] + 1) * spacing[ax])
-    return np.array(ext)
 
 
 def sizes(cfg: CAConfig, spacing, spec: TumorSpec, seeds=range(6), **liver) -> tuple[float, np.ndarray]:

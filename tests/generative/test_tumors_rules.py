@@ -6,17 +6,9 @@ import pytest
 from cohort import labels as L
 from generative.tumors import RulesConfig, RuleSynthesizer, SynthesisError, TumorSpec
 from generative.tumors.shapes import SIZE_CLASSES_MM
-from tests.toys import toy_liver
+from tests.toys import extents_mm, toy_liver
 
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
-
-
-def extents_mm(mask: np.ndarray, spacing) -> np.ndarray:
-    ext = []
-    for ax in range(3):
-        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
-        ext.append((idx[-1] - idx[0] + 1) * spacing[ax])
-    return np.array(ext)
 
 
 @pytest.mark.parametrize("size,spacing", [("tiny", 0.5), ("small", 1.0), ("medium", 1.5), ("large", 2.5)])
