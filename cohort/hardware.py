@@ -196,8 +196,7 @@ def hardware_summary() -> dict[str, Any]:
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
             gpus.append({"index": i, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                         "capability": f"{props.major}.{props.minor}",
-                         "bf16": bool(props.major >= 8), "auto_precision": "bf16" if props.major >= 8 else "fp32"})
+                         "capability": f"{props.major}.{props.minor}"})
     return {
         "cpu_model": cpu_model(),
         "cpu_capability": cpu_capability(),

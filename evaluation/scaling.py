@@ -277,10 +277,6 @@ def make_synthetic_cohort(s: SyntheticSource, healthy: list[Path], target: Path)
     return target
 
 
-#: the name the study used before the registry; kept for callers of the old API
-make_baseline_cohort = make_synthetic_cohort
-
-
 def make_filtered_source(s: SyntheticSource, cohort: Path, target: Path) -> Path:
     """Score ``cohort`` with ``s.filter.model``, apply the filter policy; returns the filtered
     manifest (accepted and rejected cases, read with ``accepted_only``). Resumable: a finished

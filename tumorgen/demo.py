@@ -163,13 +163,13 @@ def _diffusion(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
 
 
 def _baselines(cfg: DemoConfig, out: Path, data: Path) -> dict[str, Any]:
-    from evaluation.scaling import make_baseline_cohort
+    from evaluation.scaling import make_synthetic_cohort
 
     healthy = sorted(data.glob("healthy_*"))
     info = {}
     for method in ("rules", "ca"):
         t0 = time.perf_counter()
-        make_baseline_cohort(SyntheticSource(name=method, method=method, organs=list(cfg.baseline_organs)),
+        make_synthetic_cohort(SyntheticSource(name=method, method=method, organs=list(cfg.baseline_organs)),
                              healthy, out / "synthetic" / method)
         info[f"{method}_s"] = round(time.perf_counter() - t0, 1)
     return info
