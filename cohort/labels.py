@@ -112,6 +112,17 @@ ALIASES: dict[str, str] = {
     "esophageal_tumor": "esophagus_tumor",
 }
 
+#: Where AbdomenAtlas 2.0 names a class differently from this vocabulary (its per-organ mask file
+#: names, ``segmentations/<name>.nii.gz``): the writer uses these, the reader maps them back (ALIASES).
+ABDOMENATLAS_NAMES: dict[str, str] = {"uterine_lesion": "endometrioma_tumor"}
+
+
+def abdomenatlas_name(index: int) -> str:
+    """The AbdomenAtlas 2.0 file name of vocabulary class ``index`` (its mask is ``<name>.nii.gz``)."""
+    name = INDEX_TO_NAME[int(index)]
+    return ABDOMENATLAS_NAMES.get(name, name)
+
+
 #: TotalSegmentator v2 "total" task, the abdominal classes (Wasserthal et al.,
 #: TotalSegmentator, class map of v2). Unlisted classes map to background.
 TOTALSEGMENTATOR_V2: dict[int, str] = {

@@ -32,8 +32,10 @@ from typing import Any
 
 from cohort.config import ConfigError, from_dict, to_dict
 
-#: the tumor types of AbdomenAtlas 2.0 the solid-organ makers support
+#: the solid-organ tumor types (the organs the published CA / rule / diffusion recipes were built on)
 SOLID_ORGANS: tuple[str, ...] = ("liver", "pancreas", "kidney")
+#: all six tumor types of AbdomenAtlas 2.0 (issue 18: colon and esophagus grow from the wall)
+ALL_ORGANS: tuple[str, ...] = (*SOLID_ORGANS, "colon", "esophagus", "uterus")
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,16 @@ def _load_builtins() -> None:
     from generative.tumors.ca import CAConfig, CASynthesizer
     from generative.tumors.rules import RulesConfig, RuleSynthesizer
 
+    # the diffusion maker places tumors with the solid-organ interior rule and conditions on the organs
+    # it was trained with: colon, esophagus and uterus are not supported until it learns them
     for e in (
-        SynthesizerEntry("ca", CAConfig, CASynthesizer, SOLID_ORGANS, False,
-                         "cellular automaton (Pixel2Cancer, Lai et al. MICCAI 2024)"),
-        SynthesizerEntry("rules", RulesConfig, RuleSynthesizer, SOLID_ORGANS, False,
-                         "rule-based ellipsoids (SyntheticTumors, Hu et al. CVPR 2023)"),
+        SynthesizerEntry("ca", CAConfig, CASynthesizer, ALL_ORGANS, False,
+                         "cellular automaton (Pixel2Cancer, Lai et al. MICCAI 2024; wall seeds in colon/esophagus)"),
+        SynthesizerEntry("rules", RulesConfig, RuleSynthesizer, ALL_ORGANS, False,
+                         "rule-based ellipsoids (SyntheticTumors, Hu et al. CVPR 2023; wall placement in "
+                         "colon/esophagus)"),
         SynthesizerEntry("diffusion", DiffusionMakerConfig, _build_diffusion, SOLID_ORGANS, True,
-                         "ControlNet latent diffusion inpainting (this project's generator)"),
+                         "ControlNet latent diffusion inpainting (this project's generator; solid organs only)"),
     ):
         _REGISTRY.setdefault(e.name, e)
 
@@ -109,6 +114,32 @@ def get_entry(name: str) -> SynthesizerEntry:
     if name not in _REGISTRY:
         raise ValueError(f"unknown synthesizer {name!r}; registered: {synthesizer_names()}")
     return _REGISTRY[name]
+
+
+def organ_type(organ: str) -> str:
+    """The tumor type of an organ type or name ("kidney_left" -> "kidney", "colon" -> "colon")."""
+    from cohort import labels as L
+
+    if organ in L.ORGAN_TYPES:
+        return organ
+    lesion = L.ORGAN_TO_LESION.get(L.canonical_name(organ))
+    return L.LESION_TO_ORGAN_TYPE.get(lesion, organ) if lesion else organ
+
+
+def supports(name: str, organ: str) -> bool:
+    """Whether the registered maker ``name`` makes tumors of ``organ`` (a type or organ name)."""
+    return organ_type(organ) in get_entry(name).organs
+
+
+def check_supported(name: str, organs, where: str = "") -> None:
+    """Raise ValueError naming the maker, the organ and what it supports when ``name`` cannot
+    make tumors in one of ``organs``."""
+    e = get_entry(name)
+    bad = sorted({o for o in organs if organ_type(o) not in e.organs})
+    if bad:
+        pre = f"{where}: " if where else ""
+        raise ValueError(f"{pre}tumor maker {name!r} does not support tumors of {', '.join(map(repr, bad))}; "
+                         f"it supports {', '.join(e.organs)}")
 
 
 def make_config(name: str, params: dict[str, Any] | Any | None = None, where: str = "params") -> Any:
@@ -147,6 +178,7 @@ def resolve_onthefly(method: str, params: dict[str, Any], where: str = "onthefly
     synth = build_synthesizer(method, synth_kw, where)
 
     def spec_for(organ: str, rng) -> TumorSpec:
+        check_supported(method, [organ], where)
         return TumorSpec(organ=organ, **spec_kw)
 
     return synth, spec_for

@@ -1,5 +1,7 @@
 """AbdomenAtlas layout: ``<root>/<case>/ct.nii.gz`` plus ``combined_labels.nii.gz``
-(vocabulary indices) or ``segmentations/<name>.nii.gz`` binary masks.
+(vocabulary indices) or ``segmentations/<name>.nii.gz`` binary masks. Mask names are
+AbdomenAtlas 2.0's (``colon_lesion``, ``esophagus_tumor``, ``endometrioma_tumor`` for the
+uterine lesion class, ...: :func:`cohort.labels.abdomenatlas_name`); aliases are read too.
 
 This is also the layout the product writes (synthetic cohorts, phantoms), with
 a ``case.json`` provenance sidecar per case and a ``manifest.jsonl`` per cohort.
@@ -129,7 +131,7 @@ def write_case(case: Case, root: str | Path, *, per_organ_masks: bool = False, o
         if per_organ_masks:
             for v in np.unique(case.label):
                 if v:
-                    write_volume(tmp / SEG_DIR / f"{L.INDEX_TO_NAME[int(v)]}.nii.gz",
+                    write_volume(tmp / SEG_DIR / f"{L.abdomenatlas_name(int(v))}.nii.gz",
                                  (case.label == v).astype(np.uint8), case.affine, dtype=np.uint8)
         meta = {k: v for k, v in case.meta.items() if k not in ("source_path", "layout")}
         meta["case_id"] = case.case_id

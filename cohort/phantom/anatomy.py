@@ -31,8 +31,15 @@ TEXTURE_HU: dict[str, tuple[float, float]] = {
     "hepatic_vessel": (5.0, 3.0), "liver": (5.0, 6.0), "spleen": (6.0, 4.0), "kidney_cortex": (6.0, 3.0),
     "kidney_medulla": (7.0, 3.0), "pancreas": (11.0, 5.0), "stomach_wall": (6.0, 3.0),
     "stomach_content": (8.0, 6.0), "bowel_wall": (6.0, 3.0), "bowel_content": (10.0, 8.0),
-    "gall_bladder": (3.0, 2.0),
+    "gall_bladder": (3.0, 2.0), "esophagus_wall": (6.0, 3.0), "myometrium": (8.0, 4.0), "endometrium": (5.0, 3.0),
+    "stool": (40.0, 18.0),
 }
+
+#: "basic": the abdomen of phantom version 1 (no esophagus, no uterus, a plain colon tube);
+#: "full": the same patient plus a haustral colon, the esophagus and, in female patients, the
+#: uterus (:mod:`cohort.phantom.hollow`).
+ANATOMIES: tuple[str, ...] = ("basic", "full")
+SEXES: tuple[str, ...] = ("F", "M")
 
 _LBL = L.NAME_TO_INDEX
 
@@ -44,7 +51,9 @@ class Anatomy:
     tissue: uint8 (X, Y, Z) indices into :data:`TISSUES`; label: uint8 (X, Y, Z)
     vocabulary indices; tex_fine / tex_coarse: float32 (X, Y, Z) unit-variance
     smooth noise used for tissue texture; body: bool (X, Y, Z) inside the skin;
-    params: the sampled geometry (organ centres and sizes, anatomy units).
+    params: the sampled geometry (organ centres and sizes, anatomy units);
+    anatomy: one of :data:`ANATOMIES`; sex: "F", "M" (the uterus is drawn in "F" full
+    anatomies only).
     """
 
     grid: Grid
@@ -54,6 +63,8 @@ class Anatomy:
     tex_coarse: np.ndarray
     body: np.ndarray
     params: dict = field(default_factory=dict)
+    anatomy: str = "basic"
+    sex: str | None = None
 
 
 def _rot(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -143,8 +154,15 @@ def _tube(cv: _Canvas, points: np.ndarray, radius: float):
     return sl, d
 
 
-def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
+def build_anatomy(grid: Grid, rng: np.random.Generator, anatomy: str = "basic", sex: str | None = None,
+                  rng_extra: np.random.Generator | None = None) -> Anatomy:
     """Sample one patient and paint it on ``grid``.
+
+    anatomy: "basic" (version 1, unchanged) or "full": the colon is repainted with haustra
+    (after the kidneys, so that no solid organ cuts the tube), then the esophagus last (it
+    never paints over the stomach, aorta or postcava) and, before the colon, the uterus when
+    ``sex`` is "F". The full anatomy's own geometry comes from ``rng_extra`` (its own stream:
+    the basic organs are the same patient's).
 
     Painting order sets precedence (later wins): body wall, bowel, stomach,
     liver and its vessels, gall bladder, spleen, duodenum, pancreas, portal/splenic
@@ -153,14 +171,28 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     (:func:`_sample_geometry`), then the canvas's warp and wobble fields, then
     :func:`_draw_fields`; the painting steps draw nothing.
     """
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"unknown phantom anatomy {anatomy!r}; choose from {ANATOMIES}")
+    if sex is not None and sex not in SEXES:
+        raise ValueError(f"phantom sex must be one of {SEXES} or None, got {sex!r}")
     p = _sample_geometry(rng)
     cv = _Canvas(grid, rng, warp_amp=0.035)
     fields = _draw_fields(cv, rng)
+    full = anatomy == "full"
+    if full:
+        from cohort.phantom import hollow
+
+        if rng_extra is None:
+            raise ValueError("the full anatomy needs its own random stream (rng_extra)")
+        p["hollow"] = hollow.sample_hollow_geometry(rng_extra, p)
 
     wall = _paint_body_wall(cv, p["body"])
     _paint_back_muscles(cv, p["spine"]["y"], wall.body)
     _paint_small_bowel(cv, p["bowel"], wall.cavity, fields)
-    _paint_colon(cv, p["colon"], wall.cavity, fields.gas)
+    if not full:
+        _paint_colon(cv, p["colon"], wall.cavity, fields.gas)
+    elif sex == "F":
+        hollow.paint_uterus(cv, p["hollow"]["uterus"], wall.cavity)
     _paint_stomach(cv, p["stomach"], wall.cavity)
     _paint_liver(cv, p["liver"], wall.cavity, fields)
     _paint_gall_bladder(cv, p["gall_bladder"], wall.cavity)
@@ -169,13 +201,17 @@ def build_anatomy(grid: Grid, rng: np.random.Generator) -> Anatomy:
     _paint_pancreas(cv, p["pancreas"], wall.cavity)
     _paint_portal_vein(cv, p["portal"], p["pancreas"], wall.cavity)
     _paint_kidneys(cv, p["kidneys"], wall.body)
+    if full:
+        hollow.paint_colon(cv, p["hollow"]["colon"], p["colon"]["jitter"], wall.cavity, fields)
     _paint_great_vessels(cv, p["vessels"])
     _paint_spine(cv, p["spine"], wall.body)
     _paint_lungs(cv, wall.cavity)
     _paint_ribs(cv, p["ribs"], p["body"]["cy"], wall)
+    if full:
+        hollow.paint_esophagus(cv, p["hollow"]["esophagus"], p["vessels"], p["stomach"], wall.cavity)
 
     return Anatomy(grid=grid, tissue=cv.tissue, label=cv.label, tex_fine=fields.tex_fine,
-                   tex_coarse=fields.tex_coarse, body=wall.body, params=p)
+                   tex_coarse=fields.tex_coarse, body=wall.body, params=p, anatomy=anatomy, sex=sex)
 
 
 # ---- geometry and random fields: every draw of a patient, in a fixed order ----

@@ -46,12 +46,14 @@ def generate_cohort(out_dir: str | Path, site: str | SiteProfile = "A", n: int =
                     seed: int = 0, spacing: float | Sequence[float] | None = None,
                     shape: Sequence[int] | None = None, organs: Sequence[str] = DEFAULT_TUMOR_ORGANS,
                     fov_mm: float | Sequence[float] | None = None, scale: float = 1.0,
-                    progress: bool = True) -> BatchReport:
+                    progress: bool = True, anatomy: str | None = None, sex: str | None = None) -> BatchReport:
     """Write ``n`` phantom cases to ``out_dir`` (AbdomenAtlas layout) and its ``manifest.jsonl``.
 
     Case i is ``PHANTOM_<site>s<seed>_<i:04d>``, deterministic in (seed, site, i).
     Tumor-bearing cases (``tumor_fraction`` of them) get 1-3 random lesions in
-    ``organs``; healthy controls get none. Cases already on disk are skipped,
+    ``organs``; healthy controls get none. ``anatomy`` / ``sex``: see
+    :func:`~cohort.phantom.core.make_phantom` (by default the anatomy follows ``organs``, so
+    controls and tumor cases of one cohort share it, and the sex is drawn per case). Cases already on disk are skipped,
     so an interrupted run resumes where it stopped. Failures are collected in
     the returned report, not raised.
     """
@@ -77,7 +79,8 @@ def generate_cohort(out_dir: str | Path, site: str | SiteProfile = "A", n: int =
                 else:
                     tumors = "random" if has_tumors(i, tumor_fraction, seed) else None
                     case = make_phantom(prof, case_seed(seed, prof, i), tumors, spacing=spacing, shape=shape,
-                                        fov_mm=fov_mm, scale=scale, organs=tuple(organs), case_id=cid)
+                                        fov_mm=fov_mm, scale=scale, organs=tuple(organs), case_id=cid,
+                                        anatomy=anatomy, sex=sex)
                     case.meta["cohort"] = {"seed": int(seed), "index": i, "tumor_fraction": tumor_fraction}
                     write_case(case, out)
                     report.done.append(cid)

@@ -8,8 +8,10 @@ from scipy import ndimage
 
 from cohort import labels as L
 from cohort.phantom.anatomy import TEXTURE_HU, TISSUE, TISSUES, Anatomy
+from cohort.phantom.hollow import LUMEN_TISSUES
 from cohort.phantom.sites import SiteProfile
 from cohort.phantom.tumors import FOOTPRINT, PlacedTumor, TumorRequest, insert_tumors, measure
+from cohort.tubes import is_tubular
 
 #: CT numbers are stored as int16 in files; clip to the scanner range.
 HU_RANGE = (-1024.0, 3071.0)
@@ -110,7 +112,10 @@ def render(anat: Anatomy, site: SiteProfile, requests: list[TumorRequest], rng_t
     hu = tissue_hu_volume(anat, site)
     label = anat.label.copy()
     instance = np.zeros(label.shape, np.uint8) if k > 1 else None
-    placed = (insert_tumors(hu, label, anat.grid, site.tissue_hu(), requests, rng_tumor, instance)
+    lumen = None
+    if any(is_tubular(r.organ) for r in requests):
+        lumen = np.isin(anat.tissue, [TISSUE[t] for t in LUMEN_TISSUES])
+    placed = (insert_tumors(hu, label, anat.grid, site.tissue_hu(), requests, rng_tumor, instance, lumen)
               if requests else [])
     hu = optics(hu, anat.body, site, anat.grid.spacing)
     out_spacing = (*anat.grid.spacing[:2], anat.grid.spacing[2] * k)

@@ -11,7 +11,10 @@ Typical enhancement values follow the usual multiphase abdominal CT figures
 (unenhanced liver 50-60 HU, portal-venous liver 100-120 HU, arterial aorta
 250-350 HU, corticomedullary kidney differentiation in the arterial phase;
 e.g. Bae, "Intravenous contrast medium administration and scan timing at CT",
-Radiology 2010).
+Radiology 2010). The full anatomy's organs: esophageal and colonic wall enhance
+like bowel wall (unenhanced ~40 HU, +35-45 HU portal-venous); the myometrium
+enhances avidly (~130 HU portal-venous) and the endometrium stays lower, catching
+up in the delayed phase; stool is a mottled mixture near -45 HU with gas bubbles.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ BASE_HU: dict[str, float] = {
     "bowel_wall": 40.0,
     "bowel_content": 20.0,
     "gall_bladder": 10.0,
+    # the full anatomy's organs (cohort.phantom.hollow); appended so the tissue indices above stay
+    "esophagus_wall": 42.0,  # muscular wall, like bowel wall
+    "myometrium": 48.0,  # unenhanced uterus, slightly above muscle
+    "endometrium": 30.0,  # lower than the myometrium in every phase
+    "stool": -45.0,  # mottled feces: soft tissue mixed with trapped gas (bubbles are painted as gas)
 }
 
 #: Contrast phase -> HU added to the unenhanced value of each tissue.
@@ -56,18 +64,21 @@ PHASE_SHIFT_HU: dict[str, dict[str, float]] = {
         "aorta": 260.0, "postcava": 40.0, "portal_vein": 110.0, "hepatic_vessel": 60.0,
         "liver": 17.0, "spleen": 72.0, "kidney_cortex": 150.0, "kidney_medulla": 40.0,
         "pancreas": 70.0, "stomach_wall": 50.0, "bowel_wall": 45.0, "muscle": 8.0,
+        "esophagus_wall": 40.0, "myometrium": 55.0, "endometrium": 15.0,
     },
     # portal-venous (~70 s): liver peaks, vessels similar, kidney nephrographic
     "portal_venous": {
         "aorta": 130.0, "postcava": 100.0, "portal_vein": 140.0, "hepatic_vessel": 120.0,
         "liver": 52.0, "spleen": 70.0, "kidney_cortex": 140.0, "kidney_medulla": 115.0,
         "pancreas": 50.0, "stomach_wall": 40.0, "bowel_wall": 40.0, "muscle": 12.0,
+        "esophagus_wall": 35.0, "myometrium": 80.0, "endometrium": 35.0,
     },
     # delayed (~3-5 min): everything washing out, medulla catches up with the cortex
     "delayed": {
         "aorta": 70.0, "postcava": 65.0, "portal_vein": 65.0, "hepatic_vessel": 55.0,
         "liver": 30.0, "spleen": 35.0, "kidney_cortex": 90.0, "kidney_medulla": 110.0,
         "pancreas": 25.0, "stomach_wall": 20.0, "bowel_wall": 20.0, "muscle": 8.0,
+        "esophagus_wall": 20.0, "myometrium": 55.0, "endometrium": 40.0,  # the endometrium enhances late
     },
 }
 

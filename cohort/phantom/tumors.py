@@ -9,6 +9,16 @@ Appearances cover the usual enhancement patterns (hypo-/hyper-attenuating,
 rim-enhancing, necrotic core, heterogeneous); their contrast to the organ is
 drawn from ranges that overlap the organ's own HU, so a global threshold
 cannot segment them.
+
+Tumors of the colon and the esophagus grow in and from the wall instead
+(:mod:`cohort.tubes`): the centre is a wall voxel (the wall is the tube's
+voxels that are not lumen tissue: gas, fluid, stool), and the shape is one of
+three kinds in the tube's local frame: ``focal`` (a lens thickening the wall on
+one side), ``annular`` (the whole circumference over a length, narrowing the
+lumen) or ``polypoid`` (a ball in the lumen on a base on the wall). Their size
+is calibrated the same way (measured maximum axial diameter, never above the
+request by more than a voxel, and never above 20 mm for an early request) and
+recorded with the kind. Uterine masses use the solid-organ placement.
 """
 
 from __future__ import annotations
@@ -21,9 +31,11 @@ from scipy import ndimage
 from cohort import labels as L
 from cohort.lesions import EARLY_TUMOR_DIAMETER_MM, max_axial_diameter_mm
 from cohort.phantom.fields import Grid, smooth_field, smoothstep
+from cohort.tubes import WALL_KINDS, WALL_MM, WallMap, draw_mass_params, is_tubular, wall_mass
 
 APPEARANCES: tuple[str, ...] = ("hypo", "hyper", "rim", "necrotic", "heterogeneous")
-TUMOR_ORGANS: tuple[str, ...] = ("liver", "pancreas", "kidney", "kidney_left", "kidney_right")
+TUMOR_ORGANS: tuple[str, ...] = ("liver", "pancreas", "kidney", "kidney_left", "kidney_right", "colon", "esophagus",
+                                 "uterus")
 
 #: Where each organ's tumors may grow (vocabulary names): the organ plus vessels running inside it.
 FOOTPRINT: dict[str, tuple[str, ...]] = {
@@ -31,11 +43,15 @@ FOOTPRINT: dict[str, tuple[str, ...]] = {
     "pancreas": ("pancreas",),
     "kidney_left": ("kidney_left",),
     "kidney_right": ("kidney_right",),
+    "colon": ("colon",),
+    "esophagus": ("esophagus",),
+    "uterus": ("uterus",),
 }
 
-#: Reference tissue (for HU) of each organ.
+#: Reference tissue (for HU) of each organ (a wall tumor's contrast is taken against the wall).
 ORGAN_TISSUE: dict[str, str] = {"liver": "liver", "pancreas": "pancreas",
-                                "kidney_left": "kidney_cortex", "kidney_right": "kidney_cortex"}
+                                "kidney_left": "kidney_cortex", "kidney_right": "kidney_cortex",
+                                "colon": "bowel_wall", "esophagus": "esophagus_wall", "uterus": "myometrium"}
 
 #: Appearance frequencies per organ type when none is requested (PDAC is mostly hypo-attenuating,
 #: renal cell carcinoma often heterogeneous/hyper-enhancing, liver lesions span all patterns).
@@ -43,6 +59,18 @@ APPEARANCE_PRIOR: dict[str, tuple[float, ...]] = {
     "liver": (0.35, 0.15, 0.2, 0.15, 0.15),
     "pancreas": (0.6, 0.05, 0.1, 0.1, 0.15),
     "kidney": (0.25, 0.2, 0.15, 0.15, 0.25),
+    # colorectal and esophageal carcinoma: soft tissue, often heterogeneous, ulcerated/necrotic when large
+    "colon": (0.3, 0.15, 0.05, 0.15, 0.35),
+    "esophagus": (0.35, 0.1, 0.05, 0.15, 0.35),
+    # uterine masses: hypo-enhancing relative to the avid myometrium, often heterogeneous or cystic
+    "uterus": (0.45, 0.05, 0.1, 0.15, 0.25),
+}
+
+#: Kind frequencies of wall tumors (focal, annular, polypoid) for early (<= 20 mm) and larger
+#: requests: early colorectal cancers are mostly polypoid or flat, advanced ones often annular.
+KIND_PRIOR: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "colon": ((0.4, 0.1, 0.5), (0.25, 0.5, 0.25)),
+    "esophagus": ((0.5, 0.2, 0.3), (0.3, 0.55, 0.15)),
 }
 
 
@@ -50,14 +78,17 @@ APPEARANCE_PRIOR: dict[str, tuple[float, ...]] = {
 class TumorRequest:
     """One lesion to insert.
 
-    organ: "liver", "pancreas", "kidney" (either side) or "kidney_left"/"kidney_right";
-    diameter_mm: target maximum axial diameter (mm); appearance: one of
-    :data:`APPEARANCES`, or None to draw one from the organ's prior.
+    organ: "liver", "pancreas", "kidney" (either side), "kidney_left"/"kidney_right",
+    "colon", "esophagus" or "uterus"; diameter_mm: target maximum axial diameter (mm);
+    appearance: one of :data:`APPEARANCES`, or None to draw one from the organ's prior;
+    kind: for colon and esophagus, the wall-tumor kind (``focal``, ``annular``,
+    ``polypoid``), or None to draw one (:data:`KIND_PRIOR`).
     """
 
     organ: str
     diameter_mm: float
     appearance: str | None = None
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.organ not in TUMOR_ORGANS:
@@ -66,6 +97,16 @@ class TumorRequest:
             raise ValueError(f"TumorRequest: diameter_mm must be > 0, got {self.diameter_mm}")
         if self.appearance is not None and self.appearance not in APPEARANCES:
             raise ValueError(f"TumorRequest: unknown appearance {self.appearance!r}; choose from {APPEARANCES}")
+        if self.kind is not None and (not is_tubular(self.organ) or self.kind not in WALL_KINDS):
+            raise ValueError(f"TumorRequest: kind {self.kind!r} is for colon/esophagus tumors only, one of {WALL_KINDS}"
+                             f" (organ {self.organ!r})")
+
+    def as_record(self) -> dict:
+        """The request as the sidecar lists it (``kind`` only for wall tumors)."""
+        d = {"organ": self.organ, "diameter_mm": self.diameter_mm, "appearance": self.appearance}
+        if is_tubular(self.organ):
+            d["kind"] = self.kind
+        return d
 
     @property
     def organ_type(self) -> str:
@@ -74,7 +115,8 @@ class TumorRequest:
 
 #: Size-band factors for random tumors per organ type: the phantom's pancreas and kidneys are
 #: smaller than the liver, so their lesions are mostly early ones.
-RANDOM_SIZE_FACTOR: dict[str, float] = {"liver": 1.0, "pancreas": 0.45, "kidney": 0.5}
+RANDOM_SIZE_FACTOR: dict[str, float] = {"liver": 1.0, "pancreas": 0.45, "kidney": 0.5, "colon": 0.6,
+                                         "esophagus": 0.45, "uterus": 0.5}
 
 
 def random_requests(rng: np.random.Generator, organs: tuple[str, ...] = ("liver", "pancreas", "kidney"),
@@ -117,9 +159,13 @@ class PlacedTumor:
     max_axial_diameter_mm: float
     centroid_vox: tuple[float, float, float]
     early: bool
+    kind: str | None = None  # wall tumors: focal | annular | polypoid
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["kind"] is None:  # solid-organ records keep their version-1 keys
+            d.pop("kind")
+        return d
 
 
 def _appearance_field(rng, appearance: str, rho: np.ndarray, n1: np.ndarray, n2: np.ndarray,
@@ -160,10 +206,12 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 def insert_tumors(hu: np.ndarray, label: np.ndarray, grid: Grid, tissue_hu: dict[str, float],
                   requests: list[TumorRequest], rng: np.random.Generator,
-                  instance: np.ndarray | None = None) -> list[PlacedTumor]:
+                  instance: np.ndarray | None = None, lumen: np.ndarray | None = None) -> list[PlacedTumor]:
     """Insert lesions into ``hu`` (float32 HU, (X, Y, Z), before blur and noise) and ``label`` in place.
 
     instance: optional uint8 (X, Y, Z) map that receives lesion i (0-based) as i + 1.
+    lumen: optional bool (X, Y, Z) lumen voxels of hollow organs (gas, fluid, stool); wall
+    tumors start from the other organ voxels (without it, from a band of :data:`WALL_MM`).
 
     Lesions never overlap (each keeps a 2 mm gap from the ones before it).
     Raises ValueError naming the request when its organ is absent from the grid.
@@ -179,6 +227,9 @@ def insert_tumors(hu: np.ndarray, label: np.ndarray, grid: Grid, tissue_hu: dict
     placed: list[PlacedTumor] = []
     for req in requests:
         d = _draw_lesion(rng, req)
+        if is_tubular(req.organ):
+            _insert_wall_tumor(req, d, hu, label, grid, tissue_hu, rng, occupied, placed, instance, lumen)
+            continue
         room = _free_footprint(req, d.side_draw, label, occupied, sp, grid)
         center, r_target, shrunk = _pick_centre(req, d, room, sp)
         csl, rho0, n1, n2 = _lesion_shape(center, r_target, d, sp, label.shape)
@@ -197,6 +248,78 @@ def insert_tumors(hu: np.ndarray, label: np.ndarray, grid: Grid, tissue_hu: dict
         occupied[csl] |= ndimage.binary_dilation(lesion, iterations=max(1, int(round(2.0 / sp.min()))))
         placed.append(_record(req, room.organ_name, lab, r_target, d, shrunk, contrast, lesion, sp, csl))
     return placed
+
+
+def _insert_wall_tumor(req: TumorRequest, d: _LesionDraws, hu: np.ndarray, label: np.ndarray, grid: Grid,
+                       tissue_hu: dict[str, float], rng: np.random.Generator, occupied: np.ndarray,
+                       placed: list[PlacedTumor], instance: np.ndarray | None, lumen: np.ndarray | None) -> None:
+    """One colon or esophagus tumor, grown from the wall (see the module doc); appends its record.
+
+    Draws after :func:`_draw_lesion`'s: the kind (when not requested), the shape
+    (:func:`cohort.tubes.draw_mass_params`), then the appearance as for any lesion.
+    """
+    sp = np.asarray(grid.spacing, np.float64)
+    organ = req.organ
+    early_req = req.diameter_mm <= EARLY_TUMOR_DIAMETER_MM
+    kind = req.kind or str(rng.choice(WALL_KINDS, p=KIND_PRIOR[organ][0 if early_req else 1]))
+    mp = draw_mass_params(rng, kind, req.diameter_mm / 2.0)
+    fp = np.isin(label, [L.NAME_TO_INDEX[n] for n in FOOTPRINT[organ]]) & ~occupied
+    if not fp.any():
+        raise ValueError(f"cannot place {req}: no {organ} voxels free on this grid "
+                         f"(shape {grid.shape}, spacing {grid.spacing} mm)")
+    wm = WallMap(fp, sp, wall_mm=WALL_MM[organ], lumen=None if lumen is None else lumen & fp)
+    cand = wm.candidates()
+    anchor = cand[min(int(d.pick * len(cand)), len(cand) - 1)]
+    fr = wm.frame(anchor)
+    wall_mm = wm.thickness_mm()
+    half = req.diameter_mm * 0.5 * max(mp.length, 1.0) * 1.6 + 2.0 * fr.r_out + 2.0 * float(sp.max())
+    sub = wm.crop_around(anchor, half)
+    coords = wm.coords_mm(sub)
+    axes_mm = [np.arange(s.start, s.stop) * v for s, v in zip(sub, sp)]
+    bounds = tuple((float(a[0]) - 1.0, float(a[-1]) + 1.0) for a in axes_mm)
+    r0 = req.diameter_mm / 2.0
+    srng = np.random.default_rng(d.sub_seed)
+    shape_noise = smooth_field(srng, tuple(axes_mm), bounds, max(r0 * 0.7, 2.0))
+    n1 = smooth_field(srng, tuple(axes_mm), bounds, max(r0 * 0.25, 1.5))
+    n2 = smooth_field(srng, tuple(axes_mm), bounds, max(r0 * 0.5, 2.0))
+    organ_c = wm.organ[sub]
+    a_mask = np.zeros(organ_c.shape, bool)
+    a_mask[tuple(int(a - s.start) for a, s in zip(anchor, sub))] = True
+
+    def shape_at(r: float):
+        f = wall_mass(fr, mp.scaled(r), coords, wall_mm, shape_noise)
+        m = (f <= 1.0) & organ_c
+        return f, (m if m.any() else a_mask)
+
+    cap = req.diameter_mm + float(sp[:2].mean())  # at most one voxel above the request
+    if early_req:
+        cap = min(cap, EARLY_TUMOR_DIAMETER_MM)
+    r, best = r0, None
+    for _ in range(6):
+        f, m = shape_at(r)
+        meas = max_axial_diameter_mm(m, sp)
+        ok = meas <= cap
+        score = (0 if ok else 1, abs(meas - req.diameter_mm))
+        if best is None or score < best[0]:
+            best = (score, r, f, m, meas)
+        if ok and abs(meas - req.diameter_mm) <= 0.5 * float(sp[:2].mean()):
+            break
+        r *= float(np.clip(req.diameter_mm / max(meas, 1e-3), 0.6, 1.6)) if ok else 0.8
+    _, r, f, lesion, meas = best
+    shrunk = meas < 0.8 * req.diameter_mm
+    r_target = meas / 2.0 if shrunk else r0
+    organ_hu = tissue_hu[ORGAN_TISSUE[organ]]
+    t_hu, contrast = _appearance_field(rng, d.appearance, f, n1, n2, organ_hu)
+    csl = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(wm.box, sub))
+    _blend_lesion(hu[csl], t_hu, f, max(r, 1.0), organ_c, lesion, d.edge_mm)
+    lab = L.lesion_index_for(organ)
+    label[csl][lesion] = lab
+    if instance is not None:
+        instance[csl][lesion] = len(placed) + 1
+    occupied[csl] |= ndimage.binary_dilation(lesion, iterations=max(1, int(round(2.0 / sp.min()))))
+    t = _record(req, organ, lab, r_target, d, shrunk, contrast, lesion, sp, csl)
+    t.kind = kind
+    placed.append(t)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,32 @@ the paper's description:
 The default is the corrected behaviour: the probabilities are applied and
 necrotic voxels are tumor.
 
+Tubular organs (colon, esophagus; issue 18). Pixel2Cancer grows tumors in liver,
+pancreas and kidney, solid organs whose every voxel is parenchyma, and three of its
+steps assume so; for a tube (its label holds wall and lumen) they change:
+
+- seeds: the reference seeds at random organ voxels, which in a tube are mostly
+  lumen. Here seeds are drawn among wall voxels only: the wall band of the
+  wall-distance map (depth below the outer surface at most
+  :data:`cohort.tubes.WALL_MM`, colon 3 mm, esophagus 4 mm) that is not gas;
+- density: the reference quantizes the organ by HU, so the lumen's gas and stool,
+  below the range, would be level 0, the most invadable "tissue", and the tumor
+  would fill the lumen first. Here the lumen (deeper than the band, or gas below
+  -150 HU) is given the middle level (``CAConfig.lumen_level``, invasion
+  probability 0.3): the tumor spreads along the wall faster than into the lumen,
+  giving wall thickening, annular narrowing and polypoid growth; the wall's own
+  levels come from its soft-tissue HU (relative mode measures the organ on the
+  wall's voxels above -150 HU, not on the gas);
+- rendering: the reference darkens the voxels under the tumor, and darkened gas is
+  still gas. As the reference fills pancreatic fat under a tumor (HU <= 65) with
+  tissue HU before darkening, the lumen voxels under the tumor are first filled
+  toward the wall's median HU, weighted by the tumor's blurred state.
+
+The uterus is solid and keeps the reference's rules. The per-organ tables
+(:data:`ORGAN_HU`, :data:`MAX_STEPS`, :data:`NECROSIS_GATE_STEPS`) have no
+reference values for colon, esophagus and uterus; this project uses enhanced
+bowel-wall / myometrium ranges and the pancreas' (smaller organ) step counts.
+
 Differences that remain on purpose: updates are synchronous (every cell reads
 the previous step's states; the kernel reads and writes one tensor
 concurrently, so its result depends on thread order), a neighbour is drawn
@@ -96,10 +122,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from cohort import labels as L
 from cohort.config import bounded, check_choices
+from cohort.tubes import WALL_MM, is_tubular
 from generative.tumors.base import (
     SynthesisError,
     SynthesisResult,
@@ -122,12 +149,15 @@ from generative.tumors.texture import (
 )
 
 #: per-organ HU range of the density quantization (Pixel2Cancer ``Organ_HU``)
+#: (colon, esophagus, uterus: not in the reference; enhanced bowel wall and myometrium, this project's)
 ORGAN_HU: dict[str, tuple[float, float]] = {"liver": (100.0, 160.0), "pancreas": (100.0, 160.0),
-                                           "kidney": (140.0, 200.0)}
-#: maximum growth steps per organ (Pixel2Cancer ``steps``)
-MAX_STEPS: dict[str, int] = {"liver": 150, "pancreas": 80, "kidney": 80}
+                                           "kidney": (140.0, 200.0), "colon": (60.0, 120.0),
+                                           "esophagus": (60.0, 120.0), "uterus": (100.0, 160.0)}
+#: maximum growth steps per organ (Pixel2Cancer ``steps``; the three new organs take the pancreas')
+MAX_STEPS: dict[str, int] = {"liver": 150, "pancreas": 80, "kidney": 80, "colon": 80, "esophagus": 80, "uterus": 80}
 #: steps beyond which a tumor may turn necrotic (Pixel2Cancer ``Tumor_size``)
-NECROSIS_GATE_STEPS: dict[str, int] = {"liver": 50, "pancreas": 30, "kidney": 30}
+NECROSIS_GATE_STEPS: dict[str, int] = {"liver": 50, "pancreas": 30, "kidney": 30, "colon": 30, "esophagus": 30,
+                                       "uterus": 30}
 #: labelled structures that belong to the organ region (vessels inside the liver)
 ORGAN_EXTRAS: dict[str, tuple[str, ...]] = {"liver": ("hepatic_vessel",)}
 
@@ -201,6 +231,7 @@ class CAConfig:
     # gather/scatter ops; on a shared 2-core machine 2 threads took 14 s CPU where 1 took 0.34 s.
     cpu_threads: int = 1
     device: str = "cpu"  # "cpu", "cuda", or "auto"
+    lumen_level: int = bounded(1, ge=0, le=2)  # tubular organs: density level of the lumen (see the module doc)
 
     def hu_range(self, organ: str) -> tuple[float, float]:
         """The reference's absolute density range of an organ (HU)."""
@@ -476,11 +507,13 @@ def _blur_inplane(a: np.ndarray, sigma: float) -> np.ndarray:
 
 def render(ct_hu: np.ndarray, state: np.ndarray, level0: np.ndarray, organ: np.ndarray, organ_name: str,
            hu: HUModel, texture: np.ndarray, rng: np.random.Generator,
-           config: CAConfig) -> tuple[np.ndarray, dict[str, float | None]]:
+           config: CAConfig, lumen: np.ndarray | None = None,
+           fill_hu: float | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
     """Map the CA state to HU. All arrays (X, Y, Z) over the same region; level0 is the density
     level before growth; hu: the HU rule (:meth:`CAConfig.hu_model`). Returns float32 HU,
     changed only on ``organ`` voxels, and the darkening drawn (``hu_difference``, ``necrosis_hu``,
-    HU, after the relative scale)."""
+    HU, after the relative scale). lumen / fill_hu: a tubular organ's lumen (bool) and the
+    wall HU it is filled toward under the tumor before the darkening (see the module doc)."""
     lo, hi = hu.lo, hu.hi
     step = (hi - lo) / 3.0
     tumor = ((state >= 1) & (state <= THRESHOLD)) | (state == NECROTIC)
@@ -489,6 +522,9 @@ def render(ct_hu: np.ndarray, state: np.ndarray, level0: np.ndarray, organ: np.n
     t1 = _blur_inplane(t1, config.blur_sigma_vox)
     img = ct_hu.astype(np.float32, copy=True)
     covered = t1 != 0
+    if lumen is not None and fill_hu is not None:
+        w = np.clip(t1 / (THRESHOLD / 2), 0.0, 1.0) * (lumen & organ)
+        img += (np.float32(fill_hu) - img) * w
     # bright vessels and dense tissue under the tumor are pulled toward the organ's range first
     vessel = (level0 == OUT_OF_RANGE) & (t1 >= THRESHOLD / 2)
     dense = (level0 == 2) & covered
@@ -657,10 +693,13 @@ class CASynthesizer:
         return None
 
     def seed_points(self, level: np.ndarray, count: int | None, rng: np.random.Generator,
-                    satellites: bool = True) -> np.ndarray:
-        """Seeds (and satellites) as (k, 3) voxel indices into ``level`` (non-vessel organ voxels)."""
+                    satellites: bool = True, where: np.ndarray | None = None) -> np.ndarray:
+        """Seeds (and satellites) as (k, 3) voxel indices into ``level`` (non-vessel organ voxels,
+        and within ``where`` when given: the wall of a tubular organ)."""
         cfg = self.config
         free = level < OUT_OF_RANGE
+        if where is not None and (free & where).any():
+            free = free & where
         cand = np.argwhere(free)
         if len(cand) == 0:
             raise SynthesisError("no non-vessel organ voxels to seed a tumor in")
@@ -696,9 +735,22 @@ class CASynthesizer:
         region = np.isin(lab, [*L.organ_indices(spec.organ), *extras])
         vessels = np.isin(lab, extras)
         lesion = L.lesion_index_for(spec.organ)
-        stats = measure_organ_hu(ct, region & ~vessels) if cfg.relative and (region & ~vessels).any() else None
+        tissue = region & ~vessels
+        lumen = wall = None
+        if is_tubular(spec.organ):  # the wall-distance map on the growth grid (see the module doc)
+            gsp = sp if grid.native else (grid.mm,) * 3
+            depth = distance_transform_edt(np.pad(region, 1), sampling=gsp)[1:-1, 1:-1, 1:-1]
+            lumen = region & ((depth > WALL_MM[spec.organ]) | (ct < -150.0))
+            wall = region & ~lumen
+            if (wall & (ct > -150.0)).any():
+                tissue = wall & (ct > -150.0)
+        stats = measure_organ_hu(ct, tissue) if cfg.relative and tissue.any() else None
         hu = cfg.hu_model(spec.organ, stats)
         level0 = quantize_density(ct, region, (hu.lo, hu.hi), vessels=vessels)
+        fill_hu = None
+        if lumen is not None:
+            level0[lumen] = int(cfg.lumen_level)
+            fill_hu = float(np.median(ct[tissue])) if tissue.any() else (hu.lo + hu.hi) / 2
         target_mm = self.target_diameter_mm(spec, rng)
         if spec.steps is not None:
             steps = int(spec.steps)
@@ -708,7 +760,7 @@ class CASynthesizer:
             steps = int(rng.integers(cfg.min_steps, cfg.steps_max(spec.organ)))
         count = spec.count if spec.count is not None else (1 if target_mm is not None else None)
         # size-targeted growth measures one lesion's extent: no satellites around it
-        seeds = self.seed_points(level0, count, rng, satellites=target_mm is None)
+        seeds = self.seed_points(level0, count, rng, satellites=target_mm is None, where=wall)
         stop = None if target_mm is None else grid.stop_vox(target_mm)
         g = grow(level0, seeds, steps, rng, cfg, necrosis=None, gate_steps=cfg.gate(spec.organ),
                  stop_diameter_vox=stop)
@@ -723,7 +775,8 @@ class CASynthesizer:
         sub = bbox_of(tumor_g | necrotic_g, margin=reach)
         tex = tumor_texture(tuple(s.stop - s.start for s in sub), rng,
                             sigma_a=float(rng.choice(SIGMA_A_CHOICES)), sigma_b=float(rng.choice(SIGMA_B_CHOICES)))
-        new_sub, drawn = render(ct[sub], g.state[sub], level0[sub], region[sub], spec.organ, hu, tex, rng, cfg)
+        new_sub, drawn = render(ct[sub], g.state[sub], level0[sub], region[sub], spec.organ, hu, tex, rng, cfg,
+                                lumen=None if lumen is None else lumen[sub], fill_hu=fill_hu)
 
         # back on the scan's grid: occupancy >= 0.5 is tumor, the HU change is the footprint mean
         region_box = region_full[box]

@@ -26,7 +26,7 @@ class SynthesisConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from generative.registry import get_entry, make_config
+        from generative.registry import check_supported, get_entry, make_config
 
         get_entry(self.method)  # ValueError listing the registered names
         if self.n_per_case < 1:
@@ -35,6 +35,7 @@ class SynthesisConfig:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
         if not self.specs:
             raise ValueError("specs must hold at least one tumor spec")
+        check_supported(self.method, [s.organ for s in self.specs], "specs")
         make_config(self.method, self.params, "params")  # unknown keys / wrong types name the key
 
     def synthesizer_config(self) -> Any:

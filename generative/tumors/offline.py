@@ -117,6 +117,15 @@ def synthesize_case(case: Case, synthesizer: Synthesizer, specs: TumorSpec | Seq
     return Case(out_id, ct, label, np.array(case.affine), meta)
 
 
+def _check_supported(synthesizer: Synthesizer, specs: Sequence[TumorSpec]) -> None:
+    """A registered maker asked for a tumor type it does not list is a ValueError before any case."""
+    from generative.registry import check_supported, synthesizer_names
+
+    name = getattr(synthesizer, "name", None)
+    if name in synthesizer_names():
+        check_supported(name, [s.organ for s in specs], "specs")
+
+
 def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer: Synthesizer,
                       specs: TumorSpec | Sequence[TumorSpec] | Plan, seed: int = 0, n_per_case: int = 1,
                       limit: int | None = None, progress: bool = True, rank: int = 0, world_size: int = 1,
@@ -137,6 +146,8 @@ def synthesize_cohort(healthy_dir: str | Path, out_dir: str | Path, synthesizer:
     no partial case folder, and stops this shard: the cases after it are reported as not
     attempted; other write errors fail only their case.
     """
+    if not callable(specs) or isinstance(specs, TumorSpec):
+        _check_supported(synthesizer, [specs] if isinstance(specs, TumorSpec) else list(specs))
     plan: Plan = specs if callable(specs) and not isinstance(specs, TumorSpec) else one_of(specs)  # type: ignore[arg-type]
     if n_per_case < 1:
         raise ValueError(f"n_per_case must be >= 1, got {n_per_case}")

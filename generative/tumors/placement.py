@@ -8,6 +8,18 @@ to any ``avoid`` voxel exceeds the tumor's largest radius plus ``margin_mm``,
 and the drawn shape is checked to lie wholly inside; only when the organ is too
 small for the requested size is the tumor clipped (``Placement.clipped``).
 
+Tubular organs (colon, esophagus; :data:`cohort.tubes.TUBULAR_ORGANS`): the
+solid-organ rule would centre every tumor in the lumen, the point of a tube
+farthest from its surface, i.e. in gas or stool. :class:`WallPlacementSampler`
+uses the same distance map the other way round, as a wall-distance map: the
+centre is drawn among organ voxels within the wall band (depth from the outer
+surface at most ``wall_mm``, :data:`cohort.tubes.WALL_MM`: colon 3 mm,
+esophagus 4 mm) and away from ``avoid``; the drawn shape is clipped to the
+organ, so it thickens the wall and bulges into the lumen, the way colorectal
+and esophageal cancers grow (the part outside the outer wall is cut off: these
+lesions are labelled inside the organ, like every other). :func:`sampler_for`
+picks the sampler for an organ.
+
 Stable API (the diffusion generator uses it):
 :func:`place_tumor_mask`, :func:`place_tumor`, :class:`PlacementSampler`, :class:`Placement`.
 """
@@ -19,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import binary_dilation, distance_transform_edt
 
+from cohort.tubes import WALL_MM, is_tubular
 from generative.tumors.base import SynthesisError, bbox_of
 from generative.tumors.shapes import SIZE_CLASSES_MM, ellipsoid_mask, sample_radii_mm
 
@@ -38,6 +51,7 @@ class Placement:
     size_class: str | None
     clipped: bool
     tries: int
+    site: str = "interior"  # "wall": centred in the wall band of a tubular organ and clipped to it
 
     def full(self, shape: tuple[int, int, int]) -> np.ndarray:
         """The mask on the full grid, bool (X, Y, Z)."""
@@ -46,8 +60,11 @@ class Placement:
         return out
 
     def as_dict(self) -> dict:
-        return {"center_vox": list(self.center_vox), "radii_mm": [round(r, 2) for r in self.radii_mm],
-                "size_class": self.size_class, "clipped": self.clipped, "placement_tries": self.tries}
+        d = {"center_vox": list(self.center_vox), "radii_mm": [round(r, 2) for r in self.radii_mm],
+             "size_class": self.size_class, "clipped": self.clipped, "placement_tries": self.tries}
+        if self.site != "interior":
+            d["site"] = self.site
+        return d
 
 
 class PlacementSampler:
@@ -137,6 +154,71 @@ class PlacementSampler:
         return tuple(int(ci + s.start) for ci, s in zip(c, self.box))  # type: ignore[return-value]
 
 
+class WallPlacementSampler(PlacementSampler):
+    """Places tumors in the wall of a tubular organ (see the module doc).
+
+    organ_mask: bool (X, Y, Z), the whole tube (wall and lumen); wall_mm: band width (default
+    the organ's :data:`~cohort.tubes.WALL_MM`); ``dist_mm`` here is the wall-distance map:
+    depth (mm) of each organ voxel below the outer surface. Centres keep ``margin_mm`` plus the
+    tumor's radius from ``avoid`` voxels (earlier lesions, vessels) where they can.
+    """
+
+    def __init__(self, organ_mask: np.ndarray, spacing, avoid: np.ndarray | None = None,
+                 margin_mm: float = 2.0, wall_mm: float = 3.0):
+        super().__init__(organ_mask, spacing, avoid=None, margin_mm=margin_mm)
+        self.wall_mm = float(wall_mm)
+        self.avoid_local = None if avoid is None else avoid[self.box] & self.organ_local
+        if self.avoid_local is not None and self.avoid_local.any():
+            self.away_mm = distance_transform_edt(~self.avoid_local, sampling=self.spacing).astype(np.float32)
+        else:
+            self.away_mm = None
+        self.wall = self.organ_local & (self.dist_mm <= self.wall_mm)
+        if not self.wall.any():
+            raise SynthesisError("the tubular organ has no wall voxels (empty mask)")
+
+    def place(self, rng: np.random.Generator, size: float | str, elastic: bool = True,
+              max_tries: int = 32, occupied: np.ndarray | None = None) -> Placement:
+        """One wall tumor: the size draw as :meth:`PlacementSampler.place`, a centre in the wall band
+        (off ``avoid`` by radius + margin when possible), the shape clipped to the organ minus
+        ``avoid`` (and minus ``occupied`` for 3/4 of the tries)."""
+        size_class = size if isinstance(size, str) else None
+        radii_mm = sample_radii_mm(rng, size_class=size_class,
+                                   diameter_mm=None if size_class else float(size))  # type: ignore[arg-type]
+        radii_vox = radii_mm / self.spacing
+        cand_mask = self.wall
+        if self.away_mm is not None:
+            far = cand_mask & (self.away_mm > float(radii_mm.max()) + self.margin_mm)
+            cand_mask = far if far.any() else cand_mask & (self.away_mm > self.margin_mm)
+        cand = np.argwhere(cand_mask)
+        if len(cand) == 0:
+            raise SynthesisError("no wall voxel of the tubular organ is free of existing lesions and vessels")
+        allowed = self.organ_local if self.avoid_local is None else self.organ_local & ~self.avoid_local
+        local, c, t = None, cand[0], 0
+        for t in range(1, max_tries + 1):
+            c = cand[int(rng.integers(len(cand)))]
+            shape = ellipsoid_mask(self.dist_mm.shape, c, radii_vox, rng, elastic=elastic) & allowed
+            if not shape.any():
+                continue
+            local = shape
+            if occupied is None or t > 3 * max_tries // 4 or not (shape & occupied).any():
+                break
+        if local is None:
+            raise SynthesisError(f"could not draw a {size!r} tumor on the wall "
+                                 f"(radii {np.round(radii_vox, 2).tolist()} voxels)")
+        return Placement(local, self.box, self._full_center(c), tuple(float(r) for r in radii_mm), size_class,
+                         True, t, site="wall")
+
+
+def sampler_for(organ: str, organ_mask: np.ndarray, spacing, avoid: np.ndarray | None = None,
+                margin_mm: float = 2.0, wall_mm: float | None = None) -> PlacementSampler:
+    """The placement sampler of an organ type: :class:`WallPlacementSampler` for tubular organs
+    (colon, esophagus), :class:`PlacementSampler` (interior) for the others."""
+    if is_tubular(organ):
+        return WallPlacementSampler(organ_mask, spacing, avoid=avoid, margin_mm=margin_mm,
+                                    wall_mm=WALL_MM[organ] if wall_mm is None else wall_mm)
+    return PlacementSampler(organ_mask, spacing, avoid=avoid, margin_mm=margin_mm)
+
+
 def place_tumor(organ_mask: np.ndarray, spacing, size: float | str, rng: np.random.Generator,
                 avoid: np.ndarray | None = None, margin_mm: float = 2.0, elastic: bool = True) -> Placement:
     """Place one tumor (see :class:`PlacementSampler`); returns the :class:`Placement`."""
@@ -157,4 +239,5 @@ def place_tumor_mask(organ_mask: np.ndarray, spacing, size: float | str, rng: np
         tuple(organ_mask.shape))
 
 
-__all__ = ["Z_BAND", "Placement", "PlacementSampler", "place_tumor", "place_tumor_mask", "SIZE_CLASSES_MM"]
+__all__ = ["Z_BAND", "Placement", "PlacementSampler", "WallPlacementSampler", "place_tumor", "place_tumor_mask",
+           "sampler_for", "SIZE_CLASSES_MM"]

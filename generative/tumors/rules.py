@@ -18,6 +18,27 @@ reference organ's (liver/pancreas 130, kidney 170 HU; see
 Differences from the reference, on purpose: the reference clips tumors that
 cross the organ surface; here they are placed to fit (and only clipped when the
 organ is too small), and vessels / existing lesions are avoided when labelled.
+
+Tubular organs (colon, esophagus; issue 18). SyntheticTumors was built for the
+liver (and applied to pancreas and kidney): a solid organ whose interior is
+parenchyma. Two of its steps assume that, and change for a tube:
+
+- where: its centre is drawn inside the organ away from the edge (an eroded
+  mask), which in a tube is the lumen (gas, fluid, stool), not tissue. Here the
+  centre is drawn in the wall band of the wall-distance map
+  (:class:`generative.tumors.placement.WallPlacementSampler`) and the same
+  elastically deformed ellipsoid is clipped to the organ, i.e. a mass in and on
+  the wall that bulges into the lumen (the reference clips to the organ too);
+- HU: it darkens the voxels already there, which under a wall tumor are partly
+  lumen; darkened gas stays gas. Here the lumen-like voxels under the tumor
+  (below the wall's lower quartile minus one IQR) are first filled toward the
+  wall's median HU, with the reference's own blurred tumor weight (doubled and
+  clipped to 1, so the fill is complete where the tumor is), like Pixel2Cancer
+  fills pancreatic fat under a tumor; the darkening is then the reference's rule
+  with the organ's HU measured on the wall's soft-tissue voxels (HU > -150).
+
+The uterus is solid and uses the reference's placement and darkening (its
+reference HU is the liver's 130, close to an enhanced myometrium).
 """
 
 from __future__ import annotations
@@ -31,6 +52,7 @@ from scipy.ndimage import gaussian_filter
 
 from cohort import labels as L
 from cohort.config import check_choices
+from cohort.tubes import WALL_MM, is_tubular
 from generative.tumors.base import (
     SynthesisError,
     SynthesisResult,
@@ -41,7 +63,7 @@ from generative.tumors.base import (
     tumor_records,
     vessel_mask,
 )
-from generative.tumors.placement import PlacementSampler
+from generative.tumors.placement import sampler_for
 from generative.tumors.shapes import SIZE_CLASSES_MM, count_for_class
 from generative.tumors.texture import (
     MIN_CONTRAST_HU,
@@ -130,7 +152,8 @@ class RuleSynthesizer:
         avoid = np.isin(label, L.LESION_LABELS)
         if cfg.avoid_vessels:
             avoid |= vessel_mask(label)
-        sampler = PlacementSampler(organ, sp, avoid=avoid, margin_mm=cfg.margin_mm)
+        tubular = is_tubular(spec.organ)
+        sampler = sampler_for(spec.organ, organ, sp, avoid=avoid, margin_mm=cfg.margin_mm)
         kind, sizes = self.plan(spec, rng)
         box = sampler.box
         geo = np.zeros(sampler.dist_mm.shape, dtype=bool)
@@ -148,7 +171,13 @@ class RuleSynthesizer:
         # render on the tumors' bounding box (+ blur support) only
         sigma = float(rng.uniform(*cfg.edge_sigma))
         diff = float(rng.uniform(*cfg.hu_difference))
-        scale, hu = self.hu_rule(ct_hu, organ, spec.organ)
+        stats_mask = organ
+        if tubular:  # the wall's soft tissue, not the lumen's gas and stool
+            wall = np.zeros_like(organ)
+            wall[box] = sampler.organ_local & (sampler.dist_mm <= WALL_MM[spec.organ])
+            soft = wall & (ct_hu > -150.0)
+            stats_mask = soft if soft.any() else organ
+        scale, hu = self.hu_rule(ct_hu, stats_mask, spec.organ)
         diff *= scale
         sub = bbox_of(geo, margin=int(np.ceil(3 * sigma)) + 1)
         g = gaussian_filter(geo[sub].astype(np.float32), sigma)
@@ -156,7 +185,13 @@ class RuleSynthesizer:
         full_sub = tuple(slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub))
         ct = np.array(ct_hu, dtype=np.float32, copy=True)
         inside = organ[full_sub]
-        ct[full_sub] = np.where(inside, ct[full_sub] - tex * g * diff, ct[full_sub])
+        base = ct[full_sub]
+        if tubular:  # lumen under the tumor becomes wall tissue first (see the module doc)
+            wall_hu = measure_organ_hu(ct_hu, stats_mask)
+            below = base < wall_hu.q25 - max(wall_hu.iqr, 10.0)
+            base = base + (np.float32(wall_hu.median) - base) * np.clip(2.0 * g, 0.0, 1.0) * below
+            hu["wall_median_hu"] = round(wall_hu.median, 2)
+        ct[full_sub] = np.where(inside, base - tex * g * diff, ct[full_sub])
         out = np.array(label, dtype=np.uint8, copy=True)
         out[box][geo] = lesion
 

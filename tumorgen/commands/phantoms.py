@@ -41,7 +41,14 @@ def register(subparsers) -> None:
                    help="voxel spacing in mm, one value or x,y,z (default: the site's native spacing; 1.5 gives 96x96x64)")
     p.add_argument("--fov", type=_floats, default=None, metavar="MM", help="field of view in mm, one value or x,y,z (default: the site's, 144,144,96)")
     p.add_argument("--shape", type=_ints, default=None, metavar="X,Y,Z", help="voxel grid size (overrides the fov)")
-    p.add_argument("--organs", default="liver,pancreas,kidney", help="organ types that get tumors, comma-separated")
+    p.add_argument("--organs", default="liver,pancreas,kidney",
+                   help="organ types that get tumors, comma-separated: liver, pancreas, kidney, colon, esophagus, "
+                        "uterus (the last three select the full anatomy; male patients get no uterine tumors)")
+    p.add_argument("--anatomy", choices=("auto", "basic", "full"), default="auto",
+                   help="basic: the abdomen of phantom version 1; full: plus a haustral colon, the esophagus and, "
+                        "in women, the uterus; auto: full when --organs names colon, esophagus or uterus")
+    p.add_argument("--sex", choices=("random", "F", "M"), default="random",
+                   help="patient sex (random: drawn per case; F when uterus is the only tumor organ)")
     p.add_argument("--out", required=True, help="output cohort folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -62,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = generate_cohort(args.out, site, args.n, tumor_fraction=args.tumor_fraction, seed=args.seed,
                                  spacing=args.spacing, shape=args.shape, organs=organs, fov_mm=args.fov,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress,
+                                 anatomy=None if args.anatomy == "auto" else args.anatomy,
+                                 sex=None if args.sex == "random" else args.sex)
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2

@@ -16,11 +16,12 @@ from tumorgen.commands._common import add_command, add_set_argument, console, di
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from generative.registry import synthesizer_names
+    from generative.registry import get_entry, synthesizer_names
 
+    made = "; ".join(f"{n}: {', '.join(get_entry(n).organs)}" for n in synthesizer_names())
     p = add_command(subparsers, "synthesize", __doc__, help="insert tumors from a registered maker (ca, rules, diffusion, ...) into a healthy cohort")
     p.add_argument("--method", required=True, choices=synthesizer_names(),
-                   help="a registered tumor maker (generative.registry)")
+                   help=f"a registered tumor maker (generative.registry); tumor types per maker: {made}")
     p.add_argument("--model", type=Path, default=None, help="diffusion: the controlnet stage's model folder "
                    "(same as --set params.model=DIR)")
     p.add_argument("--healthy", required=True, type=Path, metavar="COHORT", help="healthy cohort (any layout)")
@@ -43,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cohort.config import ConfigError, config_dir, load_config, save_config
     from cohort.errors import CohortError
+    from generative.registry import check_supported
     from generative.tumors import make_synthesizer, summarize_sizes, synthesize_cohort
     from generative.tumors.base import TumorSpec
     from generative.tumors.config import SynthesisConfig
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(SynthesisConfig, path, overrides)
         if args.spec:
             cfg.specs = [TumorSpec.parse(s) for s in args.spec]
+            check_supported(cfg.method, [s.organ for s in cfg.specs], "--spec")
         synth = make_synthesizer(cfg.method, cfg.synthesizer_config())
     except (ConfigError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
