@@ -102,7 +102,7 @@ def run_one(name: str, threads: int, steps_override: int | None) -> dict:
         ref_cn.load_state_dict({k: v for k, v in pipe.controlnet.state_dict().items()
                                 if not k.startswith("controlnet_cond_embedding")}, strict=False)
         ref_cn.eval()
-        cond = pipe.make_condition(lab, img, mask)
+        cond = pipe.make_condition(lab, img, mask, pipe.drawn_appearance(lab, 0) if pipe.spec.appearance else None)
         lat = (1, 4, ROI // 4, ROI // 4, ROI // 4)
 
         def sample_n(n):

@@ -209,7 +209,8 @@ def check_sample_roi(ctx: Context) -> dict[str, Any]:
     ref_cn.load_state_dict({k: v for k, v in pipe.controlnet.state_dict().items()
                             if not k.startswith("controlnet_cond_embedding")}, strict=False)
     ref_cn = ref_cn.to(pipe.device).eval()
-    cond = pipe.make_condition(lab.to(pipe.device), img.to(pipe.device), mask.to(pipe.device))
+    app = pipe.drawn_appearance(lab, 0).to(pipe.device) if pipe.spec.appearance else None
+    cond = pipe.make_condition(lab.to(pipe.device), img.to(pipe.device), mask.to(pipe.device), app)
     down = pipe.autoencoder.downsample
     cond = torch.nn.functional.interpolate(cond, scale_factor=1 / down, mode="nearest")
     n = ctx.sizes.ref_steps

@@ -201,7 +201,8 @@ def train_latent(run: Run, volumes: list, resume: bool) -> Path:
 
     summary = _loop(run, trained, ema, state, micro_step)
     models[name] = _final_weights(run, trained, ema)
-    return _export(run, models, spec, summary)
+    table = [row for v in volumes for row in v.appearance] if spec.appearance else None
+    return _export(run, models, spec, summary, table)
 
 
 # ---- pieces both loops share -------------------------------------------------------------------
@@ -278,11 +279,11 @@ def _final_weights(run: Run, trained, ema):
     return net
 
 
-def _export(run: Run, models: dict, spec, summary: dict) -> Path:
+def _export(run: Run, models: dict, spec, summary: dict, appearance_table: list[dict] | None = None) -> Path:
     """The model folder ``<run_dir>/model`` and ``train_summary.json`` (main process)."""
     out = run.run_dir / "model"
     if run.acc.is_main_process:
-        export_pipeline(run.cfg, models, spec, out)
+        export_pipeline(run.cfg, models, spec, out, appearance_table)
         write_json(run.run_dir / "train_summary.json", summary)
     run.acc.end_training()
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cohort.appearance import CONDITION_ATTRIBUTES
 from cohort.config import bounded, check_choices
 from cohort.hardware import MemoryFormat, PrecisionName
 
@@ -60,12 +61,16 @@ class ControlNetConfig:
     inpaint: bool = True  # add masked CT + inpainting-mask channels
     tumor_loss_weight: float = 100.0  # MAISI weights tumor voxels x100 in the latent loss
     inpaint_margin_mm: float = 6.0  # the inpainted region is the tumor dilated by this much
+    #: appearance attributes the ControlNet is conditioned on (cohort.appearance.CONDITION_ATTRIBUTES);
+    #: [] trains a mask-only ControlNet
+    appearance: list[str] = field(default_factory=lambda: list(CONDITION_ATTRIBUTES))
 
     def pipeline_fields(self) -> dict:
         """What the exported :class:`PipelineSpec` takes from this section (``organs`` is its
         ``condition_organs``); the one place the two are tied."""
         return {"condition_organs": list(self.organs), "inpaint": self.inpaint,
-                "inpaint_margin_mm": self.inpaint_margin_mm, "tumor_loss_weight": self.tumor_loss_weight}
+                "inpaint_margin_mm": self.inpaint_margin_mm, "tumor_loss_weight": self.tumor_loss_weight,
+                "appearance": list(self.appearance)}
 
 
 @dataclass
@@ -152,6 +157,8 @@ class GenerativeConfig:
         if any(c % mult for c in self.data.crop_size):
             raise ValueError(f"data.crop_size {self.data.crop_size} must be divisible by {mult} "
                              f"(autoencoder x{down} and the UNet's {len(self.unet.channels) - 1} halvings)")
+        if bad := [a for a in self.controlnet.appearance if a not in CONDITION_ATTRIBUTES]:
+            raise ValueError(f"controlnet.appearance: unknown attribute(s) {bad}; choose from {list(CONDITION_ATTRIBUTES)}")
         if 2 ** (len(self.controlnet.conditioning_embedding_num_channels) - 1) != down:
             raise ValueError("controlnet.conditioning_embedding_num_channels must downsample by the autoencoder's "
                              f"factor {down}: give {len(self.autoencoder.channels)} entries")
@@ -175,6 +182,13 @@ class InpaintSettings:
     #: hold the latents outside the inpainted region to the encoded CT while denoising
     #: (:meth:`LatentDiffusionPipeline.denoise`); the pixel-space feathered blend follows either way
     latent_blend: bool = True
+    #: attributes asked of every tumor (e.g. {contrast_hu: -40, rim_hu: 25}); the others are drawn
+    #: from the model's training tumors of the same organ and size class (appearance-conditioned models)
+    appearance: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):
+            raise ValueError(f"appearance: unknown attribute(s) {bad}; choose from {list(CONDITION_ATTRIBUTES)}")
 
 
 @dataclass

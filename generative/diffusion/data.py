@@ -11,7 +11,7 @@ RAS reorientation and resampling (the networks do not care which axis is which).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cohort import labels as L
+from cohort.appearance import CONDITION_ATTRIBUTES as APPEARANCE_ATTRIBUTES
 from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
 from cohort.io import atomic_path
@@ -28,19 +29,45 @@ from cohort.preprocess import resample, scale_hu, to_ras
 
 @dataclass
 class Volume:
-    """One preprocessed training case. image: float32 [0, 1] (D, H, W); label: uint8 (D, H, W)."""
+    """One preprocessed training case. image: float32 [0, 1] (D, H, W); label: uint8 (D, H, W).
+
+    ``instances``: uint8 (D, H, W), lesion i (:func:`cohort.appearance.lesion_instances`) as i;
+    ``attributes``: float32 (n + 1, K), row i the normalised appearance attributes of lesion i
+    (:func:`cohort.appearance.normalise`, row 0 zeros), so ``attributes[instances]`` paints
+    each lesion with its own values. ``appearance``: the measured records (what the model
+    folder stores as the distribution to draw from at sampling)."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray
+    instances: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    appearance: list = field(default_factory=list)
 
 
 def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...]) -> Volume:
-    """RAS, resample to ``spacing_mm`` (empty = native), HU window -> [0, 1]."""
+    """RAS, resample to ``spacing_mm`` (empty = native), HU window -> [0, 1]; every lesion's
+    appearance measured on the resampled HU (the grid the model sees)."""
+    from cohort.appearance import lesion_instances, measure_appearance, normalise
+
     case = to_ras(case)
     if len(spacing_mm):
         case = resample(case, spacing_mm)
-    return Volume(case.case_id, scale_hu(case.ct), case.label.astype(np.uint8))
+    label = case.label.astype(np.uint8)
+    inst, classes = lesion_instances(label)
+    if len(classes) > 254:
+        raise CohortError(case.case_id, f"{len(classes)} lesions: at most 254 per case can be conditioned on")
+    app = measure_appearance(case.ct, label, case.spacing, instances=(inst, classes))
+    table = np.zeros((len(app) + 1, len(APPEARANCE_ATTRIBUTES)), np.float32)
+    for i, a in enumerate(app, start=1):
+        table[i] = normalise(a.attributes(), APPEARANCE_ATTRIBUTES)
+    rows = [{"case_id": case.case_id, **a.as_dict()} for a in app]
+    return Volume(case.case_id, scale_hu(case.ct), label, inst.astype(np.uint8), table, rows)
+
+
+def appearance_channels(instances: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+    """(K, D, H, W) float32: each lesion's normalised attributes inside its voxels, 0 elsewhere."""
+    return np.moveaxis(attributes[instances], -1, 0).astype(np.float32)
 
 
 def load_volumes(cohort_dir: str | Path, spacing_mm, max_cases: int = 0,
@@ -67,13 +94,15 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 
 def random_crop(vol: Volume, size: tuple[int, int, int], rng: np.random.Generator,
-                tumor_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+                tumor_fraction: float, with_instances: bool = False):
     """A crop of ``size`` voxels; with probability ``tumor_fraction`` centred on a random
-    lesion voxel. Volumes smaller than the crop are padded (image 0, label 0)."""
+    lesion voxel. Volumes smaller than the crop are padded (image 0, label 0).
+    Returns (image, label), or (image, label, instances) with ``with_instances``."""
     img, lab = vol.image, vol.label
+    inst = vol.instances if vol.instances is not None else np.zeros(lab.shape, np.uint8)
     pad = [(0, max(0, s - n)) for s, n in zip(size, img.shape)]
     if any(p[1] for p in pad):
-        img, lab = np.pad(img, pad), np.pad(lab, pad)
+        img, lab, inst = np.pad(img, pad), np.pad(lab, pad), np.pad(inst, pad)
     lesion = np.isin(lab, L.LESION_LABELS)
     if rng.random() < tumor_fraction and lesion.any():
         idx = np.argwhere(lesion)
@@ -82,7 +111,7 @@ def random_crop(vol: Volume, size: tuple[int, int, int], rng: np.random.Generato
     else:
         start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, img.shape)]
     sl = tuple(slice(a, a + s) for a, s in zip(start, size))
-    return img[sl], lab[sl]
+    return (img[sl], lab[sl], inst[sl]) if with_instances else (img[sl], lab[sl])
 
 
 def crop_batch(volumes: list[Volume], size, batch_size: int, rng: np.random.Generator,
@@ -100,8 +129,12 @@ def crop_batch(volumes: list[Volume], size, batch_size: int, rng: np.random.Gene
 
 # ---- latent cache --------------------------------------------------------------------------
 
+#: bump when what the cache holds changes (v2: lesion instances and their appearance attributes)
+CACHE_VERSION = 2
+
+
 def cache_key(volumes: list[Volume], crop_size, crops_per_case: int, seed: int, ae_hash: str) -> str:
-    h = hashlib.sha256(f"{ae_hash}|{list(crop_size)}|{crops_per_case}|{seed}".encode())
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{ae_hash}|{list(crop_size)}|{crops_per_case}|{seed}".encode())
     for v in volumes:
         h.update(v.case_id.encode())
     return h.hexdigest()[:16]
@@ -113,25 +146,40 @@ def build_latent_cache(autoencoder: torch.nn.Module, volumes: list[Volume], crop
     """Encode a fixed set of crops once and store them in ``path`` (safetensors, atomic).
 
     Returns {"latent": (N, 4, d, h, w) unscaled z_mu, "image": (N, 1, D, H, W), "label":
-    (N, 1, D, H, W) uint8}. An existing file is read instead (the encoder is frozen
-    in the later stages, so its latents never change).
+    (N, 1, D, H, W) uint8, "instances": (N, 1, D, H, W) uint8 (lesions renumbered 1.. per
+    crop), "attributes": (N, M + 1, K) float32 (row j of crop n: its lesion j's normalised
+    appearance)}. An existing file is read instead (the encoder is frozen in the later
+    stages, so its latents never change).
     """
     path = Path(path)
     if path.exists():
         return load_file(str(path))
     rng = np.random.default_rng([int(seed), 7])
-    lat, img, lab = [], [], []
+    lat, img, lab, ins, tabs = [], [], [], [], []
     autoencoder.eval()
     dev = next(autoencoder.parameters()).device
+    K = len(APPEARANCE_ATTRIBUTES)
     for vol in volumes:
+        table = vol.attributes if vol.attributes is not None else np.zeros((1, K), np.float32)
         for _ in range(crops_per_case):
-            i, l_ = random_crop(vol, tuple(crop_size), rng, tumor_fraction)
+            i, l_, n_ = random_crop(vol, tuple(crop_size), rng, tumor_fraction, with_instances=True)
+            present = np.unique(n_)
+            present = present[present > 0]
+            renum = np.zeros(int(n_.max()) + 1, np.uint8)
+            renum[present] = np.arange(1, len(present) + 1)
+            ins.append(torch.from_numpy(renum[n_][None].copy()))
+            tabs.append(np.concatenate([np.zeros((1, K), np.float32), table[present]]))
             x = torch.from_numpy(i[None, None].copy()).to(dev)
             lat.append(autoencoder.encode(x)[0].cpu())
             img.append(torch.from_numpy(i[None].copy()))
             lab.append(torch.from_numpy(l_[None].copy()))
+    m = max(len(t) for t in tabs)
+    attrs = np.zeros((len(tabs), m, K), np.float32)
+    for n, t in enumerate(tabs):
+        attrs[n, :len(t)] = t
     cache = {"latent": torch.cat(lat).contiguous(), "image": torch.stack(img).contiguous(),
-             "label": torch.stack(lab).contiguous()}
+             "label": torch.stack(lab).contiguous(), "instances": torch.stack(ins).contiguous(),
+             "attributes": torch.from_numpy(attrs)}
     with atomic_path(path) as tmp:
         save_file(cache, str(tmp))
     return cache
@@ -144,7 +192,13 @@ def scale_factor_of(latents: torch.Tensor) -> float:
 
 def cache_batch(cache: dict[str, torch.Tensor], batch_size: int, rng: np.random.Generator,
                 scale_factor: float) -> dict[str, torch.Tensor]:
-    """A random batch from the cache; latents multiplied by ``scale_factor``."""
+    """A random batch from the cache; latents multiplied by ``scale_factor``; "appearance"
+    (B, K, D, H, W): each lesion's normalised attributes painted into its voxels."""
     idx = torch.from_numpy(rng.integers(0, cache["latent"].shape[0], batch_size))
-    return {"latent": cache["latent"][idx].float() * scale_factor, "image": cache["image"][idx].float(),
-            "label": cache["label"][idx].long()}
+    batch = {"latent": cache["latent"][idx].float() * scale_factor, "image": cache["image"][idx].float(),
+             "label": cache["label"][idx].long()}
+    if "instances" in cache:
+        inst, tab = cache["instances"][idx, 0].long(), cache["attributes"][idx]  # (B, D, H, W), (B, M, K)
+        painted = torch.stack([t[i] for t, i in zip(tab, inst)])  # (B, D, H, W, K)
+        batch["appearance"] = painted.permute(0, 4, 1, 2, 3).contiguous()
+    return batch

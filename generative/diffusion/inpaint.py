@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from cohort import labels as L
+from cohort.appearance import draw_appearance, host_mask, measure_tumor, normalise, size_class
+from cohort.lesions import max_axial_diameter_mm
 from cohort.preprocess import scale_hu, unscale_hu
 from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
 from generative.diffusion.pipeline import LatentDiffusionPipeline
@@ -68,11 +70,13 @@ def feather_weight(region: np.ndarray, spacing, feather_mm: float) -> np.ndarray
 
 def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
                   tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings,
-                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                  allowed: np.ndarray | None = None,
+                  appearance: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Generate CT for one tumor mask (bool (X, Y, Z)) and blend it in.
 
     ``allowed`` (bool (X, Y, Z)): the only voxels whose HU may change (the organ plus the tumor,
     as the CA and rule makers do); the feathered blend is cut at its edge. None: the whole ROI.
+    ``appearance``: attribute -> value (cohort.appearance) for an appearance-conditioned pipeline.
     Returns (ct float32 HU, label uint8, info) with new arrays; inputs are not modified.
     """
     t0 = time.time()
@@ -95,8 +99,15 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     img_m = _resize(scale_hu(ct_roi), tuple(m), "trilinear")
     lab_m = _resize(lab_roi.astype(np.float32), tuple(m), "nearest").astype(np.int64)
     reg_m = _resize(region.astype(np.float32), tuple(m), "nearest")
+    app_m = None
+    if pipe.spec.appearance:
+        if appearance is None:
+            raise ValueError(f"this pipeline is conditioned on appearance {pipe.spec.appearance}: give the tumor's attributes")
+        tum_m = _resize(tum_roi.astype(np.float32), tuple(m), "nearest") > 0.5
+        vals = normalise(appearance, pipe.spec.appearance)
+        app_m = torch.from_numpy(vals[:, None, None, None] * tum_m[None].astype(np.float32))[None]
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
-                      inpaint_mask=torch.from_numpy(reg_m)[None, None], sampler=settings.sampler,
+                      inpaint_mask=torch.from_numpy(reg_m)[None, None], appearance=app_m, sampler=settings.sampler,
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
     gen_hu = unscale_hu(_resize(gen, tuple(n), "trilinear"))
@@ -139,6 +150,25 @@ class DiffusionSynthesizer:
         self.mask_provider = mask_provider or (lambda organ, sp, size, rng, avoid, margin: place_tumor_mask(
             organ, sp, size, rng, avoid=avoid, margin_mm=margin))
 
+    def _appearance(self, tumor: np.ndarray, spacing, organ: str, seed: int) -> tuple[dict | None, dict]:
+        """The attributes to generate ``tumor`` with (None for a mask-only model) and their provenance.
+        Drawn from their own stream (``seed``), so the tumor's placement does not depend on them."""
+        if not self.pipe.spec.appearance:
+            return None, {}
+        d = max_axial_diameter_mm(tumor, spacing)
+        organ_type = L.LESION_TO_ORGAN_TYPE.get(L.INDEX_TO_NAME[L.lesion_index_for(organ)], organ)
+        values, source = draw_appearance(self.pipe.appearance_table, organ_type, size_class(d),
+                                         np.random.default_rng([int(seed), 23]), self.settings.appearance,
+                                         self.pipe.spec.appearance)
+        return values, {"requested": values, **source}
+
+    def _measured(self, ct: np.ndarray, lab: np.ndarray, tumor: np.ndarray, lesion: int, spacing, prov: dict) -> dict:
+        """Provenance of the appearance: what was asked or drawn, and what the output measures."""
+        if not prov:
+            return {}
+        got = measure_tumor(ct, tumor, host_mask(lab, lesion), spacing)
+        return {"appearance": {**prov, "measured": {k: round(float(got[k]), 3) for k in self.pipe.spec.appearance}}}
+
     def insert(self, ct_hu: np.ndarray, label: np.ndarray, spacing, tumor: np.ndarray, organ: str,
                seed: int) -> SynthesisResult:
         """Inpaint a tumor mask made elsewhere (e.g. by CA growth); it is clipped to ``organ``."""
@@ -147,10 +177,12 @@ class DiffusionSynthesizer:
         if not tumor.any():
             raise SynthesisError(f"the tumor mask does not overlap the {organ}")
         lesion = L.lesion_index_for(organ)
+        values, prov = self._appearance(tumor, spacing, organ, seed)
         ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings,
-                                      allowed=organ_mask(label, organ))
+                                      allowed=organ_mask(label, organ), appearance=values)
         recs = tumor_records(tumor, lesion, spacing, organ, self.name, seed=seed, sampler=self.settings.sampler,
-                             steps=self.settings.steps, model_hash=self.model_hash)
+                             steps=self.settings.steps, model_hash=self.model_hash,
+                             **self._measured(ct, lab, tumor, lesion, spacing, prov))
         return SynthesisResult(ct, lab, recs, {"tumors": [info], "model_hash": self.model_hash,
                                                "sampler": self.settings.sampler, "steps": self.settings.steps})
 
@@ -177,13 +209,14 @@ class DiffusionSynthesizer:
             if not tumor.any():
                 raise SynthesisError(f"no room for a {size} tumor in the {spec.organ}")
             seed = int(rng.integers(0, 2**31 - 1))
+            values, prov = self._appearance(tumor, spacing, spec.organ, seed)
             ct, lab, info = inpaint_tumor(self.pipe, ct, lab, spacing, tumor, lesion, seed, self.settings,
-                                          allowed=organ)
+                                          allowed=organ, appearance=values)
             info["size"] = size
             infos.append(info)
             records += tumor_records(tumor, lesion, spacing, spec.organ, self.name, size=size if isinstance(size, str) else None,
                                      seed=seed, sampler=self.settings.sampler, steps=self.settings.steps,
-                                     model_hash=self.model_hash)
+                                     model_hash=self.model_hash, **self._measured(ct, lab, tumor, lesion, spacing, prov))
         return SynthesisResult(ct, lab, records, {"tumors": infos, "model_hash": self.model_hash,
                                                   "sampler": self.settings.sampler, "steps": self.settings.steps})
 

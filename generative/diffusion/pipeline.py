@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cohort import labels as L
+from cohort.appearance import CONDITION_ATTRIBUTES
 from cohort.errors import CohortError
 from cohort.hardware import resolve_precision
 from cohort.io import write_json
@@ -33,6 +35,8 @@ from generative.diffusion.models import Autoencoder, LatentControlNet, LatentUNe
 from generative.diffusion.schedulers import NoiseProcess, ProcessSpec, make_sampler
 
 SPEC_NAME = "pipeline.json"
+#: the training tumors' measured appearance, the distribution sampling draws attributes from
+APPEARANCE_NAME = "appearance.json"
 #: share of ControlNet training crops whose inpainting mask covers everything, so an inpainting
 #: model also generates a whole crop from the label map alone (image channel all zeros)
 FULL_GENERATION_FRACTION = 0.1
@@ -49,11 +53,14 @@ class PipelineSpec:
     inpaint: bool = True
     inpaint_margin_mm: float = 6.0
     tumor_loss_weight: float = 100.0
+    #: appearance attributes the ControlNet is conditioned on (cohort.appearance), one channel each,
+    #: holding the tumor's normalised value inside its mask; [] for a mask-only ControlNet
+    appearance: list[str] = field(default_factory=list)
 
     @property
     def condition_channels(self) -> int:
-        """One-hot organs + tumor (+ masked image + inpainting mask)."""
-        return len(self.condition_organs) + 1 + (2 if self.inpaint else 0)
+        """One-hot organs + tumor (+ appearance attributes) (+ masked image + inpainting mask)."""
+        return len(self.condition_organs) + 1 + len(self.appearance) + (2 if self.inpaint else 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,8 +83,10 @@ class LatentDiffusionPipeline:
     """Autoencoder + UNet (+ ControlNet) + spec. ``stage`` is "diffusion" or "controlnet"."""
 
     def __init__(self, autoencoder: Autoencoder, unet: LatentUNet, controlnet: LatentControlNet | None,
-                 spec: PipelineSpec):
+                 spec: PipelineSpec, appearance_table: list[dict] | None = None):
         self.autoencoder, self.unet, self.controlnet, self.spec = autoencoder, unet, controlnet, spec
+        #: one row per training tumor (cohort.appearance.TumorAppearance fields + case_id)
+        self.appearance_table: list[dict] = list(appearance_table or [])
         self.process = NoiseProcess(spec.process)
         self.autoencoder.eval().requires_grad_(False)
         if controlnet is not None:
@@ -91,6 +100,8 @@ class LatentDiffusionPipeline:
         if self.controlnet is not None:
             self.controlnet.save_pretrained(directory / "controlnet")
         write_json(directory / SPEC_NAME, self.spec.as_dict())
+        if self.spec.appearance:
+            write_json(directory / APPEARANCE_NAME, {"attributes": self.spec.appearance, "tumors": self.appearance_table})
         return directory
 
     @classmethod
@@ -103,7 +114,14 @@ class LatentDiffusionPipeline:
         ae = Autoencoder.from_pretrained(directory / "autoencoder", device)
         unet = LatentUNet.from_pretrained(directory / "unet", device)
         cn = LatentControlNet.from_pretrained(directory / "controlnet", device) if (directory / "controlnet").exists() else None
-        return cls(ae, unet, cn, spec).to(device)
+        table = None
+        if spec.appearance:
+            p = directory / APPEARANCE_NAME
+            if not p.exists():
+                raise CohortError(p, "missing: this pipeline is conditioned on appearance and needs the training "
+                                  "tumors' attributes to draw from")
+            table = json.loads(p.read_text())["tumors"]
+        return cls(ae, unet, cn, spec, table).to(device)
 
     def to(self, device: str | torch.device) -> LatentDiffusionPipeline:
         for m in (self.autoencoder, self.unet, self.controlnet):
@@ -120,18 +138,56 @@ class LatentDiffusionPipeline:
 
     # ---- conditioning -----------------------------------------------------------------
     def make_condition(self, label: torch.Tensor, image: torch.Tensor | None = None,
-                       inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, Cc, D, H, W) float: one-hot organs, tumor (any lesion class), and for
-        inpainting the image with the masked region zeroed and the mask itself."""
+                       inpaint_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Cc, D, H, W) float: one-hot organs, tumor (any lesion class), the appearance
+        channels (B, K, D, H, W) of an appearance-conditioned pipeline (normalised attribute
+        values inside each tumor, :func:`cohort.appearance.normalise`), and for inpainting the
+        image with the masked region zeroed and the mask itself."""
         chans = [torch.isin(label, torch.tensor(L.organ_indices(o), device=label.device)) for o in self.spec.condition_organs]
-        chans.append(torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)))
+        tumor = torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device))
+        chans.append(tumor)
         cond = torch.cat([c.float() for c in chans], dim=1)
+        if self.spec.appearance:
+            K = len(self.spec.appearance)
+            if appearance is None or appearance.shape[1] != K or appearance.shape[2:] != label.shape[2:]:
+                got = None if appearance is None else tuple(appearance.shape)
+                raise ValueError(f"this pipeline is conditioned on appearance {self.spec.appearance}: pass "
+                                 f"appearance of shape (B, {K}, *label spatial), got {got}")
+            cond = torch.cat([cond, appearance.float().to(cond.device) * tumor.float()], dim=1)
         if self.spec.inpaint:
             if image is None or inpaint_mask is None:
                 raise ValueError("this pipeline inpaints: pass the image and the inpainting mask")
             m = inpaint_mask.float()
             cond = torch.cat([cond, image.float() * (1 - m), m], dim=1)
         return cond
+
+    def measured_appearance(self, label: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """(B, K, D, H, W) channels holding each lesion's own attributes, measured on ``image``
+        ([0, 1], HU window) with :func:`cohort.appearance.measure_appearance`: what training
+        conditions on when a batch does not bring its attributes (the latent cache does)."""
+        from cohort.appearance import lesion_instances, measure_appearance, normalise
+        from cohort.preprocess import unscale_hu
+
+        lab, img = label.detach().cpu().numpy(), image.detach().float().cpu().numpy()
+        sp = self.spec.spacing_mm or (1.0, 1.0, 1.0)
+        out = np.zeros((lab.shape[0], len(self.spec.appearance), *lab.shape[2:]), np.float32)
+        for b in range(lab.shape[0]):
+            inst, classes = lesion_instances(lab[b, 0])
+            for i, a in enumerate(measure_appearance(unscale_hu(img[b, 0]), lab[b, 0], sp, instances=(inst, classes)), 1):
+                out[b][:, inst == i] = normalise(a.attributes(), self.spec.appearance)[:, None]
+        return torch.from_numpy(out).to(label.device)
+
+    def drawn_appearance(self, label: torch.Tensor, seed: int) -> torch.Tensor:
+        """(B, K, D, H, W) attribute channels for every lesion of ``label``, each drawn from the
+        training tumors of its organ and size class (:func:`cohort.appearance.paint_drawn`);
+        deterministic in ``seed``."""
+        from cohort.appearance import paint_drawn
+
+        rng = np.random.default_rng([int(seed), 29])
+        lab = label.detach().cpu().numpy()
+        chans = [paint_drawn(lab[b, 0], self.spec.spacing_mm or (1.0, 1.0, 1.0), self.appearance_table, rng,
+                             self.spec.appearance) for b in range(lab.shape[0])]
+        return torch.from_numpy(np.stack(chans))
 
     def training_inpaint_mask(self, label: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Where a training crop has a tumor, the tumor dilated by ``inpaint_margin_mm``;
@@ -167,7 +223,12 @@ class LatentDiffusionPipeline:
         if self.controlnet is not None:
             label = batch["label"]
             mask = self.training_inpaint_mask(label, generator) if self.spec.inpaint else None
-            cond = self.make_condition(label, batch.get("image"), mask)
+            app = batch.get("appearance")  # the cache holds every attribute; this model uses spec.appearance
+            if app is None and self.spec.appearance:
+                app = self.measured_appearance(label, batch["image"])
+            elif app is not None and self.spec.appearance:
+                app = app[:, [CONDITION_ATTRIBUTES.index(a) for a in self.spec.appearance]]
+            cond = self.make_condition(label, batch.get("image"), mask, app)
             down, mid = self.controlnet(x=xt, timesteps=t, controlnet_cond=cond)
             pred = self.unet(xt, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
             tumor = torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)).float()
@@ -243,7 +304,8 @@ class LatentDiffusionPipeline:
 
     @torch.no_grad()
     def sample(self, label: torch.Tensor | None = None, *, image: torch.Tensor | None = None,
-               inpaint_mask: torch.Tensor | None = None, shape: tuple[int, int, int] | None = None,
+               inpaint_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None,
+               shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
                mixed_precision: str = "auto", latent_blend: bool = False) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1].
@@ -253,6 +315,8 @@ class LatentDiffusionPipeline:
         volume from the label map); shape (D, H, W) for unconditional (UNet-only) sampling.
         ``tile`` > 0 decodes with a sliding window (volumes larger than memory allows).
         ``mixed_precision``: auto | no | bf16 | fp16 (:func:`cohort.hardware.resolve_precision`).
+        ``appearance`` (B, K, D, H, W): the attribute channels of an appearance-conditioned pipeline;
+        None draws each tumor's attributes from the training tumors (:meth:`drawn_appearance`).
         ``latent_blend`` (inpainting): hold the latent cells outside the inpainting mask to the
         encoded image during denoising (see :meth:`denoise`).
         Same seed, same inputs -> the same output.
@@ -262,10 +326,13 @@ class LatentDiffusionPipeline:
         if label is not None and self.spec.inpaint and image is None and inpaint_mask is None:
             image = torch.zeros(label.shape)  # generation from the label map alone: inpaint everything
             inpaint_mask = torch.ones(label.shape)
+        if label is not None and self.spec.appearance and appearance is None:
+            appearance = self.drawn_appearance(label, seed)
         if label is not None:
             B, spatial = label.shape[0], label.shape[2:]
             cond = self.make_condition(label.to(self.device), None if image is None else image.to(self.device),
-                                       None if inpaint_mask is None else inpaint_mask.to(self.device))
+                                       None if inpaint_mask is None else inpaint_mask.to(self.device),
+                                       None if appearance is None else appearance.to(self.device))
         else:
             if shape is None:
                 raise ValueError("give a label map or a shape")

@@ -124,13 +124,16 @@ class AutoencoderLosses:
 checkpoint_dir, latest_checkpoint, save_checkpoint = runs.checkpoint_dir, runs.latest_checkpoint, runs.save_checkpoint
 
 
-def export_pipeline(cfg: GenerativeConfig, models: dict, spec: PipelineSpec, out: str | Path) -> Path:
-    """Write the stage's model folder: ``autoencoder/`` (+ ``unet/``, ``controlnet/``, ``pipeline.json``)."""
+def export_pipeline(cfg: GenerativeConfig, models: dict, spec: PipelineSpec, out: str | Path,
+                    appearance_table: list[dict] | None = None) -> Path:
+    """Write the stage's model folder: ``autoencoder/`` (+ ``unet/``, ``controlnet/``, ``pipeline.json``,
+    and for an appearance-conditioned ControlNet ``appearance.json``: the training tumors' attributes)."""
     out = Path(out)
     if cfg.stage == "autoencoder":
         models["autoencoder"].save_pretrained(out / "autoencoder")
         return out
-    return LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec).save_pretrained(out)
+    return LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec,
+                                   appearance_table).save_pretrained(out)
 
 
 def build_pipeline(cfg: GenerativeConfig, scale_factor: float = 1.0, controlnet: bool = True) -> LatentDiffusionPipeline:
@@ -142,7 +145,7 @@ def build_pipeline(cfg: GenerativeConfig, scale_factor: float = 1.0, controlnet:
                       u.norm_num_groups, u.num_head_channels)
     fields = c.pipeline_fields()
     if not controlnet:
-        fields.update(condition_organs=[], inpaint=False)
+        fields.update(condition_organs=[], inpaint=False, appearance=[])
     spec = replace(stage_spec(replace(cfg, stage="diffusion"), scale_factor), **fields)
     cn = controlnet_from_unet(unet, spec.condition_channels, tuple(c.conditioning_embedding_num_channels)) if controlnet else None
     return LatentDiffusionPipeline(ae, unet, cn, spec)

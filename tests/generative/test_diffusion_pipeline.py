@@ -137,7 +137,7 @@ def test_latent_blend_holds_known_latents_and_stays_deterministic(pipe, sampler)
     """With latent blending, latent cells outside the inpainting mask end exactly at the encoded
     image; cells inside are generated. The same seed gives the same result."""
     lab, img, mask = _inputs()
-    cond = pipe.make_condition(lab, img, mask)
+    cond = pipe.make_condition(lab, img, mask, pipe.drawn_appearance(lab, 0))
     z_known = pipe.encode(img)
     m_lat = torch.nn.functional.max_pool3d(mask, 4, stride=4)
     out = pipe.denoise(z_known.shape, cond, sampler, 3, torch.Generator().manual_seed(0), known=(z_known, m_lat))
@@ -153,7 +153,7 @@ def test_latent_blend_holds_known_latents_and_stays_deterministic(pipe, sampler)
 def test_cached_condition_embedding_gives_the_same_latents(pipe):
     """Embedding the condition once instead of every step changes nothing but the time."""
     lab, img, mask = _inputs()
-    cond = pipe.make_condition(lab, img, mask)
+    cond = pipe.make_condition(lab, img, mask, pipe.drawn_appearance(lab, 0))
     shape = (1, 4, 8, 8, 8)
     a = pipe.denoise(shape, cond, "rflow", 3, torch.Generator().manual_seed(0), cache_condition=True)
     b = pipe.denoise(shape, cond, "rflow", 3, torch.Generator().manual_seed(0), cache_condition=False)

@@ -52,7 +52,9 @@ def test_each_stage_trains_with_finite_loss_and_exports_a_loadable_model(trained
     assert {"l1", "kl", "perceptual", "adv_g", "adv_d"} <= set(_summary(root / "ae")["last"])  # adversarial after warm-up
     pipe = LatentDiffusionPipeline.from_pretrained(cn)
     assert pipe.controlnet is not None and pipe.spec.scale_factor > 0
-    assert pipe.spec.condition_channels == 6 + 1 + 2  # organs + tumor + masked CT + mask
+    assert pipe.spec.condition_channels == 6 + 1 + 5 + 2  # organs + tumor + 5 appearance attributes + masked CT + mask
+    # the training tumors' measured appearance travels with the model: what sampling draws from
+    assert pipe.appearance_table and all(set(pipe.spec.appearance) <= set(r) for r in pipe.appearance_table)
     assert pipe.spec.scale_factor == LatentDiffusionPipeline.from_pretrained(dm).spec.scale_factor
     assert list((root / "dm" / "cache").glob("latents-*.safetensors"))
 

@@ -1,0 +1,107 @@
+"""Appearance conditioning: attributes reach the network, sampling draws them per seed from the
+model's stored training tumors, user-asked values win, and provenance records asked and measured."""
+
+import numpy as np
+import pytest
+import torch
+
+from cohort import labels as L
+from cohort.appearance import CONDITION_ATTRIBUTES
+from cohort.config import config_dir, load_config
+from generative.diffusion.config import GenerativeConfig, InpaintSettings
+from generative.diffusion.inpaint import DiffusionSynthesizer
+from generative.diffusion.pipeline import LatentDiffusionPipeline
+from generative.diffusion.training import build_pipeline
+from generative.tumors.base import TumorSpec
+from tests.toys import toy_abdomen_case
+
+torch.set_num_threads(2)
+
+TABLE = [{"case_id": f"r{i}", "organ": "liver", "size_class": "early", "contrast_hu": c, "heterogeneity_hu": 15.0,
+          "rim_hu": rim, "necrotic_fraction": 0.0, "edge_hu_per_mm": 20.0}
+         for i, (c, rim) in enumerate([(-60.0, 0.0), (30.0, 0.0), (-10.0, 40.0)])]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml")
+    p = build_pipeline(cfg, scale_factor=1.0)
+    # trained networks' zero-initialised convolutions (ControlNet's, the UNet's output) are no longer
+    # zero: without this the condition cannot reach the output at all and nothing below could be told apart
+    with torch.no_grad():
+        for prm in [*p.controlnet.parameters(), *p.unet.parameters()]:
+            if prm.dim() > 1 and not prm.abs().sum():
+                prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
+    p.appearance_table = list(TABLE)
+    return p
+
+
+def _inputs():
+    case = toy_abdomen_case("c", seed=3)
+    lab = torch.from_numpy(case.label.astype(np.int64))[None, None]
+    img = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros_like(img)
+    mask[..., 8:20, 8:20, 8:20] = 1
+    return lab, img, mask
+
+
+def test_the_default_controlnet_is_conditioned_on_every_attribute(pipe):
+    assert pipe.spec.appearance == list(CONDITION_ATTRIBUTES)
+    lab, img, mask = _inputs()
+    cond = pipe.make_condition(lab, img, mask, pipe.drawn_appearance(lab, 0))
+    assert cond.shape[1] == pipe.spec.condition_channels == len(pipe.spec.condition_organs) + 1 + 5 + 2
+    with pytest.raises(ValueError, match="conditioned on appearance"):
+        pipe.make_condition(lab, img, mask)
+
+
+def test_different_attributes_give_different_outputs_and_equal_ones_equal(pipe):
+    lab, img, mask = _inputs()
+    tumor = torch.isin(lab, torch.tensor(L.LESION_LABELS)).float()
+    assert tumor.sum() > 0
+
+    def run(contrast):
+        app = torch.zeros(1, 5, *lab.shape[2:])
+        app[:, 0] = contrast / 100.0
+        return pipe.sample(lab, image=img, inpaint_mask=mask, appearance=app * tumor, steps=2, seed=4)
+
+    a, b, c = run(-60.0), run(40.0), run(-60.0)
+    assert torch.equal(a, c) and not torch.allclose(a, b)
+
+
+def test_unasked_sampling_draws_attributes_deterministically_per_seed(pipe):
+    lab, _, _ = _inputs()
+    drawn = [pipe.drawn_appearance(lab, s) for s in range(8)]
+    assert all(torch.equal(d, pipe.drawn_appearance(lab, s)) for s, d in enumerate(drawn))
+    inside = torch.isin(lab, torch.tensor(L.LESION_LABELS))[0, 0]
+    contrasts = {round(float(d[0, 0][inside][0]) * 100, 3) for d in drawn}
+    assert contrasts <= {-60.0, 30.0, -10.0} and len(contrasts) >= 2  # from the table, and not always the same row
+
+
+def test_provenance_records_asked_drawn_and_measured(pipe):
+    healthy = toy_abdomen_case("h", shape=(40, 36, 32), spacing=1.5, seed=5, tumor=False)
+    settings = InpaintSettings(steps=2, roi_size=[32, 32, 32], margin_mm=1.5, appearance={"contrast_hu": -40.0})
+    synth = DiffusionSynthesizer(pipe, settings)
+    res = synth(healthy.ct, healthy.label, healthy.spacing, TumorSpec(organ="liver", size="small"), np.random.default_rng(0))
+    app = res.records[0]["appearance"]
+    assert app["asked"] == {"contrast_hu": -40.0} and app["requested"]["contrast_hu"] == -40.0
+    assert app["drawn_from"] in ("organ and size class", "organ") and app["row"] in {r["case_id"] for r in TABLE}
+    assert set(app["measured"]) == set(CONDITION_ATTRIBUTES) and np.isfinite(app["measured"]["contrast_hu"])
+    again = synth(healthy.ct, healthy.label, healthy.spacing, TumorSpec(organ="liver", size="small"), np.random.default_rng(0))
+    assert np.array_equal(again.ct, res.ct) and again.records[0]["appearance"] == app
+
+
+def test_the_table_travels_with_the_model_folder(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "m")
+    again = LatentDiffusionPipeline.from_pretrained(tmp_path / "m")
+    assert again.appearance_table == TABLE and again.spec.appearance == pipe.spec.appearance
+    (tmp_path / "m" / "appearance.json").unlink()
+    with pytest.raises(Exception, match="appearance.json"):
+        LatentDiffusionPipeline.from_pretrained(tmp_path / "m")
+
+
+def test_unknown_attribute_names_are_refused():
+    with pytest.raises(ValueError, match="unknown attribute"):
+        InpaintSettings(appearance={"brightness": 3.0})
+    with pytest.raises(ValueError, match="controlnet.appearance"):
+        load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml", ["controlnet.appearance=[glow]"]).check()
