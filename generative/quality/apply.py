@@ -31,7 +31,15 @@ from generative.quality.config import FilterConfig, FilterName
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import patient_group
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator, crop_config_of
-from generative.quality.filters import FilterVerdict, FreeTumorGate, HUCheck, Segmentor, TumorVerdict, compose
+from generative.quality.filters import (
+    FilterVerdict,
+    FreeTumorGate,
+    GateValidation,
+    HUCheck,
+    Segmentor,
+    TumorVerdict,
+    compose,
+)
 from generative.quality.policies import Cutoff, apply_policy, case_score, decide
 
 SCORES_NAME = "scores.jsonl"
@@ -75,10 +83,49 @@ def read_calibration(model_dir: str | Path) -> dict[str, Any]:
     return read_json(path) if path.exists() else {}
 
 
-class Scorer:
-    """The discriminator plus the per-case filters, loaded once, applied to any :class:`Case`."""
+#: gate validations already measured: (segmentor id, cohort, rule) -> GateValidation; a segmentor is
+#: validated once per process, not once per Scorer (score, then audit, reuse it)
+_GATE_CACHE: dict[tuple, GateValidation] = {}
 
-    def __init__(self, model_dir: str | Path, config: FilterConfig | None = None, segmentor: Segmentor | None = None):
+#: what a Scorer's gate is validated with: a measured GateValidation, or a held-out real cohort's folder
+GateValidationArg = GateValidation | str | Path | None
+
+
+def validate_gate(gate: FreeTumorGate, cohort_dir: str | Path, crop) -> GateValidation:
+    """Measure ``gate``'s segmentor sensitivity on the tumor cases of a held-out real cohort (cached)."""
+    cfg = gate.config
+    key = (id(gate.segmentor), str(Path(cohort_dir).resolve()), cfg.validation_cases, cfg.min_detected_fraction,
+           cfg.prob_threshold, cfg.same_class)
+    if key not in _GATE_CACHE:
+        cohort = open_cohort(cohort_dir)
+        pairs = []
+        for ref in cohort.refs:
+            case = to_ras(ref.load())
+            if case.meta.get("kind") == "synthetic":
+                raise CohortError(cohort_dir, f"case {ref.case_id} is synthetic: the FreeTumor gate is validated on "
+                                              "held-out real tumors")
+            tumors = find_tumors(case, crop)
+            if tumors:
+                pairs.append((case, tumors))
+            if len(pairs) >= cfg.validation_cases:
+                break
+        _GATE_CACHE[key] = gate.measure(
+            track(pairs, "validating the FreeTumor gate's segmentor", unit="case"),
+            f"{len(pairs)} cases of {Path(cohort_dir).name}")
+    gate.validation = _GATE_CACHE[key]
+    return gate.validation
+
+
+class Scorer:
+    """The discriminator plus the per-case filters, loaded once, applied to any :class:`Case`.
+
+    gate_validation: how the FreeTumor gate earns its vote: a :class:`GateValidation` (e.g. read from
+    a segmentation run's evaluation) or a held-out real cohort measured here once; default
+    ``config.freetumor.validation_cohort``. Without one the gate abstains.
+    """
+
+    def __init__(self, model_dir: str | Path, config: FilterConfig | None = None, segmentor: Segmentor | None = None,
+                 gate_validation: GateValidationArg = None):
         self.config = config or FilterConfig()
         self.model_dir = Path(model_dir)
         use_cuda = torch.cuda.is_available() and not self.config.train.cpu
@@ -88,6 +135,12 @@ class Scorer:
         hb = self.model_dir / HU_BOUNDS_NAME
         self.hu = HUCheck(HUCheck.bounds_from_json(read_json(hb)), self.config.hu_check) if hb.exists() else None
         self.gate = FreeTumorGate(segmentor, self.config.freetumor) if segmentor is not None else None
+        if self.gate is not None:
+            gv = gate_validation if gate_validation is not None else self.config.freetumor.validation_cohort
+            if isinstance(gv, GateValidation):
+                self.gate.validation = gv
+            elif gv is not None:
+                validate_gate(self.gate, gv, self.crop)
 
     def score_case(self, case: Case) -> tuple[list[dict[str, Any]], float | None, dict[str, dict[str, Any]]]:
         """(tumors with p_real, case score, per-case filter verdicts) for a case in RAS voxel order."""
@@ -107,10 +160,13 @@ class Scorer:
 
 def score_cohort(model_dir: str | Path, cohort_dir: str | Path, config: FilterConfig | str | Path | None = None,
                  segmentor: Segmentor | None = None, out_path: str | Path | None = None,
-                 report: BatchReport | None = None) -> list[CaseScore]:
-    """Score every case of a cohort; writes ``out_path`` (JSONL, one CaseScore per line) when given."""
+                 report: BatchReport | None = None, gate_validation: GateValidationArg = None) -> list[CaseScore]:
+    """Score every case of a cohort; writes ``out_path`` (JSONL, one CaseScore per line) when given.
+
+    gate_validation: see :class:`Scorer` (the FreeTumor gate votes only with a validated segmentor).
+    """
     cfg = _as_config(config)
-    scorer = Scorer(model_dir, cfg, segmentor)
+    scorer = Scorer(model_dir, cfg, segmentor, gate_validation)
     cohort = open_cohort(cohort_dir)
     report = report if report is not None else BatchReport()
     for cid, why in cohort.problems.items():
@@ -176,6 +232,12 @@ class Decisions:
     skipped: dict[str, str]
 
 
+def calibration_scores(calibration: dict[str, Any]) -> list[float] | None:
+    """The held-out real scores that set the calibrated cutoff: the calibration half when training split
+    them (the other half checks it), else every held-out real score (older model folders)."""
+    return calibration.get("calibration_real_scores") or calibration.get("real_scores")
+
+
 def discriminator_verdict(s: CaseScore, cutoff: Cutoff) -> FilterVerdict:
     """The policy's verdict on one case, with a per-tumor verdict at the same cutoff."""
     d = decide(s.score, cutoff)
@@ -192,13 +254,18 @@ def decide_cases(scores: Sequence[CaseScore], config: FilterConfig, calibration:
     ``cutoff``: reuse a cutoff (the probes are judged at the cohort's cutoff).
     """
     if cutoff is None:
-        cutoff, _ = apply_policy(config.policy, [s.score for s in scores], calibration.get("real_scores"))
+        cutoff, _ = apply_policy(config.policy, [s.score for s in scores], calibration_scores(calibration))
     unknown = [f for f in config.filters if f not in FILTER_NAMES]
     if unknown:
         raise ValueError(f"filters: unknown filter(s) {unknown}; known: {list(FILTER_NAMES)}")
     skipped: dict[str, str] = {}
     active = []
     for f in config.filters:
+        abstain = [s.verdicts[f] for s in scores if f in s.verdicts and not s.verdicts[f].get("voting", True)]
+        if f != "discriminator" and scores and len(abstain) == len(scores):
+            # the filter abstained on every case (e.g. a FreeTumor gate whose segmentor cannot see tumors)
+            skipped[f] = abstain[0]["reasons"][0] if abstain[0].get("reasons") else "not voting"
+            continue
         if f == "discriminator" or all(f in s.verdicts for s in scores):
             active.append(f)
         elif f == "freetumor":
@@ -211,7 +278,9 @@ def decide_cases(scores: Sequence[CaseScore], config: FilterConfig, calibration:
         for f in FILTER_NAMES[1:]:
             if f in s.verdicts:
                 vs[f] = FilterVerdict.from_dict(s.verdicts[f])
-        ok, reasons = compose([vs[f] for f in active])
+        # an abstaining filter's "not voting" reason is kept beside the votes (compose ignores it)
+        abstaining = [vs[f] for f in config.filters if f not in active and f in vs and not vs[f].voting]
+        ok, reasons = compose([vs[f] for f in active] + abstaining)
         cases.append(CaseDecision(s.case_id, ok, s.score, reasons, vs))
     return Decisions(cutoff, cases, active, skipped)
 
@@ -231,7 +300,8 @@ def manifest_rows(scores: Sequence[CaseScore], decisions: Decisions) -> list[dic
         rows.append({
             "case_id": s.case_id, "ct": s.ct, "label": s.label, "accepted": d.accepted, "score": s.score,
             "reasons": d.reasons, "tumors": tumors, "kind": s.kind, "generator": s.generator,
-            "filters": {k: {"accepted": v.accepted, "score": v.score, "active": k in decisions.active}
+            "filters": {k: {"accepted": v.accepted, "score": v.score, "active": k in decisions.active,
+                            "voting": v.voting}
                         for k, v in d.filters.items()},
         })
     return rows

@@ -1,11 +1,15 @@
 """The filter's audit: an HTML page a person can read, PNG figures beside it, and a JSON of every number.
 
-Sections: the discriminator on held-out data (ROC, AUC, score histograms of
-real vs synthetic accepted / rejected), the three filters side by side
+Sections: the discriminator on held-out data (ROC, AUC with 95 % bootstrap
+CIs overall, per size class, organ and generator, score histograms of real vs
+synthetic accepted / rejected), the calibration check (the calibrated
+cutoff's false-reject rate on other held-out real tumors than those that set
+it, per alpha, with Wilson CIs), whether the FreeTumor gate votes and why, the three filters side by side
 (acceptance of the cohort, rejection of known-bad probes), acceptance by
 organ and by tumor size (early <= 20 mm, medium, large), montages of the
 most and least real-looking synthetic tumors (axial and coronal slices with
-the tumor contour), and the rejected cases with their reasons.
+the tumor contour), and the rejected cases with their reasons (a montage of
+rejected tumors captioned with the first reason, and the full table).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from generative.quality.apply import (  # noqa: E402
     FILTER_NAMES,
     CaseScore,
     Decisions,
+    GateValidationArg,
     Scorer,
     _as_config,
     decide_cases,
@@ -159,6 +164,13 @@ def _views(image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(ax_ct, ax_m), (co_ct, co_m)]
 
 
+def _wrap(text: str, width: int, lines: int = 3) -> str:
+    import textwrap
+
+    out = textwrap.wrap(text, width)
+    return "\n".join(out[:lines]) + (" ..." if len(out) > lines else "")
+
+
 def fig_montage(items: list[dict[str, Any]], title: str, path: Path) -> str:
     """2 rows (axial, coronal) x k tumors, tumor contour in red."""
     k = max(len(items), 1)
@@ -173,8 +185,10 @@ def fig_montage(items: list[dict[str, Any]], title: str, path: Path) -> str:
             axes[i, j].imshow(ct, cmap="gray", vmin=0, vmax=1)
             if m.any():
                 axes[i, j].contour(m, levels=[0.5], colors="red", linewidths=0.8)
-        axes[0, j].set_title(f"{it['case_id']}#{it['index']}\nP={it['p_real']:.3f}, {it['diameter_mm']:.0f} mm",
-                             fontsize=7)
+        title = f"{it['case_id']}#{it['index']}\nP={it['p_real']:.3f}, {it['diameter_mm']:.0f} mm"
+        if it.get("caption"):
+            title += "\n" + _wrap(str(it["caption"]), 30)
+        axes[0, j].set_title(title, fontsize=6 if it.get("caption") else 7)
     axes[0, 0].text(-0.15, 0.5, "axial", transform=axes[0, 0].transAxes, rotation=90, va="center", fontsize=8)
     axes[1, 0].text(-0.15, 0.5, "coronal", transform=axes[1, 0].transAxes, rotation=90, va="center", fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -237,6 +251,8 @@ def held_out_section(summary: dict[str, Any], img: dict[str, str], cal: dict[str
         held["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [float(t) for t in thr[1:]]}
         img["roc"] = fig_roc(real_val, syn_val, figs / "roc.png")
     held["real_scores"], held["synthetic_scores"] = real_val, syn_val
+    # AUC with 95 % bootstrap CIs overall, per size class, organ and generator (written by training)
+    held["evaluation"] = cal.get("evaluation")
     summary["held_out"] = held
 
 
@@ -299,6 +315,38 @@ def montage_section(summary: dict[str, Any], img: dict[str, str], scores: Sequen
                                                  figs / f"montage_{name}.png")
 
 
+def rejected_section(summary: dict[str, Any], img: dict[str, str], scores: Sequence[CaseScore],
+                     dec: Decisions, k: int, crop: CropConfig, figs: Path) -> None:
+    """summary["rejected"]: every rejected case with its reasons; a montage of up to ``k`` of them
+    (each case's worst tumor, captioned with the first reason of the filter that rejected it)."""
+    by_id = {s.case_id: s for s in scores}
+    rejected = [d for d in dec.cases if not d.accepted]
+    summary["rejected"] = [{"case_id": d.case_id, "score": d.score, "reasons": d.reasons,
+                            "by": [f for f in dec.active if not d.filters[f].accepted]} for d in rejected]
+    picks = []
+    for d in sorted(rejected, key=lambda d: d.score if d.score is not None else 2.0)[:k]:
+        tumors = by_id[d.case_id].tumors
+        if not tumors:
+            continue
+        worst = min(tumors, key=lambda t: t["p_real"])
+        by = [f for f in dec.active if not d.filters[f].accepted]
+        first = next((r for r in d.reasons if r.split(":", 1)[0] in by), d.reasons[0] if d.reasons else "")
+        picks.append({"case_id": d.case_id, "index": worst["index"], "p_real": worst["p_real"],
+                      "diameter_mm": worst["diameter_mm"], "caption": first})
+    items = montage_items(scores, picks, crop) if picks else []
+    if items:
+        img["montage_rejected"] = fig_montage(items, "rejected synthetic tumors (first reason)",
+                                              figs / "montage_rejected.png")
+
+
+def calibration_section(summary: dict[str, Any], cal: dict[str, Any]) -> None:
+    """summary["calibration_check"]: the alpha checks stored by training (cutoff from the calibration
+    half of the held-out real patients, false-reject rate measured on the other half)."""
+    summary["calibration_check"] = {"alpha_checks": cal.get("alpha_checks", []),
+                                    "n_calibration": len(cal.get("calibration_real_scores") or []),
+                                    "n_check": len(cal.get("check_real_scores") or [])}
+
+
 def judge_cases(cases: Sequence[Case], kind: str, scorer: Scorer, cfg: FilterConfig, cal: dict[str, Any],
                 cutoff: Cutoff) -> tuple[list[CaseScore], Decisions | None]:
     """Score in-memory cases and decide them at the cohort's ``cutoff``; (scores, decisions or None when no case)."""
@@ -351,12 +399,14 @@ def side_by_side(summary: dict[str, Any], dec: Decisions) -> dict[str, dict[str,
 # ------------------------------------------------------------------ audit
 def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_dir: str | Path,
           config: FilterConfig | str | Path | None = None, segmentor: Segmentor | None = None,
-          overrides: Sequence[str] = (), probe_cohort: str | Path | None = None) -> Path:
+          overrides: Sequence[str] = (), probe_cohort: str | Path | None = None,
+          gate_validation: GateValidationArg = None) -> Path:
     """Write ``<out_dir>/report.html``, ``figures/*.png`` and ``summary.json``; returns the HTML path.
 
     probe_cohort: build the known-bad probes from this cohort's tumor cases (best: real
     cases, preferring those the discriminator held out) instead of the best-scoring
     synthetic cases; the unbroken sources are scored too, as a control.
+    gate_validation: how the FreeTumor gate earns its vote (see :class:`~generative.quality.apply.Scorer`).
     """
     t0 = time.perf_counter()
     cfg = _as_config(config, overrides)
@@ -365,10 +415,14 @@ def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_d
     figs = out_dir / "figures"
     cal = read_calibration(model_dir)
     dec = decide_cases(scores, cfg, cal)
-    scorer = Scorer(model_dir, cfg, segmentor)
+    scorer = Scorer(model_dir, cfg, segmentor, gate_validation)
     summary: dict[str, Any] = {"model_dir": str(model_dir), "policy": asdict(cfg.policy),
                                "cutoff": dec.cutoff.value, "cutoff_how": dec.cutoff.how,
-                               "active_filters": dec.active, "skipped_filters": dec.skipped}
+                               "active_filters": dec.active, "skipped_filters": dec.skipped,
+                               "freetumor_gate": None if scorer.gate is None else {
+                                   "voting": scorer.gate.voting, "status": scorer.gate.status,
+                                   "validation": scorer.gate.validation.as_dict() if scorer.gate.validation else None,
+                                   "min_sensitivity": cfg.freetumor.min_sensitivity}}
     img: dict[str, str] = {}  # figure key -> path relative to out_dir
 
     # 1. discriminator on held-out data
@@ -378,8 +432,10 @@ def audit(scores: Sequence[CaseScore] | str | Path, model_dir: str | Path, out_d
     cohort_section(summary, img, scores, rows, dec, cal, model_dir, figs)
     # 3. montages of the most and least real-looking synthetic tumors
     montage_section(summary, img, scores, rows, cfg.audit.montage_k, scorer.crop, figs)
-    # 4. known-bad probes, judged at the cohort's cutoff
+    # 4. known-bad probes, judged at the cohort's cutoff; the rejected cases; the calibration check
     probe_section(summary, img, scores, cfg, cal, dec, scorer, probe_cohort, figs)
+    rejected_section(summary, img, scores, dec, cfg.audit.montage_k, scorer.crop, figs)
+    calibration_section(summary, cal)
     # 5. the filters side by side, the resolved config; the JSON
     summary["filters_side_by_side"] = side_by_side(summary, dec)
     summary["config"] = to_dict(cfg)
@@ -398,7 +454,8 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
     h, c, pr = s["held_out"], s["cohort"], s["probes"]["rejection"]
     skipped = "".join(f"<li><b>{html.escape(k)}</b> not applied: {html.escape(v)}</li>" for k, v in s["skipped_filters"].items())
     side = html_table(["filter", "voting", "cohort cases accepted", "known-bad probes rejected"],
-                      [[f, "yes" if (f in s["active_filters"] or f == "all") else "no",
+                      [[f, "yes" if (f in s["active_filters"] or f == "all") else
+                        f"no ({s['skipped_filters'].get(f, 'not in filters')})",
                         _pct(v["case_acceptance"]), _pct(v["probe_rejection"])]
                        for f, v in s["filters_side_by_side"].items()])
     rate_rows = lambda t: [[g, e["n"], *[_pct(e.get(f)) for f in COLUMNS]] for g, e in t.items()]  # noqa: E731
@@ -406,7 +463,24 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
     ctrl = s["probes"]["source_acceptance"]
     if ctrl:
         probe_rows.append(["unbroken sources: ACCEPTED", ctrl["n"], *[_pct(ctrl.get(f)) for f in COLUMNS]])
-    rejected = [[d.case_id, d.score, "; ".join(r for r in d.reasons)] for d in dec.cases if not d.accepted]
+    rejected = [[r["case_id"], r["score"], ", ".join(r["by"]), "; ".join(r["reasons"])] for r in s["rejected"]]
+    ev = h.get("evaluation") or {}
+
+    def ci(e: dict) -> str:
+        lo, hi = e.get("ci") or [None, None]
+        return "n/a" if lo is None else f"{lo:.3f}-{hi:.3f}"
+
+    auc_rows = [[grp, name, format_cell(e.get("auc")), ci(e), e.get("n_real"), e.get("n_synthetic")]
+                for grp, key in (("overall", None), ("size", "by_size"), ("organ", "by_organ"),
+                                 ("generator", "by_generator"))
+                for name, e in ((("all", ev["overall"]),) if key is None and "overall" in ev else
+                                (ev.get(key, {}).items() if key else ()))]
+    cc = s["calibration_check"]
+    cal_rows = [[f"{r['alpha']:.2f}", format_cell(r.get("cutoff")), _pct(r.get("false_reject")),
+                 "n/a" if r.get("ci", [None])[0] is None else f"{100 * r['ci'][0]:.0f}-{100 * r['ci'][1]:.0f} %",
+                 {True: "yes", False: "NO", None: "n/a"}[r.get("holds")], _pct(r.get("rejected_synthetic")),
+                 _pct(r.get("rejected_probes"))] for r in cc["alpha_checks"]]
+    gate = s.get("freetumor_gate")
     accepted_n = c["n_accepted"]
     parts = [
         "<h1>Synthetic tumor quality filter: audit</h1>",
@@ -424,7 +498,21 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
         "<h2>The filters side by side</h2>", side,
         "<p class='note'>A case is kept only when every voting filter accepts it (column <i>all</i>). "
         "The discriminator judges a case by its worst tumor.</p>",
-        "<h2>Discriminator on held-out data</h2>", fig("roc", "ROC"), fig("hist", "score histogram"),
+        "<h2>FreeTumor gate</h2>",
+        (f"<p>{html.escape(gate['status'])}</p>" if gate else "<p class='note'>no segmentor given: not applied</p>"),
+        "<h2>Discriminator on held-out data</h2>",
+        "<p class='note'>AUC of real against synthetic tumors of the held-out patients, with a 95 % bootstrap CI; "
+        "size: early (&le; 20 mm) against larger; each generator (and each known-bad probe kind built from "
+        "held-out real patients) against every held-out real tumor.</p>",
+        html_table(["by", "group", "AUC", "95 % CI", "real", "synthetic"], auc_rows) if auc_rows
+        else "<p class='note'>(no breakdown: model folder from before issue 14)</p>",
+        fig("roc", "ROC"), fig("hist", "score histogram"),
+        "<h2>Calibration check</h2>",
+        f"<p class='note'>The calibrated cutoff is the alpha-quantile of {cc['n_calibration']} held-out real tumors' "
+        f"scores; its false-reject rate is measured on {cc['n_check']} other held-out real tumors (other patients), "
+        "with a Wilson 95 % CI. <i>holds</i>: alpha lies inside the CI.</p>",
+        html_table(["alpha", "cutoff", "real false-reject", "95 % CI", "holds", "held-out synthetic rejected",
+                    "held-out probes rejected"], cal_rows) if cal_rows else "<p>(no calibration check stored)</p>",
         "<h2>Acceptance of synthetic tumors by organ</h2>",
         html_table(["organ", "tumors", *COLUMNS], rate_rows(c["tumor_acceptance_by_organ"])), fig("by_organ", "by organ"),
         "<h2>Acceptance by tumor size</h2><p class='note'>early: max axial diameter &le; 20 mm; medium &le; 50 mm; "
@@ -434,13 +522,14 @@ def _html(s: dict[str, Any], img: dict[str, str], dec: Decisions) -> str:
         "<h2>Least real-looking synthetic tumors</h2>", fig("montage_least_real", "least real montage"),
         "<h2>Known-bad probes</h2><p class='note'>Copies of tumor cases (source: "
         f"{html.escape(s['probes']['source_cohort'])}) with their first tumor "
-        "broken on purpose: noise-filled, wrong HU (450), blocky (its bounding box), moved outside its organ. "
+        "broken on purpose: noise-filled, wrong HU (450), blocky (its bounding box), moved outside its organ, "
+        "pasted with a +60 HU box seam, blurred. "
         "Rejection rates, judged at the cohort's cutoff; the last row is the acceptance of the same cases "
         "unbroken (the control).</p>",
         html_table(["probe", "cases", *COLUMNS], probe_rows), fig("probes", "probe rejection"),
         "".join(f"<p class='note'>{html.escape(n)}</p>" for n in s["probes"]["notes"]),
-        f"<h2>Rejected cases ({len(rejected)})</h2>",
-        html_table(["case", "score", "reasons"], rejected) if rejected else "<p>none</p>",
+        f"<h2>Rejected cases ({len(rejected)})</h2>", fig("montage_rejected", "rejected montage"),
+        html_table(["case", "score", "rejected by", "reasons"], rejected) if rejected else "<p>none</p>",
         "<p class='note'>Every number on this page is in summary.json beside it.</p>",
     ]
     return html_page("Quality filter audit", parts)

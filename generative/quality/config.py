@@ -18,6 +18,15 @@ FilterName = Literal["discriminator", "hu_check", "freetumor"]
 
 
 @dataclass
+class SyntheticCohort:
+    """One named synthetic cohort the discriminator trains against. ``name``: the generator as reported
+    (per-generator AUC), e.g. "diffusion_ckpt2000", "ca", "rules"; ``path``: the cohort (any layout)."""
+
+    name: str
+    path: str
+
+
+@dataclass
 class FilterTrainConfig:
     """Discriminator training. Steps are optimizer steps; evaluation every ``eval_every`` steps."""
 
@@ -42,6 +51,21 @@ class FilterTrainConfig:
     #: Teaches generic failure modes beyond the training generator's; off by default because the
     #: audit's known-bad probes then test kinds the model was shown (on other cases).
     hard_negatives: list[ProbeKind] = field(default_factory=list)
+    #: broken copies per (training real tumor case, hard-negative kind), each drawn afresh
+    hard_negative_copies: int = bounded(1, ge=1)
+    #: synthetic cohorts with their generator names, besides any given on the command line
+    #: (``--synthetic NAME=PATH``); cases of an unnamed cohort report their sidecar's generator
+    synthetic: list[SyntheticCohort] = field(default_factory=list)
+    #: fraction of the held-out real patients early stopping sees (with every held-out synthetic patient); the
+    #: others calibrate and check, unbiased by the choice of checkpoint (needs >= 3 held-out real patients;
+    #: 0: early stopping sees them all)
+    selection_fraction: float = bounded(0.34, ge=0, lt=1)
+    #: fraction of the remaining held-out real patients whose scores set the calibrated cutoff; the others check it
+    calibration_fraction: float = bounded(0.5, gt=0, lt=1)
+    #: the calibrated policy's promise is checked at these alphas (false-reject rate of real tumors)
+    alpha_checks: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    #: bootstrap replicates for the held-out AUC's 95 % CI
+    n_bootstrap: int = bounded(1000, ge=10)
 
 
 @dataclass
@@ -49,7 +73,7 @@ class AuditConfig:
     """What the audit shows: montage size and the known-bad probes."""
 
     montage_k: int = 6
-    probes: list[ProbeKind] = field(default_factory=lambda: ["noise", "wrong_hu", "blocky", "outside"])
+    probes: list[ProbeKind] = field(default_factory=lambda: ["noise", "wrong_hu", "blocky", "outside", "seam", "blur"])
     #: how many synthetic (or real) tumor cases the probes are built from
     probe_cases: int = 6
     seed: int = 0

@@ -8,6 +8,11 @@ one way. A filter that deserves trust rejects nearly all of them:
 - ``blocky``: the tumor becomes its bounding box, a flat block with straight edges.
 - ``outside``: the tumor (mask and texture) is moved out of its organ into surrounding
   tissue; its old place is refilled with the organ's texture.
+- ``seam``: the tumor is pasted with a straight-edged patch of its surroundings (its bounding
+  box grown by 3 voxels) whose HU is off by +60: the box-shaped boundary seam of a badly blended
+  paste.
+- ``blur``: the tumor and a 2-voxel rim around it are smoothed (Gaussian, sigma 2 voxels): the
+  scanner's noise texture is gone and the edge smeared, the look of an over-smoothed generator.
 
 Inputs are never modified; probes are deterministic given ``rng``.
 """
@@ -25,9 +30,11 @@ from cohort import labels as L
 from cohort.case import Case
 from generative.quality.crops import CropConfig, TumorInfo, find_tumors
 
-ProbeKind = Literal["noise", "wrong_hu", "blocky", "outside"]
+ProbeKind = Literal["noise", "wrong_hu", "blocky", "outside", "seam", "blur"]
 PROBE_KINDS: tuple[str, ...] = get_args(ProbeKind)
 WRONG_HU = 450.0
+#: HU added to the pasted patch of a ``seam`` probe
+SEAM_HU = 60.0
 
 
 @dataclass
@@ -80,6 +87,17 @@ def make_probe(case: Case, kind: str, rng: np.random.Generator, crop: CropConfig
         idx = np.argwhere(mask) + np.asarray(shift)
         ct[tuple(idx.T)] = vals
         label[tuple(idx.T)] = info.label
+    elif kind == "seam":
+        (lo, hi) = info.bbox
+        sl = tuple(slice(max(0, a - 3), min(n, b + 3)) for a, b, n in zip(lo, hi, ct.shape))
+        body = ct[sl] > -500  # the paste covers tissue, not the air around the patient
+        ct[sl] = np.where(body, ct[sl] + SEAM_HU, ct[sl])
+    elif kind == "blur":
+        region = ndimage.binary_dilation(mask, iterations=2)
+        sl = ndimage.find_objects(region.astype(np.uint8))[0]
+        sl = tuple(slice(max(0, s.start - 6), s.stop + 6) for s in sl)
+        smooth = ndimage.gaussian_filter(ct[sl].astype(np.float32), 2.0)
+        ct[sl] = np.where(region[sl], smooth, ct[sl])
     else:
         raise ValueError(f"unknown probe kind {kind!r}; expected one of {PROBE_KINDS}")
     meta = dict(case.meta)

@@ -3,14 +3,24 @@
 Runs on one CPU or under ``accelerate launch -m generative.quality.train``::
 
     python -m generative.quality.train --config configs/generative/filter.yaml \
-        --real data/siteA --synthetic data/siteA_ca --out runs/filter
+        --real data/siteA --synthetic ca=data/siteA_ca rules=data/siteA_rules --out runs/filter
+
+Negatives come from several named synthetic cohorts (``NAME=PATH`` or
+``train.synthetic`` in the YAML; an unnamed cohort's tumors are named by their
+sidecar's generator) and, with ``train.hard_negatives``, from the known-bad
+probes of :mod:`generative.quality.probes` built from the real training cases.
 
 Steps: (1) config, (2) data: crops of every tumor, split into train and
 validation by patient, (3) model and optimizer, (4) loop with class-balanced
 sampling, flips and small intensity shifts (so the network cannot win on a
 trivial cue such as orientation or a global offset), early stopping on
-validation AUC, (5) export: the best model folder plus ``calibration.json``
-(held-out scores, used by the calibrated policy and the audit),
+validation AUC (held-out synthetic patients and a third of the held-out real
+ones: the other real patients stay out of the choice of checkpoint, so the
+cutoff they calibrate is honest), (5) export: the best model folder plus ``calibration.json``
+(held-out scores, used by the calibrated policy and the audit; the held-out
+AUC with 95 % bootstrap CIs overall, per size class, organ and generator; the
+calibrated cutoff's false-reject rate checked on other held-out real patients
+than those that set it),
 ``hu_bounds.json`` (the HU check learned from the real cases),
 ``train_log.json`` and the resolved ``filter.yaml``.
 """
@@ -35,12 +45,12 @@ from cohort.errors import BatchReport, CohortError
 from cohort.hardware import Precision, resolve_precision
 from cohort.io import write_json
 from cohort.progress import StepProgress
-from generative.quality.config import FilterConfig
+from generative.quality.config import FilterConfig, SyntheticCohort
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import iter_cohorts
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator
 from generative.quality.filters import HUCheck, collect_real_medians, fit_hu_bounds
-from generative.quality.metrics import auc
+from generative.quality.metrics import alpha_check, auc, auc_breakdown
 from generative.quality.probes import make_probe
 
 
@@ -111,10 +121,11 @@ def recalibrate_batchnorm(net: torch.nn.Module, x: torch.Tensor, batch_size: int
     net.train(was)
 
 
-def hard_negative_crops(case, kinds: Sequence[str], crop, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
-    """(kind, crop) of the broken tumor of each probe kind made from ``case`` (see probes.py)."""
+def hard_negative_crops(case, kinds: Sequence[str], crop, rng: np.random.Generator,
+                        copies: int = 1) -> list[tuple[str, np.ndarray]]:
+    """(kind, crop) of the broken tumor of each probe kind made from ``case`` (see probes.py), ``copies`` each."""
     out = []
-    for kind in kinds:
+    for kind in [k for k in kinds for _ in range(copies)]:
         p = make_probe(case, kind, rng, crop)
         if p is None:
             continue
@@ -137,7 +148,8 @@ class TumorCrops:
     labels: list[int] = field(default_factory=list)
     #: the patient, namespaced by class ("real:<id>", "synthetic:<id>")
     groups: list[str] = field(default_factory=list)
-    #: TumorInfo fields + "kind" (real, synthetic, hard_negative:<probe kind>)
+    #: TumorInfo fields + "kind" (real, synthetic, hard_negative:<probe kind>) + "source" (the generator:
+    #: a synthetic cohort's name, "probe:<kind>" for a hard negative, "real")
     infos: list[dict] = field(default_factory=list)
     #: HU check: medians (HU) per structure over the real cases; medians only, never whole scans
     real_medians: dict[str, list[float]] = field(default_factory=dict)
@@ -146,7 +158,7 @@ class TumorCrops:
         self.images.append(image)
         self.labels.append(label)
         self.groups.append(group)
-        self.infos.append(info)
+        self.infos.append({**info, "group": group})
 
 
 @dataclass
@@ -162,6 +174,13 @@ class DiscriminatorData:
     val_groups: list[str]  # the held-out patients, sorted
     hu_bounds: dict  # structure -> HUBound, fitted on the real cases
     failed_cases: dict  # BatchReport.failed: case id -> why it could not be read
+    #: known-bad probes built from the held-out real patients: evaluation only (never trained on)
+    x_pr: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    pr_infos: list[dict] = field(default_factory=list)
+    #: (N_va,) bool: the validation crops early stopping sees (held-out synthetic + the selection real patients)
+    select: torch.Tensor | None = None
+    #: held-out real patients early stopping saw (not used to calibrate or check)
+    selection_groups: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         n_neg, n_hard = float((1 - self.y_tr).sum()), float(self.hard_tr.sum())
@@ -183,7 +202,11 @@ class EarlyStopping:
 
     def update(self, step: int, val_auc: float, val_loss: float, net: torch.nn.Module) -> bool:
         """Record one evaluation at ``step``; True when ``patience`` evaluations in a row did not improve."""
-        # AUC saturates at 1.0 on easy data: break ties with the validation loss
+        # AUC saturates at 1.0 on easy data: break ties with the validation loss. An undefined AUC
+        # (the validation split holds one class only) ranks above "nothing yet" and below any AUC,
+        # so the weights are then chosen by the validation loss alone
+        if val_auc != val_auc:
+            val_auc = -0.5
         if val_auc > self.best_auc + 1e-9 or (abs(val_auc - self.best_auc) <= 1e-9 and val_loss < self.best_loss):
             self.best_auc, self.best_loss, self.best_step, self.bad = val_auc, val_loss, step, 0
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
@@ -202,30 +225,67 @@ def prepare_run(tc) -> tuple[Precision, Accelerator]:
     return precision, accelerator
 
 
-def collect_crops(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path], cfg: FilterConfig,
+def synthetic_sources(synthetic: Sequence[str | Path | SyntheticCohort], cfg: FilterConfig
+                      ) -> list[tuple[str | None, Path]]:
+    """(name or None, path) of every synthetic cohort: ``train.synthetic`` then the given ones.
+
+    A given item is a path, ``NAME=PATH`` or a :class:`SyntheticCohort`; one name may span several
+    folders (e.g. one generator's cohorts from two sites).
+    """
+    out: list[tuple[str | None, Path]] = [(c.name, Path(c.path)) for c in cfg.train.synthetic]
+    for item in synthetic:
+        if isinstance(item, SyntheticCohort):
+            out.append((item.name, Path(item.path)))
+            continue
+        text = str(item)
+        name, sep, path = text.partition("=")
+        if sep and name and "/" not in name and not Path(text).exists():
+            out.append((name, Path(path)))
+        else:
+            out.append((None, Path(text)))
+    return out
+
+
+def collect_crops(real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | None, Path]], cfg: FilterConfig,
                   accelerator: Accelerator, report: BatchReport) -> TumorCrops:
     """Every tumor crop, labelled by the cohort it came from, plus the hard negatives made from real cases.
 
-    Unreadable cases go to ``report``. Hard negatives draw from their own RNG (seed + 7), case by case.
+    A synthetic tumor's ``source`` is its cohort's name, else its sidecar's generator, else the
+    cohort folder's name. Unreadable cases go to ``report``. Hard negatives draw from their own RNG
+    (seed + 7), case by case, and stay with their patient's group (held-out ones become evaluation probes).
     """
     tc = cfg.train
     out = TumorCrops()
     hn_rng = np.random.default_rng(tc.seed + 7)
+    jobs = [(1, None, Path(d)) for d in real_dirs] + [(0, n, Path(d)) for n, d in synthetic]
     with accelerator.main_process_first():
-        for y, dirs in ((1, real_dirs), (0, synthetic_dirs)):
-            for lc in iter_cohorts(dirs, cfg.crop, report):
+        for y, name, d in jobs:
+            for lc in iter_cohorts([d], cfg.crop, report):
                 if y == 1:
                     for k, v in collect_real_medians([(lc.case, lc.tumors)], cfg.hu_check).items():
                         out.real_medians.setdefault(k, []).extend(v)
+                source = "real" if y else (name or lc.case.meta.get("generator") or d.name)
                 for c in lc.crops:
                     # patients are namespaced by class: two cohorts may reuse case ids for different people
                     out.add(c.image, y, f"{'real' if y else 'synthetic'}:{lc.group}",
-                            {**c.info.as_dict(), "kind": "real" if y else "synthetic"})
+                            {**c.info.as_dict(), "kind": "real" if y else "synthetic", "source": str(source)})
                 if y == 1 and tc.hard_negatives and lc.crops:
-                    # broken copies stay with their patient's group so they never cross the split
-                    for kind, img in hard_negative_crops(lc.case, tc.hard_negatives, cfg.crop, hn_rng):
-                        out.add(img, 0, f"real:{lc.group}", {"case_id": lc.case.case_id, "kind": f"hard_negative:{kind}"})
+                    for kind, img in hard_negative_crops(lc.case, tc.hard_negatives, cfg.crop, hn_rng,
+                                                         tc.hard_negative_copies):
+                        info = lc.crops[0].info.as_dict()
+                        out.add(img, 0, f"real:{lc.group}", {**info, "kind": f"hard_negative:{kind}",
+                                                             "source": f"probe:{kind}"})
     return out
+
+
+def selection_groups(val_infos: Sequence[dict], fraction: float, seed: int) -> set[str]:
+    """The held-out real patients early stopping sees: ``fraction`` of them (at least one), leaving at
+    least two to calibrate and check. Empty (early stopping sees all) with fewer than 3 or fraction 0."""
+    groups = sorted({str(i["group"]) for i in val_infos if i["kind"] == "real"})
+    if fraction <= 0 or len(groups) < 3:
+        return set()
+    n = min(len(groups) - 2, max(1, int(round(fraction * len(groups)))))
+    return set(np.random.default_rng(seed + 5).permutation(groups)[:n].tolist())
 
 
 def split_by_patient(crops: TumorCrops, tc, hu_bounds: dict, failed_cases: dict) -> DiscriminatorData:
@@ -236,21 +296,27 @@ def split_by_patient(crops: TumorCrops, tc, hu_bounds: dict, failed_cases: dict)
     hard = np.array([str(i.get("kind", "")).startswith("hard_negative") for i in crops.infos])
     val = split_groups(groups[~hard], np.asarray(crops.labels)[~hard], tc.val_fraction, tc.seed)
     in_val = np.isin(groups, list(set(groups[~hard][val].tolist())))
-    # hard negatives only train (validation, calibration and AUC stay real vs generator); a held-out
-    # patient's broken copies are dropped, not trained on
+    # hard negatives only train (validation, early stopping and calibration stay real vs generator); a
+    # held-out patient's broken copies are never trained on: they are the evaluation's known-bad probes
     val = in_val & ~hard
+    probe = in_val & hard
     train = ~in_val
+    pr_infos = [{**crops.infos[i], "kind": "probe"} for i in np.flatnonzero(probe)]
+    val_infos = [crops.infos[i] for i in np.flatnonzero(val)]
+    sel_groups = selection_groups(val_infos, tc.selection_fraction, tc.seed)
+    select = torch.tensor([i["kind"] != "real" or i["group"] in sel_groups for i in val_infos], dtype=torch.bool)
     return DiscriminatorData(x_tr=x[train], y_tr=y[train], hard_tr=torch.from_numpy(hard[train]),
-                             x_va=x[val], y_va=y[val], val_infos=[crops.infos[i] for i in np.flatnonzero(val)],
+                             x_va=x[val], y_va=y[val], val_infos=val_infos,
                              val_groups=sorted(set(groups[val].tolist())), hu_bounds=hu_bounds,
-                             failed_cases=failed_cases)
+                             failed_cases=failed_cases, x_pr=x[probe], pr_infos=pr_infos, select=select,
+                             selection_groups=sorted(sel_groups))
 
 
-def load_data(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path], cfg: FilterConfig,
+def load_data(real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | None, Path]], cfg: FilterConfig,
               accelerator: Accelerator) -> DiscriminatorData:
     """Collect every tumor crop, fit the HU bounds on the real cases and split by patient."""
     report = BatchReport()
-    crops = collect_crops(real_dirs, synthetic_dirs, cfg, accelerator, report)
+    crops = collect_crops(real_dirs, synthetic, cfg, accelerator, report)
     if report.failed:
         accelerator.print(report.summary())
     if not crops.images:
@@ -281,11 +347,14 @@ def balanced_loader(data: DiscriminatorData, tc, gen: torch.Generator) -> DataLo
 
 
 def validate(net: torch.nn.Module, data: DiscriminatorData, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
-    """(AUC, binary cross-entropy) on the validation crops, after re-estimating BatchNorm on shuffled training crops."""
+    """(AUC, binary cross-entropy) on the validation crops early stopping may see (``data.select``),
+    after re-estimating BatchNorm on shuffled training crops."""
     recalibrate_batchnorm(net, data.x_tr[torch.randperm(len(data.x_tr), generator=gen)], batch_size)
-    p = net.predict_proba(data.x_va).numpy()
-    a = auc(p[data.y_va.numpy() > 0], p[data.y_va.numpy() == 0])
-    vl = float(torch.nn.functional.binary_cross_entropy(torch.from_numpy(p).clamp(1e-6, 1 - 1e-6), data.y_va))
+    sel = data.select if data.select is not None else torch.ones(len(data.y_va), dtype=torch.bool)
+    x, y = data.x_va[sel], data.y_va[sel]
+    p = net.predict_proba(x).numpy()
+    a = auc(p[y.numpy() > 0], p[y.numpy() == 0])
+    vl = float(torch.nn.functional.binary_cross_entropy(torch.from_numpy(p).clamp(1e-6, 1 - 1e-6), y))
     return a, vl
 
 
@@ -329,45 +398,104 @@ def train_loop(accelerator: Accelerator, model: torch.nn.Module, opt: torch.opti
     return best, log
 
 
+def calibration_split(val_infos: Sequence[dict], fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """Held-out real patients split in two: (those whose scores set the cutoff, those that check it).
+
+    With a single held-out real patient there is nothing to check on: it calibrates alone.
+    """
+    groups = sorted({str(i["group"]) for i in val_infos if i["kind"] == "real"})
+    if len(groups) < 2:
+        return set(groups), set()
+    perm = np.random.default_rng(seed + 3).permutation(groups).tolist()
+    n_cal = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
+    return set(perm[:n_cal]), set(perm[n_cal:])
+
+
+def evaluate_held_out(p_va: np.ndarray, p_pr: np.ndarray, data: DiscriminatorData, cfg: FilterConfig) -> dict:
+    """AUC with 95 % bootstrap CIs (overall, by size class, organ, generator incl. probes) and the alpha checks."""
+    tc = cfg.train
+    sel = set(data.selection_groups)
+    # real patients early stopping saw are left out: their scores were part of choosing the checkpoint
+    tumors = [{**inf, "score": float(s)} for inf, s in zip(data.val_infos, p_va)
+              if not (inf["kind"] == "real" and inf["group"] in sel)]
+    probes = [{**inf, "score": float(s)} for inf, s in zip(data.pr_infos, p_pr)]
+    cal_g, chk_g = calibration_split(tumors, tc.calibration_fraction, tc.seed)
+    cal = [t["score"] for t in tumors if t["kind"] == "real" and t["group"] in cal_g]
+    chk = [t["score"] for t in tumors if t["kind"] == "real" and t["group"] in chk_g]
+    negs: dict[str, list[float]] = {"synthetic": [t["score"] for t in tumors if t["kind"] == "synthetic"]}
+    for t in probes:
+        negs.setdefault("probes", []).append(t["score"])
+    for t in tumors + probes:
+        if t["kind"] != "real":
+            negs.setdefault(str(t["source"]), []).append(t["score"])
+    return {
+        "auc": auc_breakdown(tumors + probes, tc.n_bootstrap, tc.seed),
+        "calibration_groups": sorted(cal_g), "check_groups": sorted(chk_g), "selection_groups": sorted(sel),
+        "calibration_real_scores": cal, "check_real_scores": chk,
+        "alpha_checks": alpha_check(cal, chk, tc.alpha_checks, negs),
+        "probe_tumors": probes,
+    }
+
+
 def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: DiscriminatorData, cfg: FilterConfig,
-           precision: Precision, real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path],
+           precision: Precision, real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | None, Path]],
            out_dir: Path) -> None:
-    """Write the best model folder, ``calibration.json`` (held-out scores), ``hu_bounds.json``, ``train_log.json``, ``filter.yaml``."""
+    """Write the best model folder, ``calibration.json`` (held-out scores and evaluation), ``hu_bounds.json``,
+    ``train_log.json``, ``filter.yaml``."""
     net.load_state_dict(best.best_state)
     net.save_pretrained(out_dir, crop=cfg.crop, extra={"val_auc": best.best_auc, "best_step": best.best_step})
     p = net.predict_proba(data.x_va).numpy()
+    p_pr = net.predict_proba(data.x_pr).numpy() if len(data.pr_infos) else np.zeros(0)
     y_va = data.y_va.numpy()
+    ev = evaluate_held_out(p, p_pr, data, cfg)
     write_json(out_dir / CALIBRATION_NAME, {
         "val_auc": auc(p[y_va > 0], p[y_va == 0]),
         "real_scores": [float(s) for s, t in zip(p, y_va) if t > 0],
         "synthetic_scores": [float(s) for s, t in zip(p, y_va) if t == 0],
+        # the calibrated policy's cutoff comes from these; the alpha checks measure it on check_real_scores
+        "calibration_real_scores": ev["calibration_real_scores"],
+        "check_real_scores": ev["check_real_scores"],
         "tumors": [{**inf, "score": float(s)} for inf, s in zip(data.val_infos, p)],
+        "probe_tumors": ev["probe_tumors"],
         "val_groups": data.val_groups,
+        "calibration_groups": ev["calibration_groups"], "check_groups": ev["check_groups"],
+        "selection_groups": ev["selection_groups"],
+        "evaluation": ev["auc"],
+        "alpha_checks": ev["alpha_checks"],
     })
     write_json(out_dir / HU_BOUNDS_NAME, HUCheck.bounds_to_json(data.hu_bounds))
     write_json(out_dir / "train_log.json", {"log": log, "precision": precision.as_dict(), "best_step": best.best_step,
                                              "best_val_auc": best.best_auc,
                                              "real_dirs": [str(Path(d).resolve()) for d in real_dirs],
-                                             "synthetic_dirs": [str(Path(d).resolve()) for d in synthetic_dirs],
+                                             "synthetic_dirs": [str(Path(d).resolve()) for _, d in synthetic],
+                                             "synthetic_cohorts": [{"name": n, "path": str(Path(d).resolve())}
+                                                                   for n, d in synthetic],
                                              "n_train": int(len(data.y_tr)), "n_val": int(len(data.y_va)),
                                              "n_hard_negatives": int(float(data.hard_tr.sum())),
+                                             "n_probe_eval": len(data.pr_infos),
                                              "failed_cases": data.failed_cases})
     save_config(cfg, out_dir / "filter.yaml")
 
 
-def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path],
+def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequence[str | Path | SyntheticCohort],
                         config: FilterConfig | str | Path | None, out_dir: str | Path,
                         overrides: Sequence[str] = ()) -> Path:
-    """Train, early-stop on validation AUC and save the discriminator folder; returns ``out_dir``."""
+    """Train, early-stop on validation AUC and save the discriminator folder; returns ``out_dir``.
+
+    synthetic_dirs: paths, ``NAME=PATH`` strings or :class:`SyntheticCohort` (added to ``train.synthetic``).
+    """
     # 1. config, accelerator, seeds
     cfg = config if isinstance(config, FilterConfig) else load_config(FilterConfig, config, overrides)
     tc = cfg.train
     out_dir = Path(out_dir)
+    synthetic = synthetic_sources(synthetic_dirs, cfg)
+    if not synthetic:
+        raise CohortError(None, "no synthetic cohort given (--synthetic NAME=PATH or train.synthetic in the config)")
     precision, accelerator = prepare_run(tc)
 
     # 2. data: every tumor crop, labelled by the cohort it came from, split by patient, drawn class-balanced.
     # One generator serves the sampler and the BatchNorm shuffles of step 4, so their draws interleave.
-    data = load_data(real_dirs, synthetic_dirs, cfg, accelerator)
+    data = load_data(real_dirs, synthetic, cfg, accelerator)
     gen = torch.Generator().manual_seed(tc.seed)
     loader = balanced_loader(data, tc, gen)
     accelerator.print(f"discriminator data: {data.describe()}")
@@ -382,7 +510,7 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
 
     # 5. export (main process): best weights, held-out scores, HU bounds, log, resolved config
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model), best, log, data, cfg, precision, real_dirs, synthetic_dirs, out_dir)
+        export(accelerator.unwrap_model(model), best, log, data, cfg, precision, real_dirs, synthetic, out_dir)
     accelerator.wait_for_everyone()
     return out_dir
 
@@ -391,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Train the tumor discriminator (real vs synthetic tumor crops).")
     ap.add_argument("--config", default=None, help="filter YAML (default: built-in defaults)")
     ap.add_argument("--real", nargs="+", required=True, help="cohort(s) of real tumor cases")
-    ap.add_argument("--synthetic", nargs="+", required=True, help="cohort(s) of synthetic tumor cases")
+    ap.add_argument("--synthetic", nargs="*", default=[],
+                    help="cohort(s) of synthetic tumor cases, PATH or NAME=PATH (also: train.synthetic)")
     ap.add_argument("--out", required=True, help="model folder to write")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)

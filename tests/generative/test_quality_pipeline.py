@@ -106,15 +106,24 @@ def test_apply_writes_manifest_and_never_touches_cases(world, tmp_path):
     assert _digest(world["syn"]) == before
 
 
-def test_apply_with_threshold_policy_and_fake_freetumor_gate(world, tmp_path):
+def test_apply_with_a_blind_freetumor_gate_abstains(world, tmp_path):
     cfg = load_config(FilterConfig, TINY, ["policy.kind=threshold", "policy.threshold=0.0", "filters=[discriminator,freetumor]"])
-    seg = lambda ct, sp: np.zeros(ct.shape, np.uint8)  # noqa: E731 - finds nothing: the gate rejects all
-    scores = score_cohort(world["model"], world["real"], cfg, segmentor=seg)
+    seg = lambda ct, sp: np.zeros(ct.shape, np.uint8)  # noqa: E731 - finds nothing: it must not vote
+    scores = score_cohort(world["model"], world["real"], cfg, segmentor=seg, gate_validation=world["real"])
     manifest = apply_filter(scores, world["model"], tmp_path, cfg)
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert all(r["filters"]["discriminator"]["accepted"] for r in rows)
-    assert not any(r["accepted"] for r in rows)
-    assert all(any(x.startswith("freetumor: ") and "0%" in x for x in r["reasons"]) for r in rows)
+    assert all(r["accepted"] for r in rows)  # a blind gate no longer rejects everything
+    assert all(not r["filters"]["freetumor"]["voting"] and not r["filters"]["freetumor"]["active"] for r in rows)
+    assert all(any(x.startswith("freetumor: not voting") and "found 0 of" in x for x in r["reasons"]) for r in rows)
+    summ = json.loads((tmp_path / "filter_summary.json").read_text())
+    assert summ["active_filters"] == ["discriminator"] and "found 0 of" in summ["skipped_filters"]["freetumor"]
+    # and the audit shows it
+    page = audit(scores, world["model"], tmp_path / "audit", cfg, segmentor=seg, gate_validation=world["real"],
+                 overrides=())
+    s = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert s["freetumor_gate"]["voting"] is False and s["freetumor_gate"]["validation"]["sensitivity"] == 0.0
+    assert "not voting: segmentor found 0 of" in page.read_text()
 
 
 def test_audit_writes_html_pngs_and_json_matching_scores(world, tmp_path):
@@ -124,7 +133,7 @@ def test_audit_writes_html_pngs_and_json_matching_scores(world, tmp_path):
     text = page.read_text()
     figs = {p.name for p in (tmp_path / "audit" / "figures").iterdir()}
     assert {"roc.png", "score_hist.png", "acceptance_by_organ.png", "acceptance_by_size.png",
-            "montage_most_real.png", "montage_least_real.png", "probe_rejection.png"} <= figs
+            "montage_most_real.png", "montage_least_real.png", "probe_rejection.png", "montage_rejected.png"} <= figs
     for f in figs:
         assert f"figures/{f}" in text
     s = json.loads((tmp_path / "audit" / "summary.json").read_text())
@@ -141,8 +150,23 @@ def test_audit_writes_html_pngs_and_json_matching_scores(world, tmp_path):
     rates = s["cohort"]["tumor_acceptance_by_size"]
     assert sum(e["n"] for e in rates.values()) == len(want)
     pr = s["probes"]["rejection"]
-    assert set(pr) == {"noise", "wrong_hu", "blocky", "outside", "overall"}
+    assert set(pr) == {"noise", "wrong_hu", "blocky", "outside", "seam", "blur", "overall"}
     assert pr["wrong_hu"]["all"] == 1.0 and pr["overall"]["n"] > 0
+    # the audit's numbers are the decisions: rejected list, acceptance by size and organ, probe rates
+    dec = {c["case_id"]: c["accepted"] for c in s["cohort"]["case_scores"]}
+    assert [r["case_id"] for r in s["rejected"]] == [k for k, v in dec.items() if not v]
+    assert all(r["by"] and r["reasons"] for r in s["rejected"])
+    rows = [(t, dec[t["case_id"]]) for t in s["cohort"]["tumor_scores"]]
+    for key, table in (("size_bin", rates), ("organ", s["cohort"]["tumor_acceptance_by_organ"])):
+        for g, e in table.items():
+            sub = [t for t, _ in rows if t[key] == g]
+            assert e["n"] == len(sub)
+    n_probe = {k: e["n"] for k, e in pr.items() if k != "overall"}
+    assert sum(n_probe.values()) == pr["overall"]["n"] == len(s["probes"]["scores"])
+    # the calibration check is stored by training and shown
+    assert [r["alpha"] for r in s["calibration_check"]["alpha_checks"]] == [0.05, 0.1, 0.2]
+    assert s["calibration_check"]["alpha_checks"] == cal["alpha_checks"]
+    assert "Calibration check" in text and "FreeTumor gate" in text and "95 % CI" in text
     assert s["skipped_filters"]["freetumor"].startswith("no segmentor")
     held = {g.split(":", 1)[1] for g in cal["val_groups"] if g.startswith("synthetic:")}
     assert s["cohort"]["n_cases_seen_in_training"] == 12 - len(held)
@@ -160,8 +184,12 @@ def test_cli_train_score_apply_audit(world, tmp_path, capsys):
 
     m = tmp_path / "m"
     assert main(["filter", "train", "--config", str(TINY), "--real", str(world["real"]), "--synthetic",
-                 str(world["syn"]), "--out", str(m), "--set", "train.max_steps=10"]) == 0
+                 f"toy_noise={world['syn']}", "--out", str(m), "--set", "train.max_steps=10"]) == 0
     assert (m / "model.safetensors").exists()
+    assert json.loads((m / "train_log.json").read_text())["synthetic_cohorts"][0]["name"] == "toy_noise"
+    assert "toy_noise" in json.loads((m / "calibration.json").read_text())["evaluation"]["by_generator"]
+    # no synthetic cohort at all is a clear error, not a crash
+    assert main(["filter", "train", "--config", str(TINY), "--real", str(world["real"]), "--out", str(tmp_path / "x")]) == 2
     out = tmp_path / "o"
     assert main(["filter", "score", "--config", str(TINY), "--model", str(m), "--cohort", str(world["syn"]),
                  "--out", str(out)]) == 0
@@ -195,3 +223,33 @@ def test_hard_negatives_only_train(world, tmp_path):
     assert log["n_hard_negatives"] == 2 * (12 - n_real_val)
     assert {t["kind"] for t in cal["tumors"]} == {"real", "synthetic"}
     assert cal["val_groups"] == base["val_groups"] and log["n_val"] == len(cal["tumors"])
+    # the held-out patients' broken copies are the evaluation's known-bad probes
+    assert log["n_probe_eval"] == 2 * n_real_val == len(cal["probe_tumors"])
+    assert {t["source"] for t in cal["probe_tumors"]} == {"probe:noise", "probe:wrong_hu"}
+
+
+def test_named_sources_and_probe_negatives_report_per_generator_auc(world, tmp_path):
+    """Several named synthetic cohorts plus probe hard negatives: the evaluation breaks the held-out AUC
+    down by generator (with a 95 % CI), size class and organ, and checks the calibrated cutoff."""
+    syn2 = write_toy_lesion_cohort(tmp_path / "syn2", 6, "noise", seed=21, prefix="other")
+    cfg = load_config(FilterConfig, TINY, ["train.hard_negatives=[wrong_hu,blur]", "train.max_steps=30",
+                                           f"train.synthetic=[{{name: toy_noise_b, path: {syn2}}}]"])
+    m = train_discriminator([world["real"]], [f"toy_noise_a={world['syn']}"], cfg, tmp_path / "m")
+    cal = json.loads((m / "calibration.json").read_text())
+    ev = cal["evaluation"]
+    assert {"toy_noise_a", "toy_noise_b", "probe:wrong_hu", "probe:blur"} <= set(ev["by_generator"])
+    for e in ev["by_generator"].values():
+        assert e["n_real"] == ev["overall"]["n_real"] and len(e["ci"]) == 2
+    assert ev["overall"]["ci"][0] <= ev["overall"]["auc"] <= ev["overall"]["ci"][1]
+    assert set(ev["by_size"]) == {"early", "larger"} and "liver" in ev["by_organ"]
+    assert {t["source"] for t in cal["tumors"] if t["kind"] == "synthetic"} <= {"toy_noise_a", "toy_noise_b"}
+    # calibration and check halves are different patients
+    assert cal["calibration_groups"] and cal["check_groups"]
+    assert not set(cal["calibration_groups"]) & set(cal["check_groups"])
+    # the real patients early stopping saw neither calibrate nor check
+    assert cal["selection_groups"] and not set(cal["selection_groups"]) & (set(cal["calibration_groups"])
+                                                                             | set(cal["check_groups"]))
+    assert [r["alpha"] for r in cal["alpha_checks"]] == [0.05, 0.1, 0.2]
+    assert all(r["n_check"] == len(cal["check_real_scores"]) for r in cal["alpha_checks"])
+    log = json.loads((m / "train_log.json").read_text())
+    assert [c["name"] for c in log["synthetic_cohorts"]] == ["toy_noise_b", "toy_noise_a"]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from generative.quality.metrics import auc, roc_curve
+from generative.quality.metrics import alpha_check, auc, auc_breakdown, auc_ci, roc_curve, wilson_ci
 from generative.quality.policies import PolicyConfig, PolicyError, apply_policy, case_score, cutoff_for, decide
 
 
@@ -71,3 +71,47 @@ def test_roc_curve_runs_from_origin_to_one():
     assert np.all(np.diff(thr[1:]) < 0)
     area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     assert math.isclose(area, auc([0.9, 0.6], [0.4, 0.7]))
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_calibrated_cutoff_gives_the_asked_false_reject_rate(alpha):
+    """On a synthetic score distribution, the alpha-quantile cutoff of one real sample rejects about alpha
+    of another real sample (inside its Wilson CI), and far more of a worse-scoring synthetic sample."""
+    rng = np.random.default_rng(0)
+    calib, check = rng.beta(5, 2, 4000), rng.beta(5, 2, 4000)
+    synthetic = rng.beta(2, 5, 2000)
+    cut, ds = apply_policy(PolicyConfig(kind="calibrated", alpha=alpha), list(check), calib)
+    rate = 1 - np.mean([d.accepted for d in ds])
+    assert abs(rate - alpha) < 0.02
+    row = alpha_check(calib, check, [alpha], {"synthetic": synthetic})[0]
+    assert row["cutoff"] == pytest.approx(cut.value) and row["false_reject"] == pytest.approx(rate, abs=1e-4)
+    assert row["holds"] and row["ci"][0] <= alpha <= row["ci"][1]
+    assert row["rejected_synthetic"] > 0.7
+
+
+def test_alpha_check_flags_a_broken_promise_and_empty_halves():
+    row = alpha_check([0.5] * 10 + [0.9] * 90, [0.1] * 50, [0.1])[0]  # every check tumor scores below the cut
+    assert row["false_reject"] == 1.0 and row["holds"] is False
+    assert alpha_check([0.5], [], [0.1])[0]["holds"] is None
+
+
+def test_wilson_and_bootstrap_intervals():
+    lo, hi = wilson_ci(10, 100)
+    assert lo == pytest.approx(0.0552, abs=1e-3) and hi == pytest.approx(0.1744, abs=1e-3)
+    assert wilson_ci(0, 20)[0] == 0.0 and math.isnan(wilson_ci(0, 0)[0])
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(1, 1, 60), rng.normal(0, 1, 60)
+    a, lo, hi = auc_ci(pos, neg, n_boot=300)
+    assert a == pytest.approx(auc(pos, neg)) and lo < a < hi and hi - lo < 0.3
+
+
+def test_auc_breakdown_groups_by_size_organ_and_generator():
+    t = ([{"kind": "real", "score": 0.9, "size_bin": b, "organ": o} for b in ("early", "medium") for o in ("liver", "kidney")]
+         + [{"kind": "synthetic", "score": 0.2, "size_bin": "early", "organ": "liver", "source": "ca"},
+            {"kind": "synthetic", "score": 0.95, "size_bin": "large", "organ": "kidney", "source": "rules"},
+            {"kind": "probe", "score": 0.1, "size_bin": "early", "organ": "liver", "source": "probe:blur"}])
+    b = auc_breakdown(t, n_boot=50)
+    assert b["overall"]["n_real"] == 4 and b["overall"]["n_synthetic"] == 2  # probes are not a generator
+    assert b["by_size"]["early"]["auc"] == 1.0 and b["by_size"]["larger"]["auc"] == 0.0
+    assert set(b["by_generator"]) == {"ca", "rules", "probe:blur"} and b["by_generator"]["ca"]["auc"] == 1.0
+    assert b["by_organ"]["kidney"]["auc"] == 0.0 and b["by_organ"]["liver"]["n_synthetic"] == 1

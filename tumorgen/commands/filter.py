@@ -1,12 +1,15 @@
 """`tumorgen filter train|score|apply|audit`: the adversarial quality filter for synthetic tumors.
 
-    tumorgen filter train --real data/siteA --synthetic data/siteA_ca --out runs/filter
+    tumorgen filter train --real data/siteA --synthetic ca=data/siteA_ca rules=data/siteA_rules --out runs/filter
     tumorgen filter score --model runs/filter --cohort data/siteA_ca --out runs/filter/ca
     tumorgen filter apply --model runs/filter --scores runs/filter/ca --out runs/filter/ca
     tumorgen filter audit --model runs/filter --scores runs/filter/ca --out runs/filter/ca/audit
 
 `--segmentor RUN` (a trained segmentation run or model folder) adds the
-FreeTumor gate; without it the gate is reported as not applied.
+FreeTumor gate; without it the gate is reported as not applied. The gate
+votes only once its segmentor's sensitivity on held-out real tumors
+(`--gate-validation COHORT`, or freetumor.validation_cohort) reaches
+freetumor.min_sensitivity; otherwise it is reported as not voting, with why.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ def _segmentor_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmentor", type=Path, default=None, metavar="RUN",
                    help="trained segmentation run (or model) folder: enables the FreeTumor gate")
     p.add_argument("--device", default="cpu", help="torch device for the segmentor (cpu, cuda)")
+    p.add_argument("--gate-validation", type=Path, default=None, metavar="COHORT",
+                   help="held-out real tumor cohort the segmentor's sensitivity is measured on; the FreeTumor "
+                        "gate votes only when it reaches freetumor.min_sensitivity")
 
 
 def _scored_command(fs, name: str, help: str) -> argparse.ArgumentParser:
@@ -48,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = fs.add_parser("train", help="train the discriminator (real vs synthetic tumor crops)")
     _common(t, model_required=False)
     t.add_argument("--real", nargs="+", required=True, type=Path, help="cohort(s) with real tumors")
-    t.add_argument("--synthetic", nargs="+", required=True, type=Path, help="cohort(s) with synthetic tumors")
+    t.add_argument("--synthetic", nargs="*", default=[], metavar="[NAME=]PATH",
+                   help="cohort(s) with synthetic tumors; NAME=PATH names the generator (per-generator AUC); "
+                        "train.synthetic in the config lists more")
     t.add_argument("--out", required=True, type=Path, help="discriminator folder to write")
     t.set_defaults(func=run_train)
 
@@ -119,7 +127,8 @@ def _scores(args, cfg, seg=None):
     if getattr(args, "scores", None) is not None:
         return read_scores(args.scores), BatchReport()
     report = BatchReport()
-    return score_cohort(args.model, args.cohort, cfg, seg, Path(args.out) / SCORES_NAME, report), report
+    return score_cohort(args.model, args.cohort, cfg, seg, Path(args.out) / SCORES_NAME, report,
+                        gate_validation=getattr(args, "gate_validation", None)), report
 
 
 def run_score(args) -> int:
@@ -161,7 +170,8 @@ def run_audit(args) -> int:
         cfg = _config(args)
         seg = build_segmentor(args.segmentor, args.device)
         scores, report = _scores(args, cfg, seg)
-        page = audit(scores, args.model, args.out, cfg, seg, probe_cohort=args.probe_cohort)
+        page = audit(scores, args.model, args.out, cfg, seg, probe_cohort=args.probe_cohort,
+                     gate_validation=args.gate_validation)
     except _errors() as e:
         console.print(f"[red]error[/red] {e}")
         return 2

@@ -1,0 +1,308 @@
+"""Does the quality filter earn its place? Train it, then judge it on held-out real and synthetic tumors.
+
+    python benchmarks/bench_filter.py --real-train data/siteA --real-heldout data/siteA_test \
+        --synthetic ca=data/ca rules=data/rules --synthetic-heldout ca=data/ca_test rules=data/rules_test
+    python benchmarks/bench_filter.py --quick      # builds tiny phantom cohorts itself (a couple of minutes)
+    python benchmarks/bench_filter.py --medium     # 40 real + 40 synthetic held-out tumor cases or more (CPU: ~20 min)
+
+Steps: (1) cohorts (given, or built from the phantom world: real tumor cases of sites A and B, and
+rules / CA tumors synthesized into healthy phantoms with ``generative.tumors.offline.synthesize_cohort``);
+(2) ``train_discriminator`` on the training cohorts (named synthetic sources + probe hard negatives);
+(3) every held-out case scored by the discriminator and the HU check; the known-bad probes of
+``generative.quality.probes`` built from the held-out real cases; (4) numbers: held-out AUC with a 95 %
+bootstrap CI (overall, size class, organ, generator), probe rejection and real false rejects at the
+calibrated cutoff (policy.alpha), and the calibrated cutoff's false-reject rate on the held-out real
+tumors at alpha 0.05 / 0.1 / 0.2 (Wilson CIs). Writes ``benchmarks/results/filter_<name>.json`` and a
+RESULTS.md-ready ``filter_<name>.md`` (also printed).
+Targets (full run): AUC >= 0.9 with CI lower bound >= 0.8; probe rejection >= 80 % at <= 10 % real
+false rejects; calibrated false-reject rate within its CI of alpha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import machine_line  # noqa: E402
+from cohort.hardware import cpu_kind  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+ORGANS = ("liver", "pancreas", "kidney")
+
+#: (real train A, real train B, real held-out A, B, healthy train A, B, healthy held-out A, B), spacing mm
+SIZES = {"quick": ((12, 10, 6, 6, 6, 6, 5, 5), 2.0), "medium": ((20, 20, 20, 20, 16, 16, 14, 14), 2.0)}
+#: filter overrides per mode (the shipped filter.yaml otherwise)
+MODE_SET = {
+    "quick": ["crop.size=24", "model.channels=[8,16,32]", "train.max_steps=150", "train.eval_every=25",
+              "train.patience=6", "train.lr=0.002", "train.cpu=true", "train.torch_threads=2",
+              "train.n_bootstrap=300"],
+    "medium": ["crop.size=24", "model.channels=[8,16,32]", "train.max_steps=400", "train.eval_every=25",
+               "train.patience=8", "train.lr=0.002", "train.cpu=true", "train.torch_threads=2"],
+}
+
+
+# ------------------------------------------------------------------ 1. cohorts
+def build_phantom_cohorts(root: Path, mode: str) -> dict[str, Any]:
+    """Phantom cohorts for ``mode``: real tumor cases (sites A, B) and rules / CA synthetic cohorts
+    made from healthy phantoms (train and held-out from different patients)."""
+    from cohort.phantom import generate_cohort
+    from generative.registry import build_synthesizer
+    from generative.tumors.base import TumorSpec
+    from generative.tumors.offline import synthesize_cohort
+
+    (ra, rb, ha, hb, sa, sb, ta, tb), spacing = SIZES[mode]
+    jobs = {"real_train_A": ("A", ra, 1.0, 11), "real_train_B": ("B", rb, 1.0, 12),
+            "real_heldout_A": ("A", ha, 1.0, 13), "real_heldout_B": ("B", hb, 1.0, 14),
+            "healthy_train_A": ("A", sa, 0.0, 15), "healthy_train_B": ("B", sb, 0.0, 16),
+            "healthy_heldout_A": ("A", ta, 0.0, 17), "healthy_heldout_B": ("B", tb, 0.0, 18)}
+    for name, (site, n, frac, seed) in jobs.items():
+        rep = generate_cohort(root / name, site=site, n=n, tumor_fraction=frac, seed=seed, spacing=spacing,
+                              organs=ORGANS, progress=False)
+        if not rep.ok:
+            raise RuntimeError(f"phantoms {name}: {rep.summary()}")
+    specs = [TumorSpec(o) for o in ORGANS]
+    syn_train, syn_held = {}, {}
+    for method in ("rules", "ca"):
+        synth = build_synthesizer(method)
+        for split, out in (("train", syn_train), ("heldout", syn_held)):
+            dirs = []
+            for site in ("A", "B"):
+                d = root / f"{method}_{split}_{site}"
+                rep = synthesize_cohort(root / f"healthy_{split}_{site}", d, synth, specs, seed=7, progress=False)
+                if rep.failed:
+                    raise RuntimeError(f"{method} {split} {site}: {rep.summary()}")
+                dirs.append(d)
+            out[method] = dirs
+    return {"real_train": [root / "real_train_A", root / "real_train_B"],
+            "real_heldout": [root / "real_heldout_A", root / "real_heldout_B"],
+            "synthetic": syn_train, "synthetic_heldout": syn_held, "spacing_mm": spacing}
+
+
+def _named(items: Sequence[str]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for it in items:
+        name, sep, path = it.partition("=")
+        if not sep:
+            name, path = Path(it).name, it
+        out.setdefault(name, []).append(Path(path))
+    return out
+
+
+# ------------------------------------------------------------------ 3. scoring
+def _load_cases(dirs: Sequence[Path]):
+    from cohort.layouts import open_cohort
+    from cohort.preprocess import to_ras
+
+    for d in dirs:
+        for ref in open_cohort(d).refs:
+            yield to_ras(ref.load())
+
+
+def score_all(model: Path, cfg, real_dirs: Sequence[Path], synthetic: dict[str, list[Path]]) -> dict[str, Any]:
+    """Score held-out real, held-out synthetic and probe cases: tumor rows and case rows (HU check verdicts)."""
+    from generative.quality.apply import Scorer
+    from generative.quality.probes import make_probe
+
+    scorer = Scorer(model, cfg)
+    tumors: list[dict] = []
+    cases: list[dict] = []
+    rng = np.random.default_rng(cfg.audit.seed)
+
+    def add(case, kind: str, source: str) -> bool:
+        ts, score, verdicts = scorer.score_case(case)
+        if not ts:
+            return False
+        hu = verdicts.get("hu_check", {})
+        cases.append({"case_id": case.case_id, "kind": kind, "source": source, "score": score,
+                      "hu_accepted": bool(hu.get("accepted", True)), "hu_reasons": hu.get("reasons", [])})
+        if kind != "probe":
+            tumors.extend({**t, "score": t["p_real"], "kind": kind, "source": source} for t in ts)
+        return True
+
+    for case in _load_cases(real_dirs):
+        add(case, "real", "real")
+        for kind in cfg.audit.probes:
+            p = make_probe(case, kind, rng, scorer.crop)
+            if p is not None and add(p.case, "probe", f"probe:{kind}"):
+                # the probe's AUC row uses the case score (its worst tumor), as the decisions do
+                tumors.append({**{k: v for k, v in cases[-1].items() if k in ("score", "kind", "source")},
+                               "organ": "probe", "size_bin": "probe"})
+    for name, dirs in synthetic.items():
+        for case in _load_cases(dirs):
+            add(case, "synthetic", name)
+    return {"tumors": tumors, "cases": cases}
+
+
+# ------------------------------------------------------------------ 4. numbers
+def _rate(flags: Sequence[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if len(flags) else None
+
+
+def summarize(scored: dict[str, Any], model: Path, cfg) -> dict[str, Any]:
+    from cohort.io import read_json
+    from generative.quality.metrics import alpha_check, auc_breakdown, wilson_ci
+    from generative.quality.policies import PolicyConfig, cutoff_for
+
+    tumors, cases = scored["tumors"], scored["cases"]
+    cal = read_json(model / "calibration.json")
+    cal_real = cal.get("calibration_real_scores") or cal["real_scores"]
+    alpha = cfg.policy.alpha
+    cut = cutoff_for(PolicyConfig(kind="calibrated", alpha=alpha), [], cal_real).value
+    breakdown = auc_breakdown(tumors, cfg.train.n_bootstrap, cfg.train.seed)
+
+    def rej(c: dict) -> dict[str, bool]:
+        d = c["score"] is not None and c["score"] < cut
+        return {"discriminator": d, "hu_check": not c["hu_accepted"], "both": d or not c["hu_accepted"]}
+
+    real_cases = [c for c in cases if c["kind"] == "real"]
+    probe_cases = [c for c in cases if c["kind"] == "probe"]
+    syn_cases = [c for c in cases if c["kind"] == "synthetic"]
+    real_fr = {f: _rate([rej(c)[f] for c in real_cases]) for f in ("discriminator", "hu_check", "both")}
+    k = sum(rej(c)["both"] for c in real_cases)
+    real_fr["both_ci"] = [round(x, 4) for x in wilson_ci(k, len(real_cases))]
+    real_fr["tumor_level_discriminator"] = _rate([t["score"] < cut for t in tumors if t["kind"] == "real"])
+    kinds = sorted({c["source"] for c in probe_cases})
+    probe_rej = {kd.split(":", 1)[1]: {f: _rate([rej(c)[f] for c in probe_cases if c["source"] == kd])
+                                       for f in ("discriminator", "hu_check", "both")}
+                 | {"n": sum(c["source"] == kd for c in probe_cases)} for kd in kinds}
+    probe_rej["overall"] = {f: _rate([rej(c)[f] for c in probe_cases]) for f in ("discriminator", "hu_check", "both")}
+    probe_rej["overall"]["n"] = len(probe_cases)
+    syn_rej = {name: {f: _rate([rej(c)[f] for c in syn_cases if c["source"] == name])
+                      for f in ("discriminator", "hu_check", "both")} for name in sorted({c["source"] for c in syn_cases})}
+    real_scores = [t["score"] for t in tumors if t["kind"] == "real"]
+    negs = {"synthetic": [t["score"] for t in tumors if t["kind"] == "synthetic"],
+            "probes": [c["score"] for c in probe_cases]}
+    ov = breakdown["overall"]
+    return {
+        "auc": ov["auc"], "auc_ci": ov["ci"], "n_real": ov["n_real"], "n_synthetic": ov["n_synthetic"],
+        "n_real_cases": len(real_cases), "n_synthetic_cases": len(syn_cases),
+        "auc_breakdown": breakdown,
+        "cutoff": {"alpha": alpha, "value": round(cut, 6), "n_calibration": len(cal_real)},
+        "probe_rejection": probe_rej,
+        "real_false_reject": real_fr,
+        "synthetic_rejection": syn_rej,
+        # the calibrated cutoff (from the training run's calibration half) checked on the held-out real cohort
+        "alpha_checks": alpha_check(cal_real, real_scores, cfg.train.alpha_checks, negs),
+        # the same check inside training (calibration half vs check half of the validation patients)
+        "alpha_checks_internal": cal.get("alpha_checks", []),
+        "internal_val_auc": cal.get("evaluation", {}).get("overall"),
+        "hu_check_real_rejections": [c["hu_reasons"][:2] for c in real_cases if not c["hu_accepted"]][:10],
+    }
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f} %"
+
+
+def markdown(res: dict[str, Any], name: str, command: str) -> str:
+    b = res["auc_breakdown"]
+
+    def ci(e):
+        lo, hi = e["ci"]
+        return "n/a" if lo is None else f"{lo:.3f}-{hi:.3f}"
+
+    def auc(e):
+        return "n/a" if e["auc"] is None else f"{e['auc']:.3f}"
+
+    lines = [f"<!-- filter_{name}:begin -->", f"## Quality filter on phantoms ({name})", "",
+             f"`{command}` - {res['seconds']:.0f} s. Machine: {res['machine']}.", "",
+             f"Held-out: {res['n_real_cases']} real tumor cases ({res['n_real']} tumors) and "
+             f"{res['n_synthetic_cases']} synthetic cases ({res['n_synthetic']} tumors) of patients never trained on; "
+             f"probes built from the held-out real cases. Calibrated cutoff alpha = {res['cutoff']['alpha']} "
+             f"({res['cutoff']['n_calibration']} calibration tumors): P(real) >= {res['cutoff']['value']:.3f}.", "",
+             "| AUC (95 % bootstrap CI) | group | AUC | CI | real | synthetic |", "|---|---|---|---|---|---|"]
+    lines.append(f"| overall | all | {auc(b['overall'])} | {ci(b['overall'])} | {b['overall']['n_real']} | "
+                 f"{b['overall']['n_synthetic']} |")
+    for key, label in (("by_size", "size"), ("by_organ", "organ"), ("by_generator", "generator")):
+        for g, e in b[key].items():
+            lines.append(f"| {label} | {g} | {auc(e)} | {ci(e)} | {e['n_real']} | {e['n_synthetic']} |")
+    fr = res["real_false_reject"]
+    lines += ["", "| at the calibrated cutoff | discriminator | HU check | both (the filter) |", "|---|---|---|---|",
+              f"| real cases falsely rejected | {_pct(fr['discriminator'])} | {_pct(fr['hu_check'])} | "
+              f"{_pct(fr['both'])} (CI {_pct(fr['both_ci'][0])}-{_pct(fr['both_ci'][1])}) |"]
+    for k, e in res["probe_rejection"].items():
+        lines.append(f"| probe {k} rejected (n={e['n']}) | {_pct(e['discriminator'])} | {_pct(e['hu_check'])} | "
+                     f"{_pct(e['both'])} |")
+    for k, e in res["synthetic_rejection"].items():
+        lines.append(f"| held-out {k} rejected | {_pct(e['discriminator'])} | {_pct(e['hu_check'])} | {_pct(e['both'])} |")
+    lines += ["", "| alpha | cutoff | real false-reject (held-out cohort) | Wilson 95 % CI | holds | synthetic rejected "
+              "| probes rejected |", "|---|---|---|---|---|---|---|"]
+    for r in res["alpha_checks"]:
+        lines.append(f"| {r['alpha']:.2f} | {r['cutoff']:.3f} | {_pct(r['false_reject'])} | {_pct(r['ci'][0])}-"
+                     f"{_pct(r['ci'][1])} | {'yes' if r['holds'] else 'NO'} | {_pct(r.get('rejected_synthetic'))} | "
+                     f"{_pct(r.get('rejected_probes'))} |" if r["cutoff"] is not None else f"| {r['alpha']} | n/a |")
+    lines += ["", f"<!-- filter_{name}:end -->", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ main
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--real-train", nargs="+", type=Path, default=[])
+    ap.add_argument("--real-heldout", nargs="+", type=Path, default=[])
+    ap.add_argument("--synthetic", nargs="+", default=[], metavar="NAME=PATH", help="training synthetic cohorts")
+    ap.add_argument("--synthetic-heldout", nargs="+", default=[], metavar="NAME=PATH",
+                    help="held-out synthetic cohorts (other patients than the training ones)")
+    ap.add_argument("--quick", action="store_true", help="build tiny phantom cohorts (a couple of minutes)")
+    ap.add_argument("--medium", action="store_true", help="build 40+40 held-out phantom cohorts (CPU: ~20 min)")
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "generative" / "filter.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--work", type=Path, default=None, help="work folder (default: /tmp/bench_filter_<name>)")
+    ap.add_argument("--name", default=None, help="result name: benchmarks/results/filter_<name>.json")
+    a = ap.parse_args(argv)
+
+    from cohort.config import load_config
+    from cohort.io import write_json, write_text
+    from generative.quality.config import FilterConfig
+    from generative.quality.train import train_discriminator
+
+    mode = "quick" if a.quick else "medium" if a.medium else None
+    name = a.name or "phantom"
+    work = a.work or Path(f"/tmp/bench_filter_{mode or name}")
+    t0 = time.perf_counter()
+    if mode:
+        co = build_phantom_cohorts(work / "data", mode)
+        real_train, real_held = co["real_train"], co["real_heldout"]
+        synthetic, synthetic_held = co["synthetic"], co["synthetic_heldout"]
+    else:
+        if not (a.real_train and a.real_heldout and a.synthetic and a.synthetic_heldout):
+            ap.error("give --real-train, --real-heldout, --synthetic and --synthetic-heldout (or --quick / --medium)")
+        real_train, real_held = a.real_train, a.real_heldout
+        synthetic, synthetic_held = _named(a.synthetic), _named(a.synthetic_heldout)
+    t_data = time.perf_counter() - t0
+    cfg = load_config(FilterConfig, a.config, [*MODE_SET.get(mode, []), *a.overrides])
+    # 2. train on named sources (one name may span several folders)
+    named = [f"{n}={d}" for n, ds in synthetic.items() for d in ds]
+    t1 = time.perf_counter()
+    model = train_discriminator(real_train, named, cfg, work / "model")
+    t_train = time.perf_counter() - t1
+    # 3. held-out scoring; 4. numbers
+    t2 = time.perf_counter()
+    res = summarize(score_all(model, cfg, real_held, synthetic_held), model, cfg)
+    res.update({"cpu_capability": cpu_kind(), "machine": machine_line(), "mode": mode or "given cohorts",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "seconds_by_step": {"data": round(t_data, 1), "train": round(t_train, 1),
+                                    "evaluate": round(time.perf_counter() - t2, 1)},
+                "cohorts": {"real_train": [str(p) for p in real_train], "real_heldout": [str(p) for p in real_held],
+                            "synthetic": {k: [str(p) for p in v] for k, v in synthetic.items()},
+                            "synthetic_heldout": {k: [str(p) for p in v] for k, v in synthetic_held.items()}},
+                "overrides": [*MODE_SET.get(mode, []), *a.overrides]})
+    command = "python benchmarks/bench_filter.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_json(RESULTS / f"filter_{name}.json", res)
+    md = markdown(res, name, command.strip())
+    write_text(RESULTS / f"filter_{name}.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
