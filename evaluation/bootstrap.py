@@ -5,6 +5,10 @@ Cases are the resampling unit for every metric, lesion-level ones included
 resampling lesions would give intervals that are too narrow. All metrics of
 one organ type share the same resampled index sets (paired), so their
 intervals come from the same pseudo-cohorts.
+
+Comparisons between training runs (the scaling study's sources) use
+:func:`paired_bootstrap`: differences of ratio metrics over (seed, test case)
+pairs, seeds and cases resampled jointly for every arm.
 """
 
 from __future__ import annotations
@@ -123,3 +127,103 @@ def auc_summary(scores: np.ndarray, positive: np.ndarray, idx: np.ndarray, level
     stats[(n_pos == 0) | (n_neg == 0)] = np.nan
     lo, hi = _interval(stats, level)
     return Summary(value, lo, hi, int(positive.size))
+
+
+# ----------------------------------------------------------------------------- paired, over cases and seeds
+
+
+@dataclass(frozen=True)
+class Term:
+    """One arm of a contrast: ``coef`` times a ratio metric sum(num) / sum(den) over seeds and cases.
+
+    num, den: (S, N) per (seed, test case) numerators and denominators, seeds in the order every
+    term of the contrast shares, cases in the order every term on the same ``cases`` set shares
+    (e.g. a case's DSC and 1 over tumor-positive cases; detected and total lesions).
+    """
+
+    coef: float
+    num: np.ndarray
+    den: np.ndarray
+    cases: str = "id"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A linear contrast of ratio metrics (e.g. a difference between two arms) with its paired
+    percentile-bootstrap interval; ``n_cases`` per case set, ``n_seeds`` shared by all terms."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n_seeds: int
+    n_cases: dict
+
+    def verdict(self) -> bool | str:
+        """True when the interval lies above 0, False when below, else "unclear" (an interval
+        touching or covering 0, or none at all, excludes neither side)."""
+        if math.isnan(self.ci_low) or math.isnan(self.ci_high):
+            return "unclear"
+        if self.ci_low > 0:
+            return True
+        if self.ci_high < 0:
+            return False
+        return "unclear"
+
+    def as_dict(self) -> dict:
+        return {"value": clean_float(self.value), "ci_low": clean_float(self.ci_low),
+                "ci_high": clean_float(self.ci_high), "n_seeds": self.n_seeds, "n_cases": dict(self.n_cases)}
+
+
+def _counts(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_units) how often each unit was drawn in each resample (with replacement)."""
+    idx = rng.integers(0, n_units, size=(n_boot, n_units))
+    w = np.zeros((n_boot, n_units))
+    np.add.at(w, (np.repeat(np.arange(n_boot), n_units), idx.ravel()), 1.0)
+    return w
+
+
+def paired_bootstrap(terms: list[Term], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Contrast:
+    """sum_t coef_t * metric_t, and its interval from a two-level paired bootstrap.
+
+    Each resample draws the seeds with replacement (one draw shared by every term) and, for each
+    case set, the test cases with replacement (one draw shared by every term on that set), so both
+    arms of a difference are judged on the same pseudo-cohort of (seed, case) pairs: the case-to-case
+    and seed-to-seed variation the arms share cancels. A resample where some term has a zero
+    denominator is left out of the interval. Point value: every seed and case once.
+    """
+    if not terms:
+        raise ValueError("paired_bootstrap needs at least one term")
+    shapes = {t.num.shape[0] for t in terms} | {t.den.shape[0] for t in terms}
+    if len(shapes) != 1:
+        raise ValueError(f"every term needs the same seeds (got seed counts {sorted(shapes)})")
+    n_seeds = shapes.pop()
+    sets: dict[str, int] = {}
+    for t in terms:
+        if t.num.shape != t.den.shape or t.num.ndim != 2:
+            raise ValueError(f"num and den must both be (seeds, cases), got {t.num.shape} and {t.den.shape}")
+        if sets.setdefault(t.cases, t.num.shape[1]) != t.num.shape[1]:
+            raise ValueError(f"case set {t.cases!r}: terms disagree on the number of cases")
+
+    def value(ws: np.ndarray, wc: dict[str, np.ndarray]) -> np.ndarray:
+        total = np.zeros(ws.shape[0])
+        for t in terms:
+            num = np.einsum("bs,sn,bn->b", ws, np.asarray(t.num, float), wc[t.cases])
+            den = np.einsum("bs,sn,bn->b", ws, np.asarray(t.den, float), wc[t.cases])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = total + t.coef * np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return total
+
+    point = float(value(np.ones((1, n_seeds)), {k: np.ones((1, n)) for k, n in sets.items()})[0])
+    if n_boot == 0 or n_seeds == 0 or 0 in sets.values():
+        return Contrast(point, float("nan"), float("nan"), n_seeds, sets)
+    rng = np.random.default_rng(seed)
+    ws = _counts(n_seeds, n_boot, rng)
+    wc = {k: _counts(sets[k], n_boot, rng) for k in sorted(sets)}
+    lo, hi = _interval(value(ws, wc), level)
+    return Contrast(point, lo, hi, n_seeds, sets)
+
+
+def paired_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], n_boot: int = 2000,
+                      seed: int = 0, level: float = 0.95) -> Contrast:
+    """metric(a) - metric(b) for two arms evaluated on the same (seed, case) pairs; a, b: (num, den), (S, N) each."""
+    return paired_bootstrap([Term(1.0, *a), Term(-1.0, *b)], n_boot, seed, level)

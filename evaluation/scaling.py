@@ -19,13 +19,14 @@ tumors.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from cohort.config import load_config, save_config
+from cohort.config import bounded, dump_config, load_config, save_config
 from cohort.errors import BatchReport
 from cohort.io import read_json, write_json
 
@@ -62,6 +63,29 @@ class FilterStep:
     config: str | None = None  # FilterConfig YAML (a path, or relative to configs/); None = the shipped filter.yaml
     config_set: list[str] = field(default_factory=list)
     segmentor: str | None = None
+    #: train the discriminator in the study (``tumorgen filter train``'s API) instead of naming ``model``:
+    #: real tumors = the study's real_train cohort; synthetic = a second cohort of the filtered source's maker
+    #: drawn with ``train_seed`` (``train_per_case`` per healthy case), so no case it judges was seen in training
+    train: bool = False
+    train_seed: int = 1
+    train_per_case: int = 1
+
+
+@dataclass
+class GeneratorStep:
+    """A ControlNet latent diffusion generator for the study's diffusion sources: reuse ``model``
+    (the controlnet stage's model folder), or train it here through :func:`generative.train.train_stage`,
+    autoencoder -> diffusion UNet -> ControlNet, each stage resumed from its last checkpoint after a kill
+    and skipped once its ``train_summary.json`` exists."""
+
+    name: str = "generator"
+    model: str | None = None  # an existing controlnet model folder: reused, nothing trained
+    config: str = "generative/phantom.yaml"  # GenerativeConfig YAML (a path, or relative to configs/)
+    config_set: list[str] = field(default_factory=list)  # --set overrides for every stage
+    autoencoder_set: list[str] = field(default_factory=list)
+    diffusion_set: list[str] = field(default_factory=list)
+    controlnet_set: list[str] = field(default_factory=list)
+    cohort: CohortSource | None = None  # training CTs; None = the study's real_train cohort
 
 
 @dataclass
@@ -74,6 +98,7 @@ class SyntheticSource:
       config; diffusion needs ``model: DIR``) and, for diffusion, optionally a ``sample_spec``
       YAML (several tumors per case) instead of one tumor in one of ``organs`` per case;
       ``onthefly: true`` synthesizes during training instead (no cohort is written);
+      ``generator: NAME`` (method diffusion) takes ``params.model`` from the study's generator stage;
     - ``filtered_from``: the cases of another source (by name) that a ``filter`` accepts.
     """
 
@@ -85,6 +110,7 @@ class SyntheticSource:
     onthefly: bool = False
     filtered_from: str | None = None
     filter: FilterStep | None = None
+    generator: str | None = None  # a generators[].name: the diffusion model comes from that stage
     accepted_only: bool = False
     organs: list[str] = field(default_factory=lambda: ["liver"])
     per_case: int = 1
@@ -97,6 +123,20 @@ class Grid:
     sources: list[str] = field(default_factory=lambda: [NONE])
     ratios: list[float] = field(default_factory=lambda: [3.0])  # synthetic : real sampling weight
     seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class ReportConfig:
+    """The report's statistics (:mod:`evaluation.scaling_report`): paired bootstrap over test cases
+    and seeds, and the sources the lessons are judged on."""
+
+    n_boot: int = bounded(2000, ge=100)
+    seed: int = 0
+    ci_level: float = bounded(0.95, gt=0, lt=1)
+    primary: str | None = None  # lessons b-d; None = diffusion_filtered when in the grid, else the last source
+    order: list[str] = field(default_factory=lambda: ["rules", "ca", "diffusion", "diffusion_filtered"])  # lesson e
+    ratio: float | None = None  # the synthetic ratio the lessons use; None = the largest of grid.ratios
+    publish: str | None = None  # copy the small results here after `scaling run` / `scaling report`
 
 
 @dataclass
@@ -114,6 +154,8 @@ class ScalingConfig:
     metrics: str | None = None
     metrics_set: list[str] = field(default_factory=list)
     tta: bool = False
+    generators: list[GeneratorStep] = field(default_factory=list)
+    report: ReportConfig = field(default_factory=lambda: ReportConfig())
 
 
 @dataclass(frozen=True)
@@ -140,11 +182,27 @@ def load_scaling_config(path: str | Path | None, overrides: list[str] | None = N
     return cfg
 
 
+def check_generators(cfg: ScalingConfig, where: str = "scaling config") -> None:
+    """Generator names are unique; a reused ``model`` folder exists; a trained one has its YAML."""
+    seen: set[str] = set()
+    for g in cfg.generators:
+        what = f"{where}: generator {g.name!r}"
+        if g.name in seen:
+            raise ValueError(f"{what}: the name is used twice")
+        seen.add(g.name)
+        if g.model:
+            if not Path(g.model).is_dir():
+                raise ValueError(f"{what}: model {g.model}: no such model folder")
+        elif not _config_path(g.config).exists():
+            raise ValueError(f"{what}: config {g.config}: no such file (a path, or relative to configs/)")
+
+
 def check_sources(cfg: ScalingConfig, where: str = "scaling config") -> None:
     """Each synthetic source names exactly one of path / method / filtered_from, a known maker
     with valid params, and (filtered) an earlier source and a filter model."""
     from generative.registry import get_entry, make_config
 
+    check_generators(cfg, where)
     seen: list[str] = []
     for s in cfg.synthetic:
         what = f"{where}: synthetic source {s.name!r}"
@@ -153,11 +211,20 @@ def check_sources(cfg: ScalingConfig, where: str = "scaling config") -> None:
             raise ValueError(f"{what} needs exactly one of path, method or filtered_from (got {given or 'none'})")
         if s.name in seen or s.name == NONE:
             raise ValueError(f"{what}: the name is used twice (or is {NONE!r})")
+        if s.generator is not None:
+            if s.method != "diffusion":
+                raise ValueError(f"{what}: generator is for method 'diffusion' only (got method {s.method!r})")
+            if s.generator not in {g.name for g in cfg.generators}:
+                raise ValueError(f"{what}: generator {s.generator!r} is not among generators[].name "
+                                 f"{[g.name for g in cfg.generators]}")
+            if s.params.get("model"):
+                raise ValueError(f"{what}: give params.model or generator, not both")
         if s.method is not None:
             e = get_entry(s.method)
             mcfg = make_config(s.method, s.params, f"{what}: params")
-            if e.needs_model and not getattr(mcfg, "model", ""):
-                raise ValueError(f"{what}: method {s.method!r} needs params.model (a trained model folder)")
+            if e.needs_model and not getattr(mcfg, "model", "") and s.generator is None:
+                raise ValueError(f"{what}: method {s.method!r} needs params.model (a trained model folder) "
+                                 "or generator (a generators[].name)")
             if s.sample_spec is not None and s.method != "diffusion":
                 raise ValueError(f"{what}: sample_spec is for method 'diffusion' only")
         elif s.onthefly:
@@ -165,11 +232,17 @@ def check_sources(cfg: ScalingConfig, where: str = "scaling config") -> None:
         if s.filtered_from is not None:
             if s.filtered_from not in seen:
                 raise ValueError(f"{what}: filtered_from {s.filtered_from!r} must name a source listed before it")
-            if s.filter is None or not s.filter.model:
-                raise ValueError(f"{what}: filtered_from needs filter.model (a discriminator folder)")
+            if s.filter is None or not (s.filter.model or s.filter.train):
+                raise ValueError(f"{what}: filtered_from needs filter.model (a discriminator folder) "
+                                 "or filter.train: true")
+            if s.filter.model and s.filter.train:
+                raise ValueError(f"{what}: give filter.model or filter.train, not both")
             base = next(b for b in cfg.synthetic if b.name == s.filtered_from)
             if base.onthefly:
                 raise ValueError(f"{what}: cannot filter the on-the-fly source {base.name!r}")
+            if s.filter.train and base.method is None:
+                raise ValueError(f"{what}: filter.train needs {base.name!r} made by a method (its maker draws "
+                                 "the discriminator's synthetic training cases)")
         seen.append(s.name)
 
 
@@ -221,24 +294,135 @@ class StudyData:
     onthefly: dict[str, SyntheticSource] = field(default_factory=dict)
 
 
-def prepare_data(cfg: ScalingConfig, out: Path) -> StudyData:
-    """Generate (or point at) every cohort the cells share; make the baseline synthetic cohorts."""
+def stage(out: Path, name: str, fn: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``fn`` once: ``<out>/stages/<name>.json`` (written atomically after ``fn`` returned) marks the
+    stage finished, so a rerun skips it; a killed stage has no marker and reruns (each stage's own work
+    resumes: cohort loops skip written cases, training continues from its last checkpoint)."""
+    marker = out / "stages" / f"{name}.json"
+    if marker.exists():
+        return read_json(marker)
+    _fresh_accelerate()
+    t0 = time.perf_counter()
+    result = fn()
+    info = {"stage": name, "seconds": round(time.perf_counter() - t0, 1),
+            **({"path": str(result)} if isinstance(result, (str, Path)) else {})}
+    write_json(marker, info)
+    return info
+
+
+def _fresh_accelerate() -> None:
+    """Stages share one process with different precisions (generator, filter, segmentation);
+    accelerate keeps one global state per process, so clear it before each stage."""
+    try:
+        from accelerate.state import AcceleratorState
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        return
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _cohort(src: CohortSource, out: Path, spacing: float, what: str, study: Path) -> Path:
+    """A study cohort, phantoms generated once (stage ``data_<name>``)."""
+    if src.path is not None:
+        return Path(src.path)
+    stage(study, f"data_{out.name}", lambda: _materialise(src, out, spacing, what))
+    return out
+
+
+def train_generator(g: GeneratorStep, cohort: Path, gdir: Path, show: bool = True) -> Path:
+    """The controlnet model folder of ``g``: reused, or trained stage by stage into ``gdir``
+    (autoencoder -> diffusion -> controlnet, each resumable; a stage whose ``train_summary.json``
+    exists is finished and skipped)."""
+    if g.model:
+        return Path(g.model)
+    from generative.train import train_stage
+
+    base = [f"data.cohort={cohort}", f"output_dir={gdir}", *g.config_set]
+    prev: Path | None = None
+    for name, extra in (("autoencoder", g.autoencoder_set), ("diffusion", g.diffusion_set),
+                        ("controlnet", g.controlnet_set)):
+        sdir = gdir / name
+        if not (sdir / "train_summary.json").exists() or not (sdir / "model").is_dir():
+            _fresh_accelerate()
+            init = [f"init_from={prev}"] if prev is not None else []
+            train_stage(name, _config_path(g.config), sdir, resume=True, overrides=base + init + list(extra),
+                        progress=show)
+        prev = sdir / "model"
+    assert prev is not None
+    return prev
+
+
+def train_filter(s: SyntheticSource, base: SyntheticSource, healthy: list[Path], real: Path, out: Path) -> Path:
+    """The discriminator of the filtered source ``s`` (``filter.train``): real tumors of ``real`` against a
+    second cohort of ``base``'s maker drawn with ``filter.train_seed``. Trained into a temporary folder and
+    renamed into place, so ``<out>/filters/<name>/discriminator`` exists only when complete."""
+    import os
+
+    from cohort.config import load_config
+    from cohort.io import clean_stale_temps, make_temp_dir
+    from generative.quality import train_discriminator
+    from generative.quality.config import FilterConfig
+
+    f = s.filter
+    assert f is not None
+    fdir = out / "filters" / s.name
+    disc = fdir / "discriminator"
+    if disc.is_dir():
+        return disc
+    syn = out / "data" / f"filter_train_{s.name}"
+    stage(out, f"synthetic_{syn.name}", lambda: make_synthetic_cohort(
+        replace(base, name=syn.name, seed=f.train_seed, per_case=f.train_per_case), healthy, syn))
+    fcfg = load_config(FilterConfig, _config_path(f.config) if f.config else _config_path("generative/filter.yaml"),
+                       list(f.config_set))
+    fdir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(fdir)  # a training killed before its rename
+    tmp = make_temp_dir(fdir, "discriminator")
+    _fresh_accelerate()
+    train_discriminator([real], [syn], fcfg, tmp)
+    os.replace(tmp, disc)
+    return disc
+
+
+def prepare_data(cfg: ScalingConfig, out: Path, show: bool = False) -> StudyData:
+    """Every cohort the cells share, each made once and resumable: phantoms, generators, the
+    synthetic cohorts (rules, CA, diffusion from a generator), trained filters and filtered manifests."""
     d = out / "data"
     sp = cfg.phantom_spacing_mm
-    real = _materialise(cfg.real_train, d / "real_train", sp, "real_train")
-    healthy = [_materialise(h, d / f"healthy_{i}", sp, f"healthy[{i}]") for i, h in enumerate(cfg.healthy)]
-    tid = _materialise(cfg.test_id, d / "test_id", sp, "test_id")
-    tood = _materialise(cfg.test_ood, d / "test_ood", sp, "test_ood")
+    check_sources(cfg)
+    real = _cohort(cfg.real_train, d / "real_train", sp, "real_train", out)
+    healthy = [_cohort(h, d / f"healthy_{i}", sp, f"healthy[{i}]", out) for i, h in enumerate(cfg.healthy)]
+    tid = _cohort(cfg.test_id, d / "test_id", sp, "test_id", out)
+    tood = _cohort(cfg.test_ood, d / "test_ood", sp, "test_ood", out)
+    models: dict[str, Path] = {}
+    used = {s.generator for s in cfg.synthetic if s.generator is not None}
+    for g in cfg.generators:
+        if g.name not in used:
+            continue
+        gdata = real if g.cohort is None else _cohort(g.cohort, d / f"generator_{g.name}", sp,
+                                                      f"generator {g.name!r}: cohort", out)
+        gdir = out / "generators" / g.name
+        info = stage(out, f"generator_{g.name}", lambda g=g, gdata=gdata, gdir=gdir: train_generator(g, gdata, gdir, show))
+        models[g.name] = Path(info["path"])
     synthetic: dict[str, Path] = {}
     accepted: dict[str, bool] = {}
     onthefly: dict[str, SyntheticSource] = {}
-    check_sources(cfg)
+    resolved: dict[str, SyntheticSource] = {}
     for s in cfg.synthetic:
+        if s.generator is not None:
+            s = replace(s, params={**s.params, "model": str(models[s.generator])})
+        resolved[s.name] = s
         accepted[s.name] = s.accepted_only
         if s.path is not None:
             synthetic[s.name] = Path(s.path)
         elif s.filtered_from is not None:
-            synthetic[s.name] = make_filtered_source(s, synthetic[s.filtered_from], d / f"filtered_{s.name}")
+            assert s.filter is not None
+            f = s.filter
+            if f.train:
+                disc = train_filter(s, resolved[s.filtered_from], healthy, real, out)
+                s = replace(s, filter=replace(f, model=str(disc), train=False))
+            target = d / f"filtered_{s.name}"
+            stage(out, f"filtered_{s.name}", lambda s=s, target=target: make_filtered_source(
+                s, synthetic[s.filtered_from], target))
+            synthetic[s.name] = target / "manifest.jsonl"
             accepted[s.name] = True
         else:
             if not healthy:
@@ -247,7 +431,7 @@ def prepare_data(cfg: ScalingConfig, out: Path) -> StudyData:
                 onthefly[s.name] = s
                 continue
             target = d / f"synthetic_{s.name}"
-            make_synthetic_cohort(s, healthy, target)
+            stage(out, f"synthetic_{s.name}", lambda s=s, target=target: make_synthetic_cohort(s, healthy, target))
             synthetic[s.name] = target
     return StudyData(real, healthy, tid, tood, synthetic, accepted, onthefly)
 
@@ -260,15 +444,19 @@ def make_synthetic_cohort(s: SyntheticSource, healthy: list[Path], target: Path)
     from generative.tumors import synthesize_cohort
     from generative.tumors.base import TumorSpec
 
-    synth = build_synthesizer(s.method, dict(s.params), f"synthetic source {s.name!r}: params")
+    params = dict(s.params)
     plan: Any = [TumorSpec(organ=o) for o in s.organs]
     n_per_case = s.per_case
     if s.sample_spec is not None:
+        import dataclasses
+
         from generative.diffusion.config import SampleSpec
         from generative.diffusion.sample import sample_plan
 
         spec = load_config(SampleSpec, _config_path(s.sample_spec))
         plan, n_per_case = sample_plan(spec), spec.cases_per_source
+        params = {**dataclasses.asdict(spec.inpaint), **params}  # the spec's sampler settings; params win
+    synth = build_synthesizer(s.method, params, f"synthetic source {s.name!r}: params")
     report = BatchReport()
     for h in healthy:
         report.merge(synthesize_cohort(h, target, synth, plan, seed=s.seed, n_per_case=n_per_case, progress=False))
@@ -376,14 +564,39 @@ def run_cell(cfg: ScalingConfig, cell: Cell, data: StudyData, out: Path, show: b
     return result
 
 
+#: the resolved config of a study folder: the whole record of what its cells and cohorts were made with
+RECORD = "scaling.yaml"
+
+#: config sections a finished study may change (they add cells or redo the report, never change a made one)
+MAY_CHANGE = ("name", "grid", "report")
+
+
+def check_record(cfg: ScalingConfig, out: Path) -> None:
+    """Refuse to run ``cfg`` in a study folder whose recorded config differs in anything the finished
+    stages and cells depend on (everything but ``grid`` and ``report``): its cohorts, models and cells
+    would be silently reused for a different study."""
+    import yaml
+
+    path = out / RECORD
+    if not path.exists():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = yaml.safe_load(dump_config(cfg)) or {}
+    differ = sorted(k for k in set(old) | set(new) if k not in MAY_CHANGE and old.get(k) != new.get(k))
+    if differ:
+        raise ValueError(f"{path}: this study folder was made with another config (it differs in {differ}); "
+                         "use a new --out, or delete the folder to start over")
+
+
 def run_study(cfg: ScalingConfig, out: str | Path, only: list[str] | None = None, show: bool = True) -> BatchReport:
     """Run every (or the named) unfinished cell. Failed cells are reported; the rest go on."""
     from rich.progress import Progress
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "scaling.yaml")
-    data = prepare_data(cfg, out)
+    check_record(cfg, out)
+    save_config(cfg, out / RECORD)
+    data = prepare_data(cfg, out, show=show)
     todo = [c for c in cells(cfg) if only is None or c.id in only]
     if only:
         unknown = set(only) - {c.id for c in todo}

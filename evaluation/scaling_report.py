@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -155,8 +157,143 @@ def plot_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def _ci(r: dict[str, Any] | None) -> str:
+    if r is None or r.get("value") is None:
+        return "n/a"
+    if r.get("ci_low") is None:
+        return f"{r['value']:.3f}"
+    return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def table5_tables(values: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Table 5, one (title, Markdown table) a split: rows real sizes, columns sources, DSC with its 95 % CI
+    (bootstrap over test cases and seeds)."""
+    arms = list(dict.fromkeys(r["source"] for r in values))
+    sizes = sorted({r["n_real"] for r in values})
+    by = {(r["source"], r["n_real"], r["split"]): r for r in values}
+    out = []
+    for split, title in SPLITS:
+        head = ["#real"] + ["real only" if a == "none" else f"real + {a}" for a in arms]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join([str(n)] + [_ci(by.get((a, n, split))) for a in arms]) + " |" for n in sizes]
+        out.append((f"Lesion DSC, {title} (95 % CI)", "\n".join(lines) + "\n"))
+    return out
+
+
+def table5_markdown(values: list[dict[str, Any]]) -> str:
+    return "\n".join(f"**{title}**\n\n{md}" for title, md in table5_tables(values))
+
+
+def differences_markdown(diffs: list[dict[str, Any]]) -> str:
+    """Every source minus real only, per metric, size and split, with paired 95 % CIs; * marks an interval
+    that excludes 0."""
+    from evaluation.scaling_stats import PAIRED
+
+    labels = dict(PAIRED)
+    keys = list(dict.fromkeys((d["source"], d["n_real"]) for d in diffs))
+    by = {(d["metric"], d["split"], d["source"], d["n_real"]): d for d in diffs}
+    cols = [(m, s) for m, _ in PAIRED for s, _ in SPLITS]
+    head = ["source", "#real"] + [f"Δ {labels[m]} ({s.upper()})" for m, s in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for src, n in keys:
+        cells = [src, str(n)]
+        for m, s in cols:
+            d = by.get((m, s, src, n))
+            cells.append(_ci(d) + (" *" if d is not None and d.get("verdict") != "unclear" else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def lessons_markdown(les: dict[str, dict[str, Any]]) -> str:
+    lines = ["| lesson | claim | reproduced | numbers (95 % CI) |", "|---|---|---|---|"]
+    for key, v in les.items():
+        nums = "; ".join(f"{k}: {_ci(c)}" for k, c in v["numbers"].items()) or v.get("missing", "")
+        lines.append(f"| {key} | {v['claim']} | {v['reproduced']} | {nums} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure8(values: list[dict[str, Any]], path: Path) -> Path:
+    """Figure 8: DSC vs real size, ID and OOD panels, one curve per source with its 95 % CI band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    arms = list(dict.fromkeys(r["source"] for r in values))
+    for ax, (split, title) in zip(axes, SPLITS):
+        for arm in arms:
+            rs = sorted((r for r in values if r["source"] == arm and r["split"] == split), key=lambda r: r["n_real"])
+            if not rs:
+                continue
+            x = np.array([r["n_real"] for r in rs], float)
+            nan = float("nan")
+            y = np.array([nan if r["value"] is None else r["value"] for r in rs], float)
+            lo = np.array([nan if r["ci_low"] is None else r["ci_low"] for r in rs], float)
+            hi = np.array([nan if r["ci_high"] is None else r["ci_high"] for r in rs], float)
+            (line,) = ax.plot(x, y, marker="o", label="real only" if arm == "none" else f"real + {arm}")
+            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        ax.set_title(f"DSC, {title}")
+        ax.set_xlabel("# real tumor CTs in training")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("lesion DSC (95 % CI over test cases and seeds)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def paired_statistics(out: Path, results: list[dict[str, Any]], rdir: Path) -> dict[str, Any] | None:
+    """differences.csv/.json, table5.md/.csv, figure8.png and lessons.json (None: no cell has per-case numbers)."""
+    from evaluation.scaling_stats import (
+        StudyCases,
+        arm_name,
+        arm_values,
+        differences,
+        lessons,
+        report_config,
+        study_sources,
+    )
+
+    rcfg = report_config(out)
+    sc = StudyCases.load(out, results, rcfg)
+    if not sc:
+        return None
+    sources, ratio = study_sources(out, results)
+    sc.order = [arm_name(s, r) for s in sources for r in sorted({float(c["ratio"]) for c in results
+                                                                 if c["source"] == s})]
+    diffs = differences(sc)
+    values = arm_values(sc, "dsc")
+    les = lessons(sc, rcfg, sources, ratio)
+    flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in d.items()} for d in diffs]
+    write_text(rdir / "differences.csv", _rows_csv(flat))
+    write_text(rdir / "table5.csv", _rows_csv([{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
+                                                for k, v in r.items()} for r in values]))
+    write_json(rdir / "lessons.json", les)
+    md = {"table5": table5_markdown(values), "table5_tables": table5_tables(values), "differences": differences_markdown(diffs),
+          "lessons": lessons_markdown(les)}
+    write_text(rdir / "table5.md", md["table5"] + "\n" + md["differences"] + "\n" + md["lessons"])
+    png = plot_figure8(values, rdir / "figure8.png")
+    return {"differences": diffs, "values": values, "lessons": les, "markdown": md, "png": png,
+            "bootstrap": {"n_boot": rcfg.n_boot, "seed": rcfg.seed, "ci_level": rcfg.ci_level}}
+
+
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in keys})
+    return buf.getvalue()
+
+
 def write_report(out: str | Path, note: str | None = None) -> Path:
-    """Write table.csv, table.md, summary.json, PNG curves and report.html under ``out/report``."""
+    """Write table.csv, table.md, summary.json, PNG curves and report.html under ``out/report``; with
+    per-case numbers (cells' ``eval_<split>/cases.csv``) also the paired statistics: differences.csv,
+    table5.md/.csv, figure8.png and lessons.json (:mod:`evaluation.scaling_stats`)."""
     out = Path(out)
     rdir = out / "report"
     rdir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +304,12 @@ def write_report(out: str | Path, note: str | None = None) -> Path:
     write_text(rdir / "table.csv", table_csv(rows))
     md = table_markdown(rows)
     write_text(rdir / "table.md", md + warnings_markdown(rows))
-    write_json(rdir / "summary.json", {"rows": rows, "warnings": warnings(rows), "cells": results})
+    paired = paired_statistics(out, results, rdir)
+    summary: dict[str, Any] = {"rows": rows, "warnings": warnings(rows), "cells": results}
+    if paired is not None:
+        summary.update(differences=paired["differences"], table5=paired["values"], lessons=paired["lessons"],
+                       bootstrap=paired["bootstrap"])
+    write_json(rdir / "summary.json", summary)
     pngs = plot_curves(rows, rdir)
     n_test = {}
     for r in results:
@@ -184,7 +326,60 @@ def write_report(out: str | Path, note: str | None = None) -> Path:
                      f"(test cases with tumors: {n_test}). Differences between sources at this size are within "
                      "noise; read the bootstrap intervals before any conclusion.</p>")
     parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings(rows)]
+    if paired is not None:
+        b = paired["bootstrap"]
+        parts.append("<h2>Lessons</h2><p>Reproduced: true only when every interval the lesson rests on excludes "
+                     "the opposite, false when one shows the opposite, else unclear. Intervals: paired percentile "
+                     f"bootstrap over test cases and seeds jointly ({b['n_boot']} resamples, seed {b['seed']}, "
+                     f"level {b['ci_level']:g}).</p>" + markdown_table_html(paired["markdown"]["lessons"]))
+        parts.append("<h2>Table 5: lesion DSC by real size and source</h2>"
+                     + "".join(f"<h3>{html.escape(title)}</h3>" + markdown_table_html(tmd)
+                               for title, tmd in paired["markdown"]["table5_tables"]))
+        parts.append(f"<h3>Figure 8</h3><img src='{paired['png'].name}' width='1000'>")
+        parts.append("<h2>Each source minus real only (paired 95 % CI; * excludes 0)</h2>"
+                     + markdown_table_html(paired["markdown"]["differences"]))
     parts.append("<h2>Table (mean over seeds ± SD)</h2>" + markdown_table_html(md))
     for p in pngs:
         parts.append(f"<h3>{html.escape(p.stem.replace('scaling_', ''))}</h3><img src='{p.name}' width='1000'>")
     return write_text(rdir / "report.html", html_page("Scaling study", parts))
+
+
+#: what `publish` copies: the study's small results, enough for `tumorgen scaling report` to regenerate
+#: every table, figure and lessons.json in the copy (globs relative to the study folder)
+PUBLISHED = ("scaling.yaml", "stages/*.json", "cells/*/cell.json", "cells/*/eval_id/cases.csv",
+             "cells/*/eval_ood/cases.csv", "cells/*/eval_id/summary.json", "cells/*/eval_ood/summary.json",
+             "report/*.json", "report/*.csv", "report/*.md", "report/*.png", "report/*.html")
+
+
+def publish(out: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the small results of study ``out`` (:data:`PUBLISHED`) to ``dest`` (e.g.
+    benchmarks/results/study_phantom/), each file atomically; returns the copies."""
+    from cohort.io import atomic_path
+
+    out, dest = Path(out), Path(dest)
+    if out.resolve() == dest.resolve():
+        return []
+    copied = []
+    for pattern in PUBLISHED:
+        for src in sorted(out.glob(pattern)):
+            target = dest / src.relative_to(out)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+            copied.append(target)
+    return copied
+
+
+def run_and_report(cfg, out: str | Path, only: list[str] | None = None, show: bool = True,
+                   publish_to: str | Path | None = None, note: str | None = None):
+    """`tumorgen scaling run`: every stage and cell (:func:`evaluation.scaling.run_study`), then the report,
+    then (``publish_to`` or the config's ``report.publish``) the copy of the small results."""
+    from evaluation.scaling import run_study
+
+    rep = run_study(cfg, out, only=only, show=show)
+    page = None
+    if any(Path(out).glob("cells/*/cell.json")):
+        page = write_report(out, note=note or f"study {cfg.name}")
+        dest = publish_to or cfg.report.publish
+        if dest:
+            publish(out, dest)
+    return rep, page

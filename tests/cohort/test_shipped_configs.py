@@ -87,6 +87,7 @@ LOADERS: list[tuple[str, Callable[[Path], Any]]] = [
     ("segmentation/*.yaml", _segmentation),
     ("evaluation/metrics.yaml", _metrics),
     ("evaluation/scaling*.yaml", _scaling),
+    ("evaluation/study*.yaml", _scaling),
     ("demo/demo.yaml", _demo),
     ("demo/smoke.yaml", _demo),
 ]

@@ -209,3 +209,122 @@ def test_report_flags_sensitivities_with_many_false_positives(tmp_path, monkeypa
     assert html_text.count("<p class='warn'>WARNING") == 2
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert len(summary["warnings"]) == 2
+
+
+# ----------------------------------------------------------------------------- the study from nothing
+
+
+def every_kind_study() -> ScalingConfig:
+    """tiny_study with every source kind the study builds itself: rules, CA, diffusion from a generator it
+    trains (the tiny demo config, 2 steps a stage) and that diffusion filtered by a discriminator it trains."""
+    from evaluation.scaling import GeneratorStep, ReportConfig
+
+    cfg = tiny_study()
+    cfg.healthy = [CohortSource(phantom=PhantomCohort("B", 2, 0.0, 2))]  # the filter holds one case out
+    cfg.generators = [GeneratorStep(name="tiny", config="demo/generative_tiny.yaml",
+                                    config_set=["data.spacing_mm=[6.0,6.0,6.0]", "train.steps=2",
+                                                "data.crop_size=[16,16,16]"])]
+    cfg.synthetic = [
+        SyntheticSource(name="rules", method="rules"),
+        SyntheticSource(name="ca", method="ca"),
+        SyntheticSource(name="diffusion", method="diffusion", generator="tiny",
+                        params={"steps": 2, "roi_size": [16, 16, 16], "margin_mm": 0.0, "size_mix": {"medium": 1.0},
+                                "device": "cpu"}),
+        SyntheticSource(name="diffusion_filtered", filtered_from="diffusion",
+                        filter=FilterStep(train=True, train_per_case=2, config="generative/filter_tiny.yaml",
+                                          config_set=["policy.kind=top_q", "policy.top_q=1.0"])),
+    ]
+    cfg.grid = Grid(real_sizes=[1], sources=["none", "rules", "ca", "diffusion", "diffusion_filtered"], ratios=[1.0],
+                    seeds=[0])
+    cfg.report = ReportConfig(n_boot=200)
+    return cfg
+
+
+REPORT_FILES = ("lessons.json", "differences.csv", "table5.csv", "table5.md", "table.csv")
+
+
+@pytest.mark.slow
+def test_study_from_nothing_killed_and_resumed_gives_the_same_report(tmp_path, monkeypatch):
+    import evaluation.scaling as scaling
+    import segmentation.predict as predict
+    from evaluation.scaling_report import run_and_report
+
+    cfg = every_kind_study()
+    out = tmp_path / "killed"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # not an Exception: nothing catches it, as with a kill
+
+    # 1. killed while filtering: generator, diffusion cohort and discriminator are done and marked
+    with monkeypatch.context() as m:
+        m.setattr(scaling, "make_filtered_source", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_and_report(cfg, out, show=False)
+    stages = {p.stem for p in (out / "stages").glob("*.json")}
+    assert {"data_real_train", "generator_tiny", "synthetic_diffusion", "synthetic_rules", "synthetic_ca"} <= stages
+    assert "filtered_diffusion_filtered" not in stages and not (out / "cells").exists()
+    assert (out / "generators" / "tiny" / "controlnet" / "model").is_dir()
+    assert (out / "filters" / "diffusion_filtered" / "discriminator").is_dir()
+    # 2. killed inside the first cell, after its training and before its cell.json
+    with monkeypatch.context() as m:
+        m.setattr(predict, "predict_cohort", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_and_report(cfg, out, show=False)
+    first = out / "cells" / "real001_none_x0_seed0"
+    assert (first / "seg" / "model").exists() and not (first / "cell.json").exists()
+    # 3. resumed to the end, and published
+    rep, page = run_and_report(cfg, out, show=False, publish_to=tmp_path / "published")
+    assert rep.ok, rep.summary()
+    assert page.exists() and (out / "report" / "figure8.png").exists() and (out / "scaling.yaml").exists()
+    made = {c.parent.name for c in out.glob("cells/*/cell.json")}
+    assert made == {c.id for c in cells(cfg)}
+    # the same study run in one go gives the same report (reusing the trained generator and discriminator,
+    # the two slow stages, whose resumption the killed run has shown: the same models, fewer seconds)
+    clean = tmp_path / "clean"
+    again = every_kind_study()
+    again.generators[0].model = str(out / "generators" / "tiny" / "controlnet" / "model")
+    f = again.synthetic[-1].filter
+    f.train, f.model = False, str(out / "filters" / "diffusion_filtered" / "discriminator")
+    rep2, _ = run_and_report(again, clean, show=False)
+    assert rep2.ok, rep2.summary()
+    for name in REPORT_FILES:
+        assert (out / "report" / name).read_text() == (clean / "report" / name).read_text(), name
+    lessons = json.loads((out / "report" / "lessons.json").read_text())
+    assert all(v["reproduced"] in (True, False, "unclear") for v in lessons.values())
+    # the published small results regenerate the same numbers
+    pub = tmp_path / "published"
+    assert (pub / "scaling.yaml").exists() and not list(pub.glob("cells/*/seg"))
+    for name in REPORT_FILES:
+        (pub / "report" / name).unlink()
+    write_report(pub)
+    for name in REPORT_FILES:
+        assert (pub / "report" / name).read_text() == (out / "report" / name).read_text(), name
+    # the folder is the record: another config is refused there
+    other = every_kind_study()
+    other.phantom_spacing_mm = 5.0
+    with pytest.raises(ValueError, match="made with another config"):
+        run_study(other, out, show=False)
+
+
+def test_generator_and_filter_training_sources_load(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("generators:\n  - {name: g}\n"
+                 "synthetic:\n"
+                 "  - {name: diffusion, method: diffusion, generator: g}\n"
+                 "  - {name: diffusion_filtered, filtered_from: diffusion, filter: {train: true}}\n"
+                 "grid: {sources: [none, diffusion, diffusion_filtered]}\n")
+    cfg = load_scaling_config(p)
+    assert cfg.synthetic[0].generator == "g" and cfg.synthetic[1].filter.train
+    for text, match in [
+        ("synthetic:\n  - {name: d, method: diffusion, generator: nope}\n", "not among generators"),
+        ("generators:\n  - {name: g}\nsynthetic:\n  - {name: d, method: ca, generator: g}\n", "method 'diffusion' only"),
+        ("generators:\n  - {name: g, model: /no/such/model}\n", "no such model folder"),
+        ("generators:\n  - {name: g, config: nope.yaml}\n", "nope.yaml: no such file"),
+        ("synthetic:\n  - {name: r, path: /x}\n  - {name: f, filtered_from: r, filter: {train: true}}\n",
+         "filter.train needs 'r' made by a method"),
+        ("synthetic:\n  - {name: r, method: rules}\n  - {name: f, filtered_from: r, filter: {train: true, model: /d}}\n",
+         "not both"),
+    ]:
+        p.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_scaling_config(p)
