@@ -84,16 +84,18 @@ def _load_builtins() -> None:
     from generative.tumors.ca import CAConfig, CASynthesizer
     from generative.tumors.rules import RulesConfig, RuleSynthesizer
 
-    # the diffusion maker places tumors with the solid-organ interior rule and conditions on the organs
-    # it was trained with: colon, esophagus and uterus are not supported until it learns them
+    # the diffusion maker places tumors like the rules (interior of solid organs, the wall band of
+    # colon and esophagus) and conditions on the organs of its model; how well it draws a colon or
+    # esophageal tumor depends on that model having been trained on them (controlnet.organs)
     for e in (
         SynthesizerEntry("ca", CAConfig, CASynthesizer, ALL_ORGANS, False,
                          "cellular automaton (Pixel2Cancer, Lai et al. MICCAI 2024; wall seeds in colon/esophagus)"),
         SynthesizerEntry("rules", RulesConfig, RuleSynthesizer, ALL_ORGANS, False,
                          "rule-based ellipsoids (SyntheticTumors, Hu et al. CVPR 2023; wall placement in "
                          "colon/esophagus)"),
-        SynthesizerEntry("diffusion", DiffusionMakerConfig, _build_diffusion, SOLID_ORGANS, True,
-                         "ControlNet latent diffusion inpainting (this project's generator; solid organs only)"),
+        SynthesizerEntry("diffusion", DiffusionMakerConfig, _build_diffusion, ALL_ORGANS, True,
+                         "ControlNet latent diffusion inpainting (this project's generator; wall placement in "
+                         "colon/esophagus)"),
     ):
         _REGISTRY.setdefault(e.name, e)
 

@@ -18,9 +18,11 @@ from cohort.hardware import MemoryFormat, PrecisionName
 
 Stage = Literal["autoencoder", "diffusion", "controlnet"]
 
-#: Organs given to the ControlNet as one-hot channels (the phantom world's abdomen and
-#: the organs tumors grow in). Lesions of every class share one extra "tumor" channel.
-DEFAULT_CONDITION_ORGANS = ["liver", "pancreas", "kidney_left", "kidney_right", "spleen", "aorta", "postcava", "stomach"]
+#: Organs given to the ControlNet as one-hot channels (the phantom world's abdomen and the organs
+#: tumors grow in, the tubular ones included: their label is wall plus lumen, and the masked CT
+#: channel shows which is which). Lesions of every class share one extra "tumor" channel.
+DEFAULT_CONDITION_ORGANS = ["liver", "pancreas", "kidney_left", "kidney_right", "spleen", "aorta", "postcava", "stomach",
+                            "colon", "esophagus", "uterus"]
 
 
 @dataclass
@@ -42,6 +44,19 @@ class AutoencoderConfig:
     num_res_blocks: int = 1
     norm_num_groups: int = 16
     attention: bool = False
+    #: path to MAISI's pretrained CT autoencoder checkpoint (.pt, downloaded by hand): the autoencoder
+    #: stage then exports it instead of training one (the fields above are unused; its images are
+    #: CT over [-1000, 1000] HU, generative.diffusion.maisi); "" trains this project's autoencoder
+    pretrained: str = ""
+
+    @property
+    def downsample(self) -> int:
+        """Per-axis compression: MAISI's 4x for a pretrained checkpoint, else one halving per level but the first."""
+        if self.pretrained:
+            from generative.diffusion.maisi import MAISI_NETWORK_SETTINGS
+
+            return 2 ** (len(MAISI_NETWORK_SETTINGS["num_channels"]) - 1)
+        return 2 ** (len(self.channels) - 1)
 
 
 @dataclass
@@ -152,7 +167,7 @@ class GenerativeConfig:
             raise ValueError("data.crop_size needs 3 values and data.spacing_mm 3 values (or [] for native)")
         if self.stage != "autoencoder" and not self.init_from:
             raise ValueError(f"init_from: the {self.stage} stage needs the previous stage's model folder")
-        down = 2 ** (len(self.autoencoder.channels) - 1)
+        down = self.autoencoder.downsample
         mult = down * 2 ** (len(self.unet.channels) - 1)
         if any(c % mult for c in self.data.crop_size):
             raise ValueError(f"data.crop_size {self.data.crop_size} must be divisible by {mult} "
@@ -161,7 +176,7 @@ class GenerativeConfig:
             raise ValueError(f"controlnet.appearance: unknown attribute(s) {bad}; choose from {list(CONDITION_ATTRIBUTES)}")
         if 2 ** (len(self.controlnet.conditioning_embedding_num_channels) - 1) != down:
             raise ValueError("controlnet.conditioning_embedding_num_channels must downsample by the autoencoder's "
-                             f"factor {down}: give {len(self.autoencoder.channels)} entries")
+                             f"factor {down}: give {down.bit_length()} entries")
         return self
 
 

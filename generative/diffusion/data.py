@@ -24,7 +24,8 @@ from cohort.case import Case
 from cohort.errors import BatchReport, CohortError
 from cohort.io import atomic_path
 from cohort.layouts import open_cohort
-from cohort.preprocess import resample, scale_hu, to_ras
+from cohort.preprocess import resample, to_ras
+from generative.diffusion.intensity import Intensity
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Volume:
     ``attributes``: float32 (n + 1, K), row i the normalised appearance attributes of lesion i
     (:func:`cohort.appearance.normalise`, row 0 zeros), so ``attributes[instances]`` paints
     each lesion with its own values. ``appearance``: the measured records (what the model
-    folder stores as the distribution to draw from at sampling)."""
+    folder stores as the distribution to draw from at sampling). ``intensity``: how ``image`` was
+    scaled from HU (it must be the autoencoder's)."""
 
     case_id: str
     image: np.ndarray
@@ -43,11 +45,14 @@ class Volume:
     instances: np.ndarray | None = None
     attributes: np.ndarray | None = None
     appearance: list = field(default_factory=list)
+    intensity: Intensity = field(default_factory=Intensity)
 
 
-def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...]) -> Volume:
-    """RAS, resample to ``spacing_mm`` (empty = native), HU window -> [0, 1]; every lesion's
-    appearance measured on the resampled HU (the grid the model sees)."""
+def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...], intensity: Intensity | None = None) -> Volume:
+    """RAS, resample to ``spacing_mm`` (empty = native), HU -> [0, 1] with ``intensity`` (the
+    autoencoder's mapping; None = the default [-175, 250] window); every lesion's appearance
+    measured on the resampled HU (the grid the model sees)."""
+    intensity = intensity or Intensity()
     from cohort.appearance import lesion_instances, measure_appearance, normalise
 
     case = to_ras(case)
@@ -62,7 +67,7 @@ def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...]) -> Vol
     for i, a in enumerate(app, start=1):
         table[i] = normalise(a.attributes(), APPEARANCE_ATTRIBUTES)
     rows = [{"case_id": case.case_id, **a.as_dict()} for a in app]
-    return Volume(case.case_id, scale_hu(case.ct), label, inst.astype(np.uint8), table, rows)
+    return Volume(case.case_id, intensity.scale(case.ct), label, inst.astype(np.uint8), table, rows, intensity)
 
 
 def appearance_channels(instances: np.ndarray, attributes: np.ndarray) -> np.ndarray:
@@ -71,12 +76,13 @@ def appearance_channels(instances: np.ndarray, attributes: np.ndarray) -> np.nda
 
 
 def load_volumes(cohort_dir: str | Path, spacing_mm, max_cases: int = 0,
-                 report: BatchReport | None = None) -> list[Volume]:
-    """Read and preprocess a training cohort; bad cases go into ``report``. Raises when none is usable."""
+                 report: BatchReport | None = None, intensity: Intensity | None = None) -> list[Volume]:
+    """Read and preprocess a training cohort (HU scaled with ``intensity``, the autoencoder's
+    mapping; None = the default window); bad cases go into ``report``. Raises when none is usable."""
     cohort = open_cohort(cohort_dir)
     refs = cohort.refs[:max_cases] if max_cases else cohort.refs
     sub = type(cohort)(cohort.root, cohort.layout, refs, dict(cohort.problems))
-    vols = [prepare_case(c, spacing_mm) for c in sub.iter_cases(report)]
+    vols = [prepare_case(c, spacing_mm, intensity) for c in sub.iter_cases(report)]
     if not vols:
         raise CohortError(cohort_dir, "no usable training case")
     return vols
@@ -134,7 +140,10 @@ CACHE_VERSION = 2
 
 
 def cache_key(volumes: list[Volume], crop_size, crops_per_case: int, seed: int, ae_hash: str) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{ae_hash}|{list(crop_size)}|{crops_per_case}|{seed}".encode())
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{','.join(APPEARANCE_ATTRIBUTES)}|{ae_hash}|{list(crop_size)}|"
+                       f"{crops_per_case}|{seed}".encode())
+    if volumes and volumes[0].intensity != Intensity():  # the default window keeps the keys of earlier caches
+        h.update(repr(volumes[0].intensity).encode())
     for v in volumes:
         h.update(v.case_id.encode())
     return h.hexdigest()[:16]
@@ -149,8 +158,13 @@ def build_latent_cache(autoencoder: torch.nn.Module, volumes: list[Volume], crop
     (N, 1, D, H, W) uint8, "instances": (N, 1, D, H, W) uint8 (lesions renumbered 1.. per
     crop), "attributes": (N, M + 1, K) float32 (row j of crop n: its lesion j's normalised
     appearance)}. An existing file is read instead (the encoder is frozen in the later
-    stages, so its latents never change).
+    stages, so its latents never change). Volumes scaled with another intensity mapping than the
+    autoencoder's are refused (ValueError naming the cases).
     """
+    want = getattr(autoencoder, "intensity", Intensity())
+    if bad := [v for v in volumes if v.intensity != want]:
+        raise ValueError(f"case(s) {[v.case_id for v in bad[:3]]} were scaled with {bad[0].intensity.describe()} but "
+                         f"the autoencoder reads {want.describe()}: prepare them with its intensity")
     path = Path(path)
     if path.exists():
         return load_file(str(path))

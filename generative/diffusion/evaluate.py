@@ -65,6 +65,12 @@ class GeneratorReport:
                         f"cohort to separate {PATCH}^3 tumor-centred patches from patches of the same organ away "
                         "from lesions; 32-d features")
     feature_net_accuracy: float | None = None
+    recon_psnr_tumor: float | None = None  # PSNR over tumor ROIs (the tumor's box grown by 3 mm) of the held-out cohort
+    recon_tumor_rois: int = 0
+    #: synthetic vs held-out real tumors, per attribute (appearance_comparison)
+    appearance: dict = field(default_factory=dict)
+    #: synthetic vs held-out real (the target compares it with frechet_distance_heldout: training real vs held-out)
+    frechet_distance_synthetic_vs_heldout: float | None = None
     failed: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -88,7 +94,34 @@ class GeneratorReport:
         for name, st, fd, rate in rows:
             lines.append(f"| {name} | {st.n_tumors} | {fmt(st.mean_hu)} | {fmt(st.sd_of_means_hu)} | "
                          f"{fmt(st.mean_within_std_hu)} | {fmt(st.rim_contrast_hu)} | {fmt(fd)} | {fmt(rate)} |")
-        return "\n".join(lines + [""])
+        if self.recon_psnr_tumor is not None:
+            lines += ["", f"- autoencoder PSNR inside {self.recon_tumor_rois} tumor ROIs: {fmt(self.recon_psnr_tumor)} dB"]
+        if self.frechet_distance_synthetic_vs_heldout is not None:
+            lines.append(f"- Frechet distance to the held-out real tumors: synthetic {fmt(self.frechet_distance_synthetic_vs_heldout)}, "
+                         f"training real {fmt(self.frechet_distance_heldout)}")
+        return "\n".join(lines + [""] + self._appearance_lines())
+
+    def _appearance_lines(self) -> list[str]:
+        a = self.appearance
+        if not a:
+            return []
+        fmt = (lambda v: "n/a" if v is None or v != v else f"{v:.2f}")  # noqa: E731
+        ms = lambda e: f"{fmt(e['mean'])} ± {fmt(e['sd'])} (n {e['n']})"  # noqa: E731
+        lines = ["## Appearance, synthetic vs held-out real tumors (cohort.appearance)", "",
+                 "| attribute | held-out real | synthetic | training real | KS synthetic | KS training real |",
+                 "|---|---|---|---|---|---|"]
+        for k, e in a["attributes"].items():
+            lines.append(f"| {k} | {ms(e['heldout'])} | {ms(e['synthetic'])} | {ms(e['real'])} | "
+                         f"{fmt(e.get('ks_synthetic_vs_heldout'))} | {fmt(e.get('ks_real_vs_heldout'))} |")
+        lines += ["", f"- spread of tumor means: ratio synthetic / held-out {fmt(a['spread_ratio'])}",
+                  f"- early tumors' |contrast|: ratio synthetic / held-out {fmt(a['early_contrast_ratio'])}",
+                  f"- types produced: {a['types'].get('synthetic')}; held-out real: {a['types'].get('heldout')}"]
+        if a.get("type_rule_agreement"):
+            lines.append(f"- the type rule agrees with the phantom's own types on {a['type_rule_agreement']['agree']:.0%} "
+                         f"of {a['type_rule_agreement']['n']} real tumors")
+        for k, e in a.get("control_error", {}).items():
+            lines.append(f"- control error {k}: {fmt(e['mean_abs_error'])} over {e['n']} asked tumors")
+        return lines + [""]
 
 
 # ---- tumors: HU statistics and patches -------------------------------------------------------
@@ -101,6 +134,9 @@ class TumorSet:
     patches: list[np.ndarray] = field(default_factory=list)  # (PATCH,)*3 in [0, 1]
     masks: list[np.ndarray] = field(default_factory=list)  # the tumor's own mask on the same patch
     healthy: list[np.ndarray] = field(default_factory=list)
+    #: per tumor: cohort.appearance attributes + "type" (classified) + "true_type" (a phantom's own, when
+    #: known) + "asked" (what a synthetic tumor was asked for, when recorded)
+    appearance: list[dict] = field(default_factory=list)
 
     def stats(self) -> HUStats:
         if not self.means:
@@ -129,6 +165,7 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
     for case in sub.iter_cases(report):
         img = scale_hu(case.ct)
         lesions = measure_lesions(case.label, case.spacing)
+        out.appearance += _case_appearance(case)  # same order as measure_lesions: class, then size
         if lesions:  # negatives keep at least half a patch from any lesion
             far = ndimage.distance_transform_edt(~np.isin(case.label, L.LESION_LABELS)) > PATCH // 2
         for rec in lesions:
@@ -158,6 +195,106 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
                 out.healthy.append(_patch(img, healthy[rng.integers(len(healthy))]))
     out.rims = [r for r in out.rims if r == r] or [float("nan")]
     return out
+
+
+def _nearest(records: list[dict], centroid) -> dict | None:
+    """The sidecar record whose centroid is nearest (within 3 voxels) to a measured lesion's."""
+    best, dist = None, 3.0
+    for r in records:
+        c = r.get("centroid_vox")
+        if c is not None and (d := float(np.linalg.norm(np.subtract(c, centroid)))) <= dist:
+            best, dist = r, d
+    return best
+
+
+def _case_appearance(case) -> list[dict]:
+    """Every lesion's measured appearance, its classified type, and what the case's sidecar says
+    about it: a phantom's own appearance type, a synthetic tumor's asked attributes."""
+    from cohort.appearance import classify, measure_appearance
+
+    recs = [r for r in (case.meta.get("tumors") or []) if isinstance(r, dict)]
+    rows = []
+    for a in measure_appearance(case.ct, case.label, case.spacing):
+        row = {"case_id": case.case_id, **a.as_dict(), "type": classify(a)}
+        if (r := _nearest(recs, a.centroid_vox)) is not None:
+            if isinstance(r.get("appearance"), str):
+                row["true_type"] = r["appearance"]
+            elif isinstance(r.get("appearance"), dict):
+                row["asked"] = r["appearance"].get("asked") or {}
+        rows.append(row)
+    return rows
+
+
+def _summary(values) -> dict:
+    v = np.asarray([x for x in values if x == x], float)
+    return {"n": int(v.size), "mean": float(v.mean()) if v.size else None, "sd": float(v.std()) if v.size else None}
+
+
+def appearance_comparison(real: list[dict], heldout: list[dict], synthetic: list[dict]) -> dict:
+    """Synthetic against held-out real tumors, attribute by attribute (mean, sd, two-sample KS
+    statistic; the training real tumors' KS against the held-out ones is the yardstick), the
+    spread of tumor means, early tumors' contrast, which appearance types are produced, the
+    control error of asked attributes, and how often the type rule agrees with a phantom's
+    own types."""
+    from scipy.stats import ks_2samp
+
+    from cohort.appearance import CONDITION_ATTRIBUTES
+
+    out: dict = {"attributes": {}}
+    sets = {"real": real, "heldout": heldout, "synthetic": synthetic}
+    for a in (*CONDITION_ATTRIBUTES, "diameter_mm"):
+        col = {k: [r[a] for r in rows if r.get(a) == r.get(a)] for k, rows in sets.items()}
+        entry = {k: _summary(v) for k, v in col.items()}
+        for k in ("synthetic", "real"):
+            if len(col[k]) >= 2 and len(col["heldout"]) >= 2:
+                entry[f"ks_{k}_vs_heldout"] = float(ks_2samp(col[k], col["heldout"]).statistic)
+        out["attributes"][a] = entry
+    sd = {k: _summary([r["mean_hu"] for r in rows])["sd"] for k, rows in sets.items()}
+    out["spread_of_means_hu"] = sd
+    out["spread_ratio"] = sd["synthetic"] / sd["heldout"] if sd["synthetic"] is not None and sd["heldout"] else None
+    early = {k: _summary([abs(r["contrast_hu"]) for r in rows if r["size_class"] == "early"]) for k, rows in sets.items()}
+    out["early_abs_contrast_hu"] = early
+    out["early_contrast_ratio"] = (early["synthetic"]["mean"] / early["heldout"]["mean"]
+                                   if early["synthetic"]["mean"] is not None and early["heldout"]["mean"] else None)
+    out["types"] = {k: {t: sum(r["type"] == t for r in rows) for t in sorted({r["type"] for r in rows})}
+                    for k, rows in sets.items()}
+    typed = [r for r in real + heldout if "true_type" in r]
+    out["type_rule_agreement"] = ({"n": len(typed), "agree": float(np.mean([r["type"] == r["true_type"] for r in typed]))}
+                                  if typed else None)
+    control: dict = {}
+    for r in synthetic:
+        for a, v in (r.get("asked") or {}).items():
+            control.setdefault(a, []).append(abs(float(r[a]) - float(v)))
+    out["control_error"] = {a: {"n": len(e), "mean_abs_error": float(np.mean(e))} for a, e in control.items()}
+    return out
+
+
+@torch.no_grad()
+def tumor_roi_psnr(model_dir: str | Path, cohort_dir: str | Path, spacing_mm=(1.5, 1.5, 1.5), margin_mm: float = 3.0,
+                   crop: int = 32) -> tuple[float | None, int]:
+    """PSNR (dB, data range 1 on the HU window) of autoencoder reconstructions inside tumor ROIs:
+    each lesion's bounding box grown by ``margin_mm``, reconstructed in a ``crop``^3 crop centred
+    on it (the tumor's surroundings are in the encoder's field of view); the squared errors of all
+    ROIs are pooled."""
+    from generative.diffusion.data import load_volumes
+    from generative.diffusion.models import Autoencoder
+
+    ae = Autoencoder.from_pretrained(Path(model_dir) / "autoencoder").eval()
+    se, n, rois = 0.0, 0, 0
+    m = int(np.ceil(margin_mm / min(spacing_mm)))
+    for vol in load_volumes(cohort_dir, list(spacing_mm)):
+        img = np.pad(vol.image, crop // 2, mode="edge")
+        for rec in measure_lesions(vol.label, spacing_mm):
+            (lo, hi) = rec.bbox
+            c = [int(round(x)) + crop // 2 for x in rec.centroid_vox]
+            sl = tuple(slice(x - crop // 2, x + crop // 2) for x in c)
+            x = torch.from_numpy(img[sl][None, None].copy())
+            r = ae.decode(ae.encode(x)[0]).clamp(0, 1)[0, 0].numpy()
+            roi = tuple(slice(max(0, a - m - x0 + crop // 2), min(crop, b + m - x0 + crop // 2))
+                        for a, b, x0 in zip(lo, hi, [int(round(v)) for v in rec.centroid_vox]))
+            d = (r[roi] - img[sl][roi]) ** 2
+            se, n, rois = se + float(d.sum()), n + d.size, rois + 1
+    return (float(10 * np.log10(1.0 / (se / n))) if n else None), rois
 
 
 # ---- feature network and Frechet distance ----------------------------------------------------
@@ -270,6 +407,44 @@ def tumor_montage(sets: dict[str, TumorSet], path: str | Path, per_row: int = 8)
     return path
 
 
+def type_montage(real: TumorSet, synthetic: TumorSet, path: str | Path, per_side: int = 4) -> Path:
+    """One row per appearance type (cohort.appearance.classify): up to ``per_side`` held-out real
+    tumors of that type, then up to ``per_side`` synthetic ones. Written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cohort.io import atomic_path
+    from cohort.phantom.tumors import APPEARANCES
+
+    fig, axes = plt.subplots(len(APPEARANCES), 2 * per_side, figsize=(1.5 * 2 * per_side, 1.7 * len(APPEARANCES)),
+                             squeeze=False)
+    z = PATCH // 2
+    for r, t in enumerate(APPEARANCES):
+        for side, ts in enumerate((real, synthetic)):
+            idx = [i for i, a in enumerate(ts.appearance) if a["type"] == t and i < len(ts.patches)][:per_side]
+            for j in range(per_side):
+                ax = axes[r, side * per_side + j]
+                ax.set_axis_off()
+                if j < len(idx):
+                    i = idx[j]
+                    ax.imshow(ts.patches[i][:, :, z].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+                    if ts.masks[i][:, :, z].any():
+                        ax.contour(ts.masks[i][:, :, z].T.astype(float), levels=[0.5], colors="r", linewidths=0.5)
+                    a = ts.appearance[i]
+                    ax.set_title(f"{a['contrast_hu']:+.0f} HU, {a['diameter_mm']:.0f} mm", fontsize=6)
+        axes[r, 0].text(-0.1, 0.5, t, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"appearance types: held-out real (left {per_side}) and synthetic (right {per_side}); "
+                 "contrast to the organ shell, diameter", fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
 def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: str | Path | None,
                        out: str | Path | None = None, recon_crops: int = 8, seed: int = 0,
                        heldout: str | Path | None = None) -> GeneratorReport:
@@ -280,6 +455,7 @@ def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: st
     batch = BatchReport()
     if model is not None:
         rep.recon_psnr, rep.recon_ssim, rep.recon_crops = reconstruction_quality(model, real, recon_crops, seed=seed)
+        rep.recon_psnr_tumor, rep.recon_tumor_rois = tumor_roi_psnr(model, heldout if heldout is not None else real)
     rng = np.random.default_rng(seed)
     real_set = collect_tumors(real, batch, rng)
     rep.real = real_set.stats()
@@ -303,12 +479,18 @@ def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: st
                 rep.frechet_distance = frechet_distance(feats_real, f(syn_set.patches))
                 rep.tumor_rate_synthetic = rate(syn_set.patches)
                 if held_set is not None and len(held_set.patches) >= 2:
-                    rep.frechet_distance_heldout = frechet_distance(feats_real, f(held_set.patches))
+                    feats_held = f(held_set.patches)
+                    rep.frechet_distance_heldout = frechet_distance(feats_real, feats_held)
+                    rep.frechet_distance_synthetic_vs_heldout = frechet_distance(feats_held, f(syn_set.patches))
                     rep.tumor_rate_heldout = rate(held_set.patches)
+        if held_set is not None:
+            rep.appearance = appearance_comparison(real_set.appearance, held_set.appearance, syn_set.appearance)
     rep.failed = dict(batch.failed)
     if out is not None:
         write_json(Path(out) / "generator_eval.json", rep.as_dict())
         write_text(Path(out) / "generator_eval.md", rep.markdown())
         if any(s.patches for s in sets.values()):
             tumor_montage(sets, Path(out) / "tumor_montage.png")
+        if held_set is not None and "synthetic" in sets:
+            type_montage(held_set, sets["synthetic"], Path(out) / "appearance_montage.png")
     return rep

@@ -28,7 +28,6 @@ from scipy import ndimage
 from cohort import labels as L
 from cohort.appearance import draw_appearance, host_mask, measure_tumor, normalise, size_class
 from cohort.lesions import max_axial_diameter_mm
-from cohort.preprocess import scale_hu, unscale_hu
 from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.tumors.base import (
@@ -40,7 +39,7 @@ from generative.tumors.base import (
     tumor_records,
     vessel_mask,
 )
-from generative.tumors.placement import place_tumor_mask
+from generative.tumors.placement import sampler_for
 from generative.tumors.shapes import sample_size_class
 
 
@@ -96,7 +95,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     ct_roi, lab_roi, tum_roi = ct_hu[box], label[box].copy(), tumor[box]
     lab_roi[tum_roi] = lesion_label
     region = ndimage.distance_transform_edt(~tum_roi, sampling=spacing) <= pipe.spec.inpaint_margin_mm
-    img_m = _resize(scale_hu(ct_roi), tuple(m), "trilinear")
+    hu = pipe.spec.intensity  # the autoencoder's HU -> [0, 1] mapping
+    img_m = _resize(hu.scale(ct_roi), tuple(m), "trilinear")
     lab_m = _resize(lab_roi.astype(np.float32), tuple(m), "nearest").astype(np.int64)
     reg_m = _resize(region.astype(np.float32), tuple(m), "nearest")
     app_m = None
@@ -110,7 +110,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
                       inpaint_mask=torch.from_numpy(reg_m)[None, None], appearance=app_m, sampler=settings.sampler,
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
-    gen_hu = unscale_hu(_resize(gen, tuple(n), "trilinear"))
+    gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
     w = feather_weight(region, spacing, settings.feather_mm)
     if allowed is not None:
@@ -137,7 +137,9 @@ class DiffusionSynthesizer:
     tumors of ``spec.size`` (a class, "mix", or None = draw from ``settings.size_mix``)
     or ``spec.diameter_mm`` inside ``spec.organ``, away from vessels and existing
     lesions, and inpaints each. The same ``rng`` state gives the same result.
-    ``mask_provider`` swaps the shape prior (the extension point for CA-grown masks).
+    ``mask_provider`` swaps the shape prior (the extension point for CA-grown masks); by default
+    tumors are placed like the rules' (:func:`generative.tumors.placement.sampler_for`: the organ
+    interior, or the wall band of colon and esophagus).
     """
 
     name = "diffusion"
@@ -147,8 +149,7 @@ class DiffusionSynthesizer:
         if pipeline.controlnet is None or not pipeline.spec.inpaint:
             raise ValueError("tumor inpainting needs a ControlNet pipeline trained with controlnet.inpaint: true")
         self.pipe, self.settings, self.model_hash = pipeline, settings or InpaintSettings(), model_hash
-        self.mask_provider = mask_provider or (lambda organ, sp, size, rng, avoid, margin: place_tumor_mask(
-            organ, sp, size, rng, avoid=avoid, margin_mm=margin))
+        self.mask_provider = mask_provider
 
     def _appearance(self, tumor: np.ndarray, spacing, organ: str, seed: int) -> tuple[dict | None, dict]:
         """The attributes to generate ``tumor`` with (None for a mask-only model) and their provenance.
@@ -204,7 +205,11 @@ class DiffusionSynthesizer:
             organ = organ_mask(lab, spec.organ)
             avoid = vessel_mask(lab) | np.isin(lab, L.LESION_LABELS)
             size = self._size(spec, rng)
-            tumor = self.mask_provider(organ, spacing, size, rng, avoid, self.settings.margin_mm)
+            if self.mask_provider is not None:
+                tumor = self.mask_provider(organ, spacing, size, rng, avoid, self.settings.margin_mm)
+            else:  # the rules' placement: organ interior, or the wall band of a tubular organ
+                tumor = sampler_for(spec.organ, organ, spacing, avoid=avoid, margin_mm=self.settings.margin_mm).place(
+                    rng, size).full(organ.shape)
             tumor &= organ  # the lesion label goes only where the organ is
             if not tumor.any():
                 raise SynthesisError(f"no room for a {size} tumor in the {spec.organ}")

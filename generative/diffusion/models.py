@@ -6,8 +6,9 @@ arguments) + ``model.safetensors`` (the weights) and ``from_pretrained(dir)``
 rebuilds it without the training YAML (the diffusers convention, in ~60 lines
 instead of a dependency on ``ModelMixin``'s hub machinery).
 
-Shapes: images (B, 1, D, H, W) in [0, 1] (HU scaled over [-175, 250]);
-latents (B, 4, D/4, H/4, W/4).
+Shapes: images (B, 1, D, H, W) in [0, 1] (HU scaled over the autoencoder's ``intensity`` window,
+[-175, 250] for this project's own autoencoders, :mod:`generative.diffusion.intensity`);
+latents (B, 4, D/4, H/4, W/4). MAISI's pretrained autoencoder: :mod:`generative.diffusion.maisi`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from monai.networks.utils import copy_model_state
 
 from cohort import saved
 from cohort.errors import CohortError
+from generative.diffusion.intensity import Intensity
 
 CONFIG_NAME, WEIGHTS_NAME = saved.CONFIG_NAME, saved.WEIGHTS_NAME
 
@@ -40,9 +42,17 @@ class PretrainedMixin:
     def _remember(self, kwargs: dict[str, Any]) -> None:
         self.config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
+    def _extra_config(self) -> dict[str, Any]:
+        """Keys besides the constructor arguments that ``config.json`` records (none by default)."""
+        return {}
+
+    def _apply_config(self, cfg: dict[str, Any], directory: Path) -> None:
+        """Restore what :meth:`_extra_config` wrote (``cfg`` is the whole ``config.json``)."""
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (:mod:`cohort.saved`)."""
-        return saved.save_folder(directory, self.model_type, self.config, self.state_dict())  # type: ignore[attr-defined]
+        return saved.save_folder(directory, self.model_type, self.config, self.state_dict(),  # type: ignore[attr-defined]
+                                 **self._extra_config())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"):
@@ -51,17 +61,44 @@ class PretrainedMixin:
         weights = saved.load_weights(directory, str(device))
         model = cls(**cfg["kwargs"])
         model.load_state_dict(weights)  # type: ignore[attr-defined]
+        model._apply_config(cfg, Path(directory))
         return model
 
 
-class Autoencoder(PretrainedMixin, AutoencoderKL):
-    """MONAI AutoencoderKL; ``len(channels) - 1`` halvings per axis (3 levels = 4x)."""
+class IntensityMixin:
+    """An autoencoder's HU -> [0, 1] mapping (:class:`Intensity`), saved in ``config.json`` as
+    ``intensity``; a folder without it holds the class's default."""
+
+    default_intensity: ClassVar[Intensity] = Intensity()
+    intensity: Intensity
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"intensity": self.intensity.as_dict()}
+
+    def _apply_config(self, cfg: dict[str, Any], directory: Path) -> None:
+        self.intensity = read_intensity(cfg, directory, self.default_intensity)
+
+
+def read_intensity(cfg: dict[str, Any], directory: str | Path, default: Intensity) -> Intensity:
+    """The ``intensity`` of a saved autoencoder's ``config.json`` (``default`` when absent)."""
+    if "intensity" not in cfg:
+        return default
+    try:
+        return Intensity.from_dict(cfg["intensity"])
+    except (TypeError, ValueError) as e:
+        raise CohortError(Path(directory) / CONFIG_NAME, f"bad intensity: {e}") from None
+
+
+class Autoencoder(IntensityMixin, PretrainedMixin, AutoencoderKL):
+    """MONAI AutoencoderKL; ``len(channels) - 1`` halvings per axis (3 levels = 4x). Reads images
+    scaled with :attr:`intensity` (the [-175, 250] HU window)."""
 
     model_type = "autoencoder"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._remember(kwargs)
+        self.intensity = self.default_intensity
 
     @property
     def downsample(self) -> int:
@@ -136,12 +173,37 @@ MODEL_TYPES: dict[str, type[PretrainedMixin]] = {
 }
 
 
+#: the model types a pipeline's ``autoencoder/`` may hold (``maisi_autoencoder``: :mod:`generative.diffusion.maisi`)
+AUTOENCODER_TYPES = ("autoencoder", "maisi_autoencoder")
+
+
+def _model_types() -> dict[str, type[PretrainedMixin]]:
+    from generative.diffusion.maisi import MaisiAutoencoder  # imported here: maisi builds on this module
+
+    return {**MODEL_TYPES, MaisiAutoencoder.model_type: MaisiAutoencoder}
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load any saved model folder, dispatching on ``config.json``'s ``model_type``."""
     kind = saved.read_config(directory)["model_type"]
-    if kind not in MODEL_TYPES:
-        raise CohortError(Path(directory) / CONFIG_NAME, f"unknown model_type {kind!r} (known: {sorted(MODEL_TYPES)})")
-    return MODEL_TYPES[kind].from_pretrained(directory, device)  # type: ignore[return-value]
+    types = _model_types()
+    if kind not in types:
+        raise CohortError(Path(directory) / CONFIG_NAME, f"unknown model_type {kind!r} (known: {sorted(types)})")
+    return types[kind].from_pretrained(directory, device)  # type: ignore[return-value]
+
+
+def load_autoencoder(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The autoencoder saved in ``directory``: this project's (:class:`Autoencoder`) or MAISI's
+    (:class:`generative.diffusion.maisi.MaisiAutoencoder`); both have ``encode``, ``decode``,
+    ``downsample``, ``config``, ``intensity``."""
+    kind = saved.read_config(directory, AUTOENCODER_TYPES)["model_type"]
+    return _model_types()[kind].from_pretrained(directory, device)  # type: ignore[return-value]
+
+
+def autoencoder_intensity(directory: str | Path) -> Intensity:
+    """The intensity mapping of the autoencoder saved in ``directory``, without loading its weights."""
+    cfg = saved.read_config(directory, AUTOENCODER_TYPES)
+    return read_intensity(cfg, directory, _model_types()[cfg["model_type"]].default_intensity)  # type: ignore[attr-defined]
 
 
 def model_hash(directory: str | Path) -> str:
@@ -154,11 +216,15 @@ def model_hash(directory: str | Path) -> str:
 
 
 def pipeline_hash(directory: str | Path, components: tuple[str, ...] = ("autoencoder", "unet", "controlnet")) -> str:
-    """sha256 over the weight hashes of a pipeline folder's components (those present)."""
+    """sha256 over the weight hashes of a pipeline folder's components (those present) and, for an
+    appearance-conditioned model, its ``appearance.json`` (the distribution sampling draws from is
+    part of what makes its tumors; folders without one hash as before)."""
     h = hashlib.sha256()
     for name in components:
         if (Path(directory) / name / WEIGHTS_NAME).exists():
             h.update(f"{name}:{model_hash(Path(directory) / name)}".encode())
+    if (table := Path(directory) / "appearance.json").exists():
+        h.update(b"appearance:" + hashlib.sha256(table.read_bytes()).hexdigest().encode())
     return h.hexdigest()
 
 

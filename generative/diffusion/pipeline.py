@@ -10,7 +10,8 @@ letting the ControlNet's conditioning embedding downsample it, so it is not
 used) and decodes, with a Gaussian-blended sliding window for large volumes
 (as MAISI does).
 
-Shapes: image (B, 1, D, H, W) in [0, 1]; label (B, 1, D, H, W) integer
+Shapes: image (B, 1, D, H, W) in [0, 1] (HU over the spec's ``intensity`` window, the one the
+autoencoder reads: [-175, 250] for this project's autoencoders, [-1000, 1000] for MAISI's); label (B, 1, D, H, W) integer
 vocabulary; latent (B, 4, D/4, H/4, W/4), already multiplied by the scale factor.
 """
 
@@ -31,7 +32,8 @@ from cohort.appearance import CONDITION_ATTRIBUTES
 from cohort.errors import CohortError
 from cohort.hardware import resolve_precision
 from cohort.io import write_json
-from generative.diffusion.models import Autoencoder, LatentControlNet, LatentUNet, pipeline_hash
+from generative.diffusion.intensity import Intensity
+from generative.diffusion.models import LatentControlNet, LatentUNet, load_autoencoder, pipeline_hash
 from generative.diffusion.schedulers import NoiseProcess, ProcessSpec, make_sampler
 
 SPEC_NAME = "pipeline.json"
@@ -56,6 +58,9 @@ class PipelineSpec:
     #: appearance attributes the ControlNet is conditioned on (cohort.appearance), one channel each,
     #: holding the tumor's normalised value inside its mask; [] for a mask-only ControlNet
     appearance: list[str] = field(default_factory=list)
+    #: how HU map to the [0, 1] images of this pipeline: the autoencoder's window (a pipeline.json
+    #: without it was written when every model used the default [-175, 250] window)
+    intensity: Intensity = field(default_factory=Intensity)
 
     @property
     def condition_channels(self) -> int:
@@ -69,6 +74,7 @@ class PipelineSpec:
     def from_dict(d: dict[str, Any]) -> PipelineSpec:
         d = dict(d)
         d["process"] = ProcessSpec(**d.get("process", {}))
+        d["intensity"] = Intensity.from_dict(d.get("intensity"))
         return PipelineSpec(**d)
 
 
@@ -82,8 +88,13 @@ def dilate(mask: torch.Tensor, radius_vox: int) -> torch.Tensor:
 class LatentDiffusionPipeline:
     """Autoencoder + UNet (+ ControlNet) + spec. ``stage`` is "diffusion" or "controlnet"."""
 
-    def __init__(self, autoencoder: Autoencoder, unet: LatentUNet, controlnet: LatentControlNet | None,
+    def __init__(self, autoencoder: torch.nn.Module, unet: LatentUNet, controlnet: LatentControlNet | None,
                  spec: PipelineSpec, appearance_table: list[dict] | None = None):
+        """``autoencoder``: :class:`generative.diffusion.models.Autoencoder` or
+        :class:`generative.diffusion.maisi.MaisiAutoencoder`; its ``intensity`` must be the spec's."""
+        if (ae_int := getattr(autoencoder, "intensity", Intensity())) != spec.intensity:
+            raise ValueError(f"the autoencoder reads {ae_int.describe()} but the pipeline spec says "
+                             f"{spec.intensity.describe()}: build the spec with the autoencoder's intensity")
         self.autoencoder, self.unet, self.controlnet, self.spec = autoencoder, unet, controlnet, spec
         #: one row per training tumor (cohort.appearance.TumorAppearance fields + case_id)
         self.appearance_table: list[dict] = list(appearance_table or [])
@@ -110,8 +121,15 @@ class LatentDiffusionPipeline:
         if not (directory / SPEC_NAME).exists():
             raise CohortError(directory / SPEC_NAME, "missing: not a diffusion pipeline folder "
                               "(expected autoencoder/, unet/, [controlnet/], pipeline.json)")
-        spec = PipelineSpec.from_dict(json.loads((directory / SPEC_NAME).read_text()))
-        ae = Autoencoder.from_pretrained(directory / "autoencoder", device)
+        try:
+            spec = PipelineSpec.from_dict(json.loads((directory / SPEC_NAME).read_text()))
+        except (TypeError, ValueError) as e:
+            raise CohortError(directory / SPEC_NAME, f"not a valid pipeline spec ({e})") from None
+        ae = load_autoencoder(directory / "autoencoder", device)
+        if ae.intensity != spec.intensity:
+            raise CohortError(directory / SPEC_NAME, f"intensity {spec.intensity.describe()} does not match the "
+                              f"autoencoder's ({ae.intensity.describe()}, {directory / 'autoencoder'}): the folder "
+                              "mixes models trained on differently scaled CT")
         unet = LatentUNet.from_pretrained(directory / "unet", device)
         cn = LatentControlNet.from_pretrained(directory / "controlnet", device) if (directory / "controlnet").exists() else None
         table = None
@@ -166,14 +184,13 @@ class LatentDiffusionPipeline:
         ([0, 1], HU window) with :func:`cohort.appearance.measure_appearance`: what training
         conditions on when a batch does not bring its attributes (the latent cache does)."""
         from cohort.appearance import lesion_instances, measure_appearance, normalise
-        from cohort.preprocess import unscale_hu
 
         lab, img = label.detach().cpu().numpy(), image.detach().float().cpu().numpy()
         sp = self.spec.spacing_mm or (1.0, 1.0, 1.0)
         out = np.zeros((lab.shape[0], len(self.spec.appearance), *lab.shape[2:]), np.float32)
         for b in range(lab.shape[0]):
             inst, classes = lesion_instances(lab[b, 0])
-            for i, a in enumerate(measure_appearance(unscale_hu(img[b, 0]), lab[b, 0], sp, instances=(inst, classes)), 1):
+            for i, a in enumerate(measure_appearance(self.spec.intensity.unscale(img[b, 0]), lab[b, 0], sp, instances=(inst, classes)), 1):
                 out[b][:, inst == i] = normalise(a.attributes(), self.spec.appearance)[:, None]
         return torch.from_numpy(out).to(label.device)
 
@@ -308,7 +325,7 @@ class LatentDiffusionPipeline:
                shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
                mixed_precision: str = "auto", latent_blend: bool = False) -> torch.Tensor:
-        """Generate an image (B, 1, D, H, W) in [0, 1].
+        """Generate an image (B, 1, D, H, W) in [0, 1] (``spec.intensity.unscale`` gives HU).
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
         for inpainting (without them an inpainting pipeline generates the whole crop or

@@ -35,31 +35,65 @@ def _tube(shape=(24, 24, 32), r=6.0):
     return label
 
 
-def test_registry_lists_the_tumor_types_of_every_maker_and_refuses_the_others():
+@pytest.fixture()
+def solid_only():
+    """A registered maker that supports the solid organs only (the rules maker under another name)."""
+    from generative.tumors.rules import RulesConfig
+
+    R.register_synthesizer("solid_only", RulesConfig, RuleSynthesizer, organs=R.SOLID_ORGANS, description="test")
+    yield "solid_only"
+    R.unregister_synthesizer("solid_only")
+
+
+def test_registry_lists_the_tumor_types_of_every_maker_and_refuses_the_others(solid_only):
     rows = {r["name"]: r for r in R.describe()}
-    for name in ("ca", "rules"):
+    for name in ("ca", "rules", "diffusion"):
         assert set(rows[name]["organs"]) == {"liver", "pancreas", "kidney", *NEW}
         assert all(R.supports(name, o) for o in ("colon", "esophagus", "uterus", "kidney_left"))
-    assert set(rows["diffusion"]["organs"]) == {"liver", "pancreas", "kidney"}
-    assert not R.supports("diffusion", "colon")
-    with pytest.raises(ValueError, match=r"tumor maker 'diffusion' does not support tumors of 'colon'.*supports "
+    assert set(rows[solid_only]["organs"]) == {"liver", "pancreas", "kidney"}
+    assert not R.supports(solid_only, "colon")
+    with pytest.raises(ValueError, match=r"tumor maker 'solid_only' does not support tumors of 'colon'.*supports "
                                          r"liver, pancreas, kidney"):
-        R.check_supported("diffusion", ["liver", "colon"])
-    with pytest.raises(ValueError, match="specs: tumor maker 'diffusion' does not support tumors of 'uterus'"):
-        SynthesisConfig(method="diffusion", specs=[TumorSpec("uterus")], params={"model": "m"})
+        R.check_supported(solid_only, ["liver", "colon"])
+    with pytest.raises(ValueError, match="specs: tumor maker 'solid_only' does not support tumors of 'uterus'"):
+        SynthesisConfig(method=solid_only, specs=[TumorSpec("uterus")])
     _, spec_for = R.resolve_onthefly("rules", {"size": "small"})
     assert spec_for("esophagus", None).organ == "esophagus"
 
 
-def test_cli_refuses_an_unsupported_tumor_type(tmp_path, capsys):
+def test_cli_refuses_an_unsupported_tumor_type(tmp_path, capsys, solid_only):
     from tumorgen.cli import main
 
-    rc = main(["synthesize", "--method", "diffusion", "--model", str(tmp_path), "--healthy", str(tmp_path),
+    rc = main(["synthesize", "--method", solid_only, "--healthy", str(tmp_path),
                "--out", str(tmp_path / "o"), "--spec", "organ=colon,size=small", "--no-progress"])
     assert rc == 2
     cap = capsys.readouterr()
     assert "does not support tumors of 'colon'" in (cap.out + cap.err).replace("\n", " ")
     assert not (tmp_path / "o").exists()
+
+
+def test_diffusion_places_colon_and_esophagus_tumors_in_the_wall(phantom):
+    """The diffusion maker uses the rules' placement: the wall band of a tubular organ."""
+    import torch
+
+    from cohort.config import config_dir, load_config
+    from generative.diffusion.config import GenerativeConfig, InpaintSettings
+    from generative.diffusion.inpaint import DiffusionSynthesizer
+    from generative.diffusion.training import build_pipeline
+
+    torch.manual_seed(0)
+    pipe = build_pipeline(load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml"))
+    synth = DiffusionSynthesizer(pipe, InpaintSettings(steps=1, roi_size=[32, 32, 32], margin_mm=0.0))
+    for organ in ("colon", "esophagus"):
+        res = synth(phantom.ct, phantom.label, phantom.spacing, TumorSpec(organ=organ, size=8.0),
+                    np.random.default_rng(1))
+        new = (res.label == L.lesion_index_for(organ)) & (phantom.label != res.label)
+        assert new.any() and np.all(np.isin(phantom.label[new], L.organ_indices(organ)))
+        from scipy.ndimage import distance_transform_edt
+
+        depth = distance_transform_edt(np.isin(phantom.label, L.organ_indices(organ)), sampling=phantom.spacing)
+        c = tuple(int(round(v)) for v in res.records[0]["centroid_vox"])
+        assert depth[c] <= WALL_MM[organ] + 8.0  # centred near the wall, not deep in the lumen
 
 
 def test_wall_sampler_centres_tumors_in_the_wall_not_the_lumen():
