@@ -1,6 +1,6 @@
 """Generator quality on phantoms after a short CPU training of all three stages.
 
-    python benchmarks/bench_generator.py --part data      # phantoms: 16 real (tumors), 8 held-out real, 20 healthy
+    python benchmarks/bench_generator.py --part data      # phantoms: 32 real (tumors), 24 held-out real, 24 healthy
     python benchmarks/bench_generator.py --part train     # autoencoder -> diffusion -> ControlNet (configs/generative/phantom.yaml)
     python benchmarks/bench_generator.py --part sample    # 20-case synthetic cohort (configs/generative/sample_phantom.yaml)
     python benchmarks/bench_generator.py --part eval      # tumorgen generator eval with the held-out real tumors
@@ -24,11 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS_JSON = ROOT / "benchmarks" / "generator_results.json"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-MONTAGE = ROOT / "benchmarks" / "generator_tumors.png"
+MONTAGE = ROOT / "benchmarks" / "generator_appearance.png"
 WORK = Path(os.environ.get("TUMORGEN_BENCH_DIR", "/tmp/tumorgen_bench_gen"))
 BEGIN, END = "<!-- generator:begin -->", "<!-- generator:end -->"
 CONFIG = ROOT / "configs" / "generative" / "phantom.yaml"
@@ -46,9 +48,9 @@ GENERATOR_NOTE = (
     "real set lands further from the training set (513) than the synthetic one (223) because it is small and "
     "varied, so read FD as a comparison between generators on the same sets, not as an absolute.")
 COHORTS = {  # name: (site, n, tumor_fraction, seed)
-    "real_train": ("A", 16, 1.0, 100),
-    "real_heldout": ("A", 8, 1.0, 900),
-    "healthy": ("A", 20, 0.0, 200),
+    "real_train": ("A", 32, 1.0, 100),
+    "real_heldout": ("A", 24, 1.0, 900),
+    "healthy": ("A", 24, 0.0, 200),
 }
 
 
@@ -99,44 +101,111 @@ def part_train(args) -> None:
     store("train", {**info, "machine": machine(), "config": str(CONFIG.relative_to(ROOT))})
 
 
-def part_sample(args) -> None:
+#: asked appearance runs: name -> (attributes asked of every tumor, the type it should come out as or None)
+CONTROL = {f"contrast_{c:+d}": ({"contrast_hu": float(c)}, None) for c in (-80, -40, 0, 40)}
+CONTROL.update({"ask_hyper": ({"contrast_hu": 45.0, "rim_hu": 0.0}, "hyper"),
+                "ask_rim": ({"contrast_hu": 5.0, "rim_hu": 50.0}, "rim")})
+CONTROL_CASES = 8
+PHANTOM_JSON = ROOT / "benchmarks" / "results" / "generator_phantom.json"
+
+
+def _sample(out: Path, sets: list[str], args) -> dict:
     from generative.diffusion.sample import sample_cohort
 
     model = WORK / "generator" / "controlnet" / "model"
-    results = {}
-    for name, sets in (("blend", []), ("no_blend", ["latent_blend=false"])):
-        if name == "no_blend" and not args.ablation:
-            continue
-        out = WORK / "synthetic" / name
-        t0 = time.perf_counter()
-        rep = sample_cohort(WORK / "data" / "healthy", model, SAMPLE, out, overrides=sets, rank=0, world_size=1,
-                            progress=not args.quiet)
-        wall = time.perf_counter() - t0
-        secs = [json.loads(p.read_text()).get("seconds") for p in sorted(out.glob("*/case.json"))]
-        secs = [s for s in secs if s is not None]
-        results[name] = {"cases": len(rep.done) + len(rep.skipped), "failed": dict(rep.failed),
-                         "wall_s_this_call": round(wall, 1),
-                         "seconds_per_case_median": float(sorted(secs)[len(secs) // 2]) if secs else None,
-                         "seconds_per_case_mean": float(sum(secs) / len(secs)) if secs else None}
+    t0 = time.perf_counter()
+    rep = sample_cohort(WORK / "data" / "healthy", model, SAMPLE, out, overrides=sets, rank=0, world_size=1,
+                        progress=not args.quiet)
+    secs = [json.loads(p.read_text()).get("seconds") for p in sorted(out.glob("*/case.json"))]
+    secs = sorted(s for s in secs if s is not None)
+    return {"cases": len(rep.done) + len(rep.skipped), "failed": dict(rep.failed),
+            "wall_s_this_call": round(time.perf_counter() - t0, 1),
+            "seconds_per_case_median": float(secs[len(secs) // 2]) if secs else None}
+
+
+def part_sample(args) -> None:
+    """The drawn cohort (attributes from the training tumors, 2 cases per healthy phantom), then
+    one small cohort per asked appearance (CONTROL)."""
+    results = {"drawn": _sample(WORK / "synthetic" / "drawn", ["cases_per_source=2"], args)}
+    print("drawn", results["drawn"], flush=True)
+    for name, (asked, _) in CONTROL.items():
+        flow = "{" + ", ".join(f"{k}: {v}" for k, v in asked.items()) + "}"
+        results[name] = _sample(WORK / "synthetic" / name, [f"max_sources={CONTROL_CASES}", f"inpaint.appearance={flow}"], args)
         print(name, results[name], flush=True)
     store("sample", {**results, "machine": machine(), "spec": str(SAMPLE.relative_to(ROOT))})
+
+
+def _rows(cohort: Path) -> list[dict]:
+    from cohort.errors import BatchReport
+    from cohort.layouts import open_cohort
+    from generative.diffusion.evaluate import _case_appearance
+
+    return [r for case in open_cohort(cohort).iter_cases(BatchReport()) for r in _case_appearance(case)]
 
 
 def part_eval(args) -> None:
     from generative.diffusion.evaluate import evaluate_generator
 
     model = WORK / "generator" / "controlnet" / "model"
-    res = {}
-    for name in ("blend", "no_blend"):
-        syn = WORK / "synthetic" / name
-        if not syn.exists():
-            continue
-        rep = evaluate_generator(model, WORK / "data" / "real_train", syn, WORK / "eval" / name, recon_crops=16,
-                                 heldout=WORK / "data" / "real_heldout")
-        res[name] = rep.as_dict()
-        print(rep.markdown(), flush=True)
-    shutil.copyfile(WORK / "eval" / "blend" / "tumor_montage.png", MONTAGE)
-    store("eval", res)
+    rep = evaluate_generator(model, WORK / "data" / "real_train", WORK / "synthetic" / "drawn", WORK / "eval" / "drawn",
+                             recon_crops=16, heldout=WORK / "data" / "real_heldout")
+    print(rep.markdown(), flush=True)
+    control = {}
+    for name, (asked, want) in CONTROL.items():
+        rows = _rows(WORK / "synthetic" / name)
+        err = {a: float(np.mean([abs(r[a] - v) for r in rows])) for a, v in asked.items()} if rows else {}
+        control[name] = {"asked": asked, "n": len(rows), "mean_abs_error": err,
+                         "measured_contrast_hu": [round(r["contrast_hu"], 1) for r in rows],
+                         "types": {t: sum(r["type"] == t for r in rows) for t in sorted({r["type"] for r in rows})},
+                         "wanted_type": want, "wanted_type_rate": (float(np.mean([r["type"] == want for r in rows]))
+                                                                   if want and rows else None)}
+        print(name, control[name], flush=True)
+    shutil.copyfile(WORK / "eval" / "drawn" / "appearance_montage.png", MONTAGE)
+    store("eval", {"drawn": rep.as_dict(), "control": control})
+    write_phantom_json()
+
+
+def write_phantom_json() -> None:
+    """benchmarks/results/generator_phantom.json: the issue's keys (targets in TARGETS)."""
+    import torch
+
+    d = json.loads(RESULTS_JSON.read_text())
+    ev, tr, ctl = d["eval"]["drawn"], d.get("train", {}), d["eval"]["control"]
+    app = ev["appearance"]
+    contrast_runs = [v for k, v in ctl.items() if k.startswith("contrast_")]
+    errs = [e for v in contrast_runs for e in [abs(c - v["asked"]["contrast_hu"]) for c in v["measured_contrast_hu"]]]
+    train_s = sum(tr[s]["train_seconds"] for s in ("autoencoder", "diffusion", "controlnet") if s in tr)
+    out = {
+        "spread_ratio": app["spread_ratio"],
+        "ks": {a: e.get("ks_synthetic_vs_heldout") for a, e in app["attributes"].items()},
+        "ks_training_real_vs_heldout": {a: e.get("ks_real_vs_heldout") for a, e in app["attributes"].items()},
+        "contrast_control_error_hu": float(np.mean(errs)) if errs else None,
+        "contrast_control_n": len(errs),
+        "asked_types": {k: {"wanted": v["wanted_type"], "rate": v["wanted_type_rate"], "n": v["n"]}
+                        for k, v in ctl.items() if v["wanted_type"]},
+        "ae_psnr_tumor_db": ev["recon_psnr_tumor"], "ae_tumor_rois": ev["recon_tumor_rois"],
+        "ae_psnr_crops_db": ev["recon_psnr"],
+        "early_contrast_ratio": app["early_contrast_ratio"],
+        "fd_synthetic": ev["frechet_distance_synthetic_vs_heldout"], "fd_real_vs_real": ev["frechet_distance_heldout"],
+        "n_tumors": {k: app["attributes"]["contrast_hu"][k]["n"] for k in ("real", "heldout", "synthetic")},
+        "types": app["types"], "type_rule_agreement": app["type_rule_agreement"],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "train_minutes": round(train_s / 60, 1),
+        "machine": tr.get("machine"), "config": tr.get("config"),
+    }
+    out["targets"] = {
+        "spread_ratio >= 0.8": out["spread_ratio"] is not None and out["spread_ratio"] >= 0.8,
+        "every KS <= 0.3": all(v is not None and v <= 0.3 for k, v in out["ks"].items() if k != "diameter_mm"),
+        "contrast control error <= 10 HU": out["contrast_control_error_hu"] is not None and out["contrast_control_error_hu"] <= 10,
+        "hyper and rim produced when asked": all((v["rate"] or 0) >= 0.5 for v in out["asked_types"].values()),
+        "AE tumor PSNR >= 28 dB": (out["ae_psnr_tumor_db"] or 0) >= 28,
+        "early contrast within 25 %": out["early_contrast_ratio"] is not None and 0.75 <= out["early_contrast_ratio"] <= 1.25,
+        "FD synthetic <= FD real vs real": (out["fd_synthetic"] is not None and out["fd_real_vs_real"] is not None
+                                            and out["fd_synthetic"] <= out["fd_real_vs_real"]),
+        "train minutes <= 40": out["train_minutes"] <= 40,
+    }
+    PHANTOM_JSON.parent.mkdir(parents=True, exist_ok=True)
+    PHANTOM_JSON.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["targets"], indent=1))
 
 
 def _f(v, spec=".2f"):
@@ -145,42 +214,58 @@ def _f(v, spec=".2f"):
 
 def report() -> str:
     d = json.loads(RESULTS_JSON.read_text())
-    tr, sa, ev = d.get("train", {}), d.get("sample", {}), d.get("eval", {})
-    out = [BEGIN, "## Generator quality after a short CPU training on phantoms (generative.diffusion)", "",
-           "`python benchmarks/bench_generator.py --part data|train|sample|eval` then `--report`. Raw numbers: "
-           "`benchmarks/generator_results.json`; montage: `benchmarks/generator_tumors.png`.", ""]
+    tr, sa = d.get("train", {}), d.get("sample", {})
+    ph = json.loads(PHANTOM_JSON.read_text()) if PHANTOM_JSON.exists() else {}
+    ev = d.get("eval", {}).get("drawn", {})
+    out = [BEGIN, "## Generator quality on phantoms: appearance-conditioned ControlNet (generative.diffusion)", "",
+           "`python benchmarks/bench_generator.py --part data --part train --part sample --part eval --report`. "
+           "Raw numbers: `benchmarks/generator_results.json`; the issue's keys and targets: "
+           "`benchmarks/results/generator_phantom.json`; montage: `benchmarks/generator_appearance.png`.", ""]
     if tr:
-        out += [f"Training (`{tr['config']}`, 16 site-A phantoms with liver tumors at 1.5 mm; {tr['machine']}):", "",
-                "| stage | steps | seconds | s/step | final loss |", "|---|---|---|---|---|"]
+        out += [f"Training (`{tr['config']}`, {COHORTS['real_train'][1]} site-A phantoms with liver tumors at 1.5 mm; "
+                f"{tr['machine']}):", "", "| stage | steps | seconds | s/step | final loss |", "|---|---|---|---|---|"]
         for st in ("autoencoder", "diffusion", "controlnet"):
             if st in tr:
                 r = tr[st]
                 n = max(r["steps"] - r["start_step"], 1)
                 out.append(f"| {st} | {r['steps']} | {r['train_seconds']:.0f} | {r['train_seconds'] / n:.3f} | {_f(r['final_loss'], '.4f')} |")
-        out.append("")
-        if tr.get("note"):
-            out += [f"Timing: {tr['note']}.", ""]
-    if sa:
-        for name, r in sa.items():
-            if isinstance(r, dict) and "cases" in r:
-                out.append(f"Sampling `{sa['spec']}` (latent blending {'on' if name == 'blend' else 'off'}): {r['cases']} cases, {_f(r['seconds_per_case_median'])} s "
-                           f"per case (median of the generator's own timing), failed {len(r['failed'])}.")
-        out.append("")
-    for name, r in ev.items():
-        out += [f"### Evaluation, {'latent blending on' if name == 'blend' else 'latent blending off'}", "",
-                f"Autoencoder reconstruction on {r['recon_crops']} crops: PSNR {_f(r['recon_psnr'])} dB, SSIM {_f(r['recon_ssim'], '.3f')}. "
-                f"Feature network: {r['feature_net']} (held-in accuracy {_f(r['feature_net_accuracy'])}).", "",
-                "| tumors | n | mean HU | sd of means | within-tumor sd | contrast to rim (HU) | FD to real | tumor rate |",
-                "|---|---|---|---|---|---|---|---|"]
-        for label, key, fd, rate in (("real (training)", "real", None, None),
-                                     ("real held out", "heldout", r["frechet_distance_heldout"], r["tumor_rate_heldout"]),
-                                     ("synthetic", "synthetic", r["frechet_distance"], r["tumor_rate_synthetic"])):
-            s = r[key]
-            out.append(f"| {label} | {s['n_tumors']} | {_f(s['mean_hu'])} | {_f(s['sd_of_means_hu'])} | "
-                       f"{_f(s['mean_within_std_hu'])} | {_f(s['rim_contrast_hu'])} | {_f(fd)} | {_f(rate)} |")
-        out.append("")
-    out += ["![real and synthetic tumors](generator_tumors.png)", "", GENERATOR_NOTE, "", END]
+        out += ["", f"Timing: {tr['note']}." if tr.get("note") else "", ""]
+    if sa.get("drawn"):
+        r = sa["drawn"]
+        out += [f"Sampling `{sa['spec']}`: {r['cases']} cases with attributes drawn from the training tumors, "
+                f"{_f(r['seconds_per_case_median'])} s per case (median); {CONTROL_CASES} cases per asked appearance.", ""]
+    if ph:
+        out += ["| target | value | met |", "|---|---|---|"]
+        rows = [("spread of tumor means / held-out real (>= 0.8)", _f(ph["spread_ratio"]), "spread_ratio >= 0.8"),
+                ("KS vs held-out real, worst attribute (<= 0.3)",
+                 _f(max(v for k, v in ph["ks"].items() if v is not None and k != "diameter_mm")), "every KS <= 0.3"),
+                (f"contrast control error, asked -80..+40 HU, n {ph['contrast_control_n']} (<= 10 HU)",
+                 _f(ph["contrast_control_error_hu"]), "contrast control error <= 10 HU"),
+                ("asked hyperdense / rim-enhancing: share typed as asked",
+                 " / ".join(_f(v["rate"]) for v in ph["asked_types"].values()), "hyper and rim produced when asked"),
+                (f"autoencoder PSNR in {ph['ae_tumor_rois']} held-out tumor ROIs (>= 28 dB)", _f(ph["ae_psnr_tumor_db"]),
+                 "AE tumor PSNR >= 28 dB"),
+                ("early tumors' |contrast| / held-out real (0.75-1.25)", _f(ph["early_contrast_ratio"]),
+                 "early contrast within 25 %"),
+                ("FD to held-out real: synthetic vs training real", f"{_f(ph['fd_synthetic'])} vs {_f(ph['fd_real_vs_real'])}",
+                 "FD synthetic <= FD real vs real"),
+                ("training minutes (<= 40)", _f(ph["train_minutes"], ".1f"), "train minutes <= 40")]
+        for label, v, key in rows:
+            out.append(f"| {label} | {v} | {'yes' if ph['targets'][key] else 'no'} |")
+        out += ["", f"Tumors: {ph['n_tumors']}; CPU capability {ph['cpu_capability']}.", ""]
+    if ev.get("appearance"):
+        out += appearance_lines(ev)
+    out += ["![held-out real and synthetic tumors by appearance type](generator_appearance.png)", "",
+            GENERATOR_NOTE, "", END]
     return "\n".join(out) + "\n"
+
+
+def appearance_lines(ev: dict) -> list[str]:
+    from generative.diffusion.evaluate import GeneratorReport
+
+    rep = GeneratorReport()
+    rep.appearance = ev["appearance"]
+    return rep._appearance_lines()
 
 
 def write_report() -> None:
@@ -194,8 +279,8 @@ def main() -> None:
     p.add_argument("--part", choices=["data", "train", "sample", "eval"], action="append", default=[])
     p.add_argument("--report", action="store_true")
     p.add_argument("--ae-steps", type=int, default=2000)
-    p.add_argument("--diffusion-steps", type=int, default=4000)
-    p.add_argument("--controlnet-steps", type=int, default=4000)
+    p.add_argument("--diffusion-steps", type=int, default=1500)
+    p.add_argument("--controlnet-steps", type=int, default=2000)
     p.add_argument("--ablation", action="store_true", help="also sample with latent blending off")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()

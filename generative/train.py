@@ -47,6 +47,7 @@ from generative.diffusion.training import (
     latest_checkpoint,
     load_init_spec,
     save_checkpoint,
+    stage_intensity,
     stage_spec,
 )
 
@@ -91,10 +92,16 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
     overwrite: delete an earlier run's checkpoints, model and logs first. With neither, a folder
         that holds a run (checkpoints or a model) is refused with a CohortError.
     The autoencoder has its own (adversarial) loop; diffusion and ControlNet share the latent loop.
+    With ``autoencoder.pretrained`` (a MAISI checkpoint) the autoencoder stage exports it untrained
+    and the later stages prepare CT with its [-1000, 1000] HU window (:func:`stage_intensity`).
     """
     run = open_run(stage, config, run_dir, resume, overrides, overwrite, progress)
+    if stage == "autoencoder" and run.cfg.autoencoder.pretrained:
+        return export_pretrained_autoencoder(run)
+    intensity = stage_intensity(run.cfg)
     with run.acc.main_process_first():
-        volumes = D.load_volumes(run.cfg.data.cohort, run.cfg.data.spacing_mm, run.cfg.data.max_cases)
+        volumes = D.load_volumes(run.cfg.data.cohort, run.cfg.data.spacing_mm, run.cfg.data.max_cases,
+                                 intensity=intensity)
     train = train_autoencoder if stage == "autoencoder" else train_latent
     return train(run, volumes, resume)
 
@@ -169,6 +176,17 @@ def train_autoencoder(run: Run, volumes: list, resume: bool) -> Path:
     return _export(run, models, stage_spec(cfg, 1.0), summary)
 
 
+def export_pretrained_autoencoder(run: Run) -> Path:
+    """The autoencoder stage with ``autoencoder.pretrained``: MAISI's checkpoint exported as the
+    stage's model folder, no training (fine-tuning it is not implemented)."""
+    models = build_stage_models(run.cfg)
+    summary = {"stage": run.stage, "steps": 0, "pretrained": str(run.cfg.autoencoder.pretrained),
+               "model_type": models["autoencoder"].model_type, "intensity": models["autoencoder"].intensity.as_dict(),
+               "note": "MAISI's pretrained autoencoder exported as is (not trained or fine-tuned here)"}
+    log.info("autoencoder: exporting the MAISI checkpoint %s (no training)", run.cfg.autoencoder.pretrained)
+    return _export(run, models, stage_spec(run.cfg, 1.0, models["autoencoder"].intensity), summary)
+
+
 def train_latent(run: Run, volumes: list, resume: bool) -> Path:
     """The diffusion UNet (stage "diffusion") or the ControlNet on a frozen UNet (stage "controlnet"),
     on latents of crops encoded once by the frozen autoencoder."""
@@ -182,7 +200,7 @@ def train_latent(run: Run, volumes: list, resume: bool) -> Path:
                                      cfg.data.tumor_crop_fraction, run.run_dir / "cache" / f"latents-{key}.safetensors")
     # the diffusion stage measures the latents' scale; the ControlNet inherits its UNet's
     scale = D.scale_factor_of(cache["latent"]) if run.stage == "diffusion" else load_init_spec(cfg.init_from).scale_factor
-    spec = stage_spec(cfg, scale)
+    spec = stage_spec(cfg, scale, ae.intensity)
     name = "unet" if run.stage == "diffusion" else "controlnet"
     pipe = LatentDiffusionPipeline(models["autoencoder"], models["unet"], models["controlnet"], spec).to(acc.device)
     _memory_format(run, [pipe.unet, pipe.controlnet])

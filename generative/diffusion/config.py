@@ -10,7 +10,7 @@ errors; ``--set a.b=v`` overrides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cohort.appearance import CONDITION_ATTRIBUTES
 from cohort.config import bounded, check_choices
@@ -48,14 +48,17 @@ class AutoencoderConfig:
     #: stage then exports it instead of training one (the fields above are unused; its images are
     #: CT over [-1000, 1000] HU, generative.diffusion.maisi); "" trains this project's autoencoder
     pretrained: str = ""
+    #: AutoencoderKlMaisi arguments replacing the MAISI bundle's (generative.diffusion.maisi.MAISI_NETWORK_SETTINGS),
+    #: e.g. {num_splits: 8} to save more GPU memory; {} = the bundle's
+    pretrained_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def downsample(self) -> int:
-        """Per-axis compression: MAISI's 4x for a pretrained checkpoint, else one halving per level but the first."""
+        """Per-axis compression: one halving per level but the first (MAISI's bundle: 3 levels, 4x)."""
         if self.pretrained:
-            from generative.diffusion.maisi import MAISI_NETWORK_SETTINGS
+            from generative.diffusion.maisi import network_settings_with
 
-            return 2 ** (len(MAISI_NETWORK_SETTINGS["num_channels"]) - 1)
+            return 2 ** (len(network_settings_with(self.pretrained_settings)["num_channels"]) - 1)
         return 2 ** (len(self.channels) - 1)
 
 

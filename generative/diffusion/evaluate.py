@@ -277,12 +277,12 @@ def tumor_roi_psnr(model_dir: str | Path, cohort_dir: str | Path, spacing_mm=(1.
     on it (the tumor's surroundings are in the encoder's field of view); the squared errors of all
     ROIs are pooled."""
     from generative.diffusion.data import load_volumes
-    from generative.diffusion.models import Autoencoder
+    from generative.diffusion.models import load_autoencoder
 
-    ae = Autoencoder.from_pretrained(Path(model_dir) / "autoencoder").eval()
+    ae = load_autoencoder(Path(model_dir) / "autoencoder").eval()
     se, n, rois = 0.0, 0, 0
     m = int(np.ceil(margin_mm / min(spacing_mm)))
-    for vol in load_volumes(cohort_dir, list(spacing_mm)):
+    for vol in load_volumes(cohort_dir, list(spacing_mm), intensity=ae.intensity):
         img = np.pad(vol.image, crop // 2, mode="edge")
         for rec in measure_lesions(vol.label, spacing_mm):
             (lo, hi) = rec.bbox
@@ -360,10 +360,10 @@ def reconstruction_quality(model_dir: str | Path, cohort_dir: str | Path, crops:
     from monai.metrics import PSNRMetric, SSIMMetric
 
     from generative.diffusion.data import load_volumes, random_crop
-    from generative.diffusion.models import Autoencoder
+    from generative.diffusion.models import load_autoencoder
 
-    ae = Autoencoder.from_pretrained(Path(model_dir) / "autoencoder").eval()
-    vols = load_volumes(cohort_dir, list(spacing_mm))
+    ae = load_autoencoder(Path(model_dir) / "autoencoder").eval()
+    vols = load_volumes(cohort_dir, list(spacing_mm), intensity=ae.intensity)
     rng = np.random.default_rng(seed)
     psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=3, data_range=1.0, win_size=7)
     for i in range(crops):

@@ -10,16 +10,19 @@ from pathlib import Path
 import torch
 from monai.losses import PatchAdversarialLoss
 
-from cohort import runs
+from cohort import runs, saved
 from cohort.errors import CohortError
-from generative.diffusion.config import GenerativeConfig, LossConfig
+from generative.diffusion.config import AutoencoderConfig, GenerativeConfig, LossConfig
+from generative.diffusion.intensity import WINDOW_MAISI, Intensity
 from generative.diffusion.models import (
-    Autoencoder,
+    AUTOENCODER_TYPES,
     LatentUNet,
+    autoencoder_intensity,
     build_autoencoder,
     build_discriminator,
     build_unet,
     controlnet_from_unet,
+    load_autoencoder,
 )
 from generative.diffusion.pipeline import SPEC_NAME, LatentDiffusionPipeline, PipelineSpec
 
@@ -45,19 +48,53 @@ def load_init_spec(init_from: str | Path) -> PipelineSpec:
     p = Path(init_from) / SPEC_NAME
     if not p.exists():
         raise CohortError(p, "missing: init_from must be the diffusion stage's model folder")
-    return PipelineSpec.from_dict(json.loads(p.read_text()))
+    try:
+        return PipelineSpec.from_dict(json.loads(p.read_text()))
+    except (TypeError, ValueError) as e:
+        raise CohortError(p, f"not a valid pipeline spec ({e})") from None
+
+
+def pretrained_autoencoder(a: AutoencoderConfig) -> torch.nn.Module:
+    """The MAISI autoencoder ``autoencoder.pretrained`` names (the autoencoder stage exports it as is:
+    fine-tuning it is not implemented)."""
+    from generative.diffusion.maisi import load_maisi_autoencoder
+
+    return load_maisi_autoencoder(a.pretrained, a.pretrained_settings or None)
+
+
+def stage_intensity(cfg: GenerativeConfig) -> Intensity:
+    """The HU -> [0, 1] mapping a stage's data is prepared with: its autoencoder's. The autoencoder
+    stage: MAISI's window with ``autoencoder.pretrained``, else the default; the later stages: what
+    the ``init_from`` folder's autoencoder records. A ControlNet's ``init_from`` whose
+    ``pipeline.json`` says otherwise, or a config naming a MAISI checkpoint whose ``init_from``
+    holds another autoencoder, is a CohortError naming the file."""
+    if cfg.stage == "autoencoder":
+        return WINDOW_MAISI if cfg.autoencoder.pretrained else Intensity()
+    ae_dir = Path(cfg.init_from) / "autoencoder"
+    kind = saved.read_config(ae_dir, AUTOENCODER_TYPES)["model_type"]
+    if cfg.autoencoder.pretrained and kind != "maisi_autoencoder":
+        raise CohortError(ae_dir / saved.CONFIG_NAME, f"holds a {kind!r}, but autoencoder.pretrained names a MAISI "
+                          "checkpoint: init_from must be the folder the autoencoder stage exported from it")
+    intensity = autoencoder_intensity(ae_dir)
+    if cfg.stage == "controlnet" and (base := load_init_spec(cfg.init_from).intensity) != intensity:
+        raise CohortError(Path(cfg.init_from) / SPEC_NAME, f"intensity {base.describe()} does not match the "
+                          f"autoencoder's ({intensity.describe()}, {ae_dir})")
+    return intensity
 
 
 def build_stage_models(cfg: GenerativeConfig) -> dict[str, torch.nn.Module | None]:
-    """The networks a stage trains or uses. autoencoder: autoencoder + discriminator;
+    """The networks a stage trains or uses. autoencoder: autoencoder + discriminator (with
+    ``autoencoder.pretrained``: MAISI's autoencoder, nothing to train, no discriminator);
     diffusion: frozen autoencoder (from ``init_from``) + new UNet; controlnet: frozen
     autoencoder and UNet (from ``init_from``) + ControlNet initialised from the UNet."""
     a, u, c = cfg.autoencoder, cfg.unet, cfg.controlnet
     if cfg.stage == "autoencoder":
+        if a.pretrained:
+            return {"autoencoder": pretrained_autoencoder(a), "discriminator": None}
         ae = build_autoencoder(tuple(a.channels), a.latent_channels, a.num_res_blocks, a.norm_num_groups, a.attention)
         return {"autoencoder": ae, "discriminator": build_discriminator(cfg.loss.disc_channels, cfg.loss.disc_layers)}
     init = Path(cfg.init_from)
-    ae = Autoencoder.from_pretrained(init / "autoencoder")
+    ae = load_autoencoder(init / "autoencoder")
     if cfg.stage == "diffusion":
         unet = build_unet(ae.config["latent_channels"], tuple(u.channels), tuple(u.attention_levels),
                           u.num_res_blocks, u.norm_num_groups, u.num_head_channels)
@@ -68,16 +105,20 @@ def build_stage_models(cfg: GenerativeConfig) -> dict[str, torch.nn.Module | Non
     return {"autoencoder": ae, "unet": unet, "controlnet": cn}
 
 
-def stage_spec(cfg: GenerativeConfig, scale_factor: float) -> PipelineSpec:
+def stage_spec(cfg: GenerativeConfig, scale_factor: float, intensity: Intensity | None = None) -> PipelineSpec:
     """The pipeline spec a stage exports. The ControlNet inherits the diffusion model's
-    noise process and scale factor (its UNet was trained with them)."""
+    noise process, scale factor and intensity mapping (its UNet was trained with them).
+    ``intensity``: the autoencoder's (None = the default window)."""
     c, s = cfg.controlnet, cfg.scheduler
     if cfg.stage == "controlnet":
         base = load_init_spec(cfg.init_from)
+        if intensity is not None and intensity != base.intensity:
+            raise CohortError(Path(cfg.init_from) / SPEC_NAME, f"intensity {base.intensity.describe()} does not "
+                              f"match the autoencoder's ({intensity.describe()})")
         return PipelineSpec(scale_factor=base.scale_factor, process=base.process, spacing_mm=base.spacing_mm,
-                            **c.pipeline_fields())
+                            intensity=base.intensity, **c.pipeline_fields())
     return PipelineSpec(scale_factor=scale_factor, process=s.process(), spacing_mm=list(cfg.data.spacing_mm),
-                        condition_organs=[], inpaint=False)
+                        condition_organs=[], inpaint=False, intensity=intensity or Intensity())
 
 
 # ---- autoencoder losses ----------------------------------------------------------------------
@@ -138,14 +179,18 @@ def export_pipeline(cfg: GenerativeConfig, models: dict, spec: PipelineSpec, out
 
 def build_pipeline(cfg: GenerativeConfig, scale_factor: float = 1.0, controlnet: bool = True) -> LatentDiffusionPipeline:
     """Fresh (untrained) networks of a config as a pipeline: for tests and benchmarks that
-    need the architecture, not the weights."""
+    need the architecture, not the weights (with ``autoencoder.pretrained``: MAISI's loaded
+    autoencoder and fresh UNet / ControlNet)."""
     a, u, c = cfg.autoencoder, cfg.unet, cfg.controlnet
-    ae = build_autoencoder(tuple(a.channels), a.latent_channels, a.num_res_blocks, a.norm_num_groups, a.attention)
-    unet = build_unet(a.latent_channels, tuple(u.channels), tuple(u.attention_levels), u.num_res_blocks,
+    if a.pretrained:
+        ae = pretrained_autoencoder(a)
+    else:
+        ae = build_autoencoder(tuple(a.channels), a.latent_channels, a.num_res_blocks, a.norm_num_groups, a.attention)
+    unet = build_unet(ae.config["latent_channels"], tuple(u.channels), tuple(u.attention_levels), u.num_res_blocks,
                       u.norm_num_groups, u.num_head_channels)
     fields = c.pipeline_fields()
     if not controlnet:
         fields.update(condition_organs=[], inpaint=False, appearance=[])
-    spec = replace(stage_spec(replace(cfg, stage="diffusion"), scale_factor), **fields)
+    spec = replace(stage_spec(replace(cfg, stage="diffusion"), scale_factor, ae.intensity), **fields)
     cn = controlnet_from_unet(unet, spec.condition_channels, tuple(c.conditioning_embedding_num_channels)) if controlnet else None
     return LatentDiffusionPipeline(ae, unet, cn, spec)

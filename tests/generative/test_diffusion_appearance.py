@@ -105,3 +105,24 @@ def test_unknown_attribute_names_are_refused():
         InpaintSettings(appearance={"brightness": 3.0})
     with pytest.raises(ValueError, match="controlnet.appearance"):
         load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml", ["controlnet.appearance=[glow]"]).check()
+
+
+def _row(contrast, mean, size_class="early", t="hypo", **kw):
+    return {"contrast_hu": contrast, "heterogeneity_hu": 15.0, "rim_hu": 0.0, "necrotic_fraction": 0.0,
+            "edge_hu_per_mm": 20.0, "diameter_mm": 15.0, "mean_hu": mean, "size_class": size_class, "type": t, **kw}
+
+
+def test_appearance_comparison_reports_spread_ks_early_contrast_types_and_control_error():
+    from generative.diffusion.evaluate import appearance_comparison
+
+    held = [_row(-40.0 + 10 * i, 60.0 + 10 * i, true_type="hypo") for i in range(6)]
+    real = [_row(-40.0 + 10 * i, 60.0 + 10 * i) for i in range(6)]
+    syn = [_row(-20.0, 80.0 + 5 * i, t="hyper" if i % 2 else "hypo", asked={"contrast_hu": -30.0}) for i in range(6)]
+    a = appearance_comparison(real, held, syn)
+    assert a["attributes"]["contrast_hu"]["ks_real_vs_heldout"] == 0.0  # identical sets
+    assert a["attributes"]["contrast_hu"]["ks_synthetic_vs_heldout"] > 0.3
+    assert a["spread_ratio"] == pytest.approx(np.std([80.0 + 5 * i for i in range(6)]) / np.std([60.0 + 10 * i for i in range(6)]))
+    assert a["early_contrast_ratio"] == pytest.approx(20.0 / np.mean([abs(-40.0 + 10 * i) for i in range(6)]))
+    assert a["types"]["synthetic"] == {"hyper": 3, "hypo": 3}
+    assert a["control_error"]["contrast_hu"] == {"n": 6, "mean_abs_error": pytest.approx(10.0)}
+    assert a["type_rule_agreement"] == {"n": 6, "agree": 1.0}
