@@ -116,9 +116,10 @@ def alpha_check(calib_real: Sequence[float], check_real: Sequence[float], alphas
                 negatives: dict[str, Sequence[float]] | None = None, level: float = 0.95) -> list[dict]:
     """Does the calibrated cutoff keep its promise? One row per alpha.
 
-    cutoff = the alpha-quantile of ``calib_real`` (what the calibrated policy uses); the false-reject
-    rate is measured on ``check_real``, other real tumors, with a Wilson CI; ``holds`` is whether
-    alpha lies inside that CI. ``negatives``: {name: scores} whose rejection rate at the same cutoff
+    cutoff = the calibrated policy's own cut of ``calib_real`` (:func:`generative.quality.policies.cutoff_for`,
+    the split-conformal alpha cut); the false-reject rate is measured on ``check_real``, other real
+    tumors, with a Wilson CI; ``holds``: the promise "at most alpha" is not refuted (the CI's lower
+    bound is at most alpha); ``within_ci``: alpha lies inside the CI (the rate is alpha, not less). ``negatives``: {name: scores} whose rejection rate at the same cutoff
     is reported too (synthetic tumors, probes).
     """
     cal = np.asarray(calib_real, dtype=np.float64)
@@ -127,13 +128,15 @@ def alpha_check(calib_real: Sequence[float], check_real: Sequence[float], alphas
     for a in alphas:
         row: dict = {"alpha": float(a), "n_calibration": int(cal.size), "n_check": int(chk.size)}
         if cal.size == 0 or chk.size == 0:
-            row.update({"cutoff": None, "false_reject": None, "ci": [None, None], "holds": None})
+            row.update({"cutoff": None, "false_reject": None, "ci": [None, None], "holds": None, "within_ci": None})
         else:
-            cut = float(np.quantile(cal, a))
+            from generative.quality.policies import PolicyConfig, cutoff_for
+
+            cut = cutoff_for(PolicyConfig(kind="calibrated", alpha=float(a)), [], cal.tolist()).value
             k = int((chk < cut).sum())
             lo, hi = wilson_ci(k, int(chk.size), level)
             row.update({"cutoff": round(cut, 6), "false_reject": round(k / chk.size, 4), "n_rejected": k,
-                        "ci": [round(lo, 4), round(hi, 4)], "holds": bool(lo <= a <= hi)})
+                        "ci": [round(lo, 4), round(hi, 4)], "holds": bool(lo <= a), "within_ci": bool(lo <= a <= hi)})
             for name, vals in (negatives or {}).items():
                 v = np.asarray(vals, dtype=np.float64)
                 row[f"rejected_{name}"] = round(float((v < cut).mean()), 4) if v.size else None

@@ -5,10 +5,11 @@ Three policies, chosen in config (``policy.kind``):
 - ``threshold``: accept when P(real) >= ``threshold``.
 - ``top_q``: keep the ``top_q`` fraction of cases with the highest scores
   (ties at the cut are kept, so slightly more may pass).
-- ``calibrated``: accept when the score is at least the ``alpha``-quantile of
-  held-out *real* tumors' scores, i.e. reject what looks less real than the
-  least-real ``alpha`` fraction of real tumors (default alpha 0.1: about 10 %
-  of real tumors would fail, which is the price of the cut).
+- ``calibrated``: accept when the score is at least the split-conformal
+  ``alpha`` cut of held-out *real* tumors' scores (the floor(alpha (n + 1))-th
+  smallest), i.e. reject what looks less real than the least-real ``alpha``
+  fraction of real tumors, with the promise that at most ``alpha`` of new real
+  tumors fail (default alpha 0.1, the price of the cut).
 
 A case is judged by its worst tumor (the minimum score). Each function is
 pure and returns :class:`Decision` objects that carry the reason.
@@ -86,8 +87,17 @@ def cutoff_for(config: PolicyConfig, case_scores: Sequence[float],
         if real_scores is None or len(real_scores) == 0:
             raise PolicyError("policy 'calibrated' needs held-out real tumors' scores "
                               "(calibration.json in the discriminator folder); none found")
-        v = float(np.quantile(np.asarray(real_scores, dtype=np.float64), a))
-        return Cutoff(v, f"{a:.2f}-quantile of {len(real_scores)} held-out real tumors' scores")
+        # the split-conformal cut (Vovk et al.; Angelopoulos & Bates 2021): the floor(alpha (n + 1))-th
+        # smallest of n calibration scores, so a new real tumor from the same distribution falls below
+        # it with probability at most alpha; with too few scores for that (alpha (n + 1) < 1) nothing
+        # can be promised, so nothing is cut. np.quantile's interpolated cut over-rejects at small n.
+        s = np.sort(np.asarray(real_scores, dtype=np.float64))
+        k = math.floor(a * (s.size + 1) + 1e-9)
+        if k < 1:
+            return Cutoff(0.0, f"alpha {a:.2f} needs at least {math.ceil(1 / a) - 1 if a > 0 else 'any'} held-out "
+                          f"real tumors' scores to cut anything, {s.size} given: nothing is cut")
+        return Cutoff(float(s[k - 1]), f"conformal {a:.2f} cut: score {k} of {s.size} held-out real tumors' "
+                      "scores, lowest first")
     raise PolicyError(f"unknown policy.kind {kind!r}; expected one of {', '.join(POLICY_KINDS)}")
 
 

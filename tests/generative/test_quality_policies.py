@@ -28,14 +28,27 @@ def test_top_q_keeps_the_best_fraction():
     assert sum(d.accepted for d in apply_policy(PolicyConfig(kind="top_q", top_q=0.01), scores)[1]) == 1
 
 
-def test_calibrated_uses_alpha_quantile_of_real_scores():
-    real = np.linspace(0.0, 1.0, 11)  # 0.0, 0.1, ..., 1.0 -> 0.1-quantile = 0.1, 0.5-quantile = 0.5
+def test_calibrated_uses_the_conformal_cut_of_real_scores():
+    real = np.linspace(0.0, 1.0, 11)  # 0.0, 0.1, ..., 1.0; floor(0.1 * 12) = 1 -> the lowest, 0.0
     cut, ds = apply_policy(PolicyConfig(kind="calibrated", alpha=0.1), [0.05, 0.1, 0.3], real)
-    assert math.isclose(cut.value, 0.1)
-    assert [d.accepted for d in ds] == [False, True, True]
+    assert math.isclose(cut.value, 0.0) and all(d.accepted for d in ds)
     assert "held-out real" in ds[0].reason
     cut, ds = apply_policy(PolicyConfig(kind="calibrated", alpha=0.5), [0.05, 0.1, 0.3, 0.6], real)
-    assert math.isclose(cut.value, 0.5) and [d.accepted for d in ds] == [False, False, False, True]
+    assert math.isclose(cut.value, 0.5) and [d.accepted for d in ds] == [False, False, False, True]  # floor(6) = 6th
+    cut, _ = apply_policy(PolicyConfig(kind="calibrated", alpha=0.1), [0.5], real[:5])  # 0.1 * 6 < 1: no promise
+    assert cut.value == 0.0 and "nothing is cut" in cut.how
+
+
+def test_conformal_cut_keeps_its_promise_on_new_real_scores():
+    """Over many calibration draws, the share of new real scores falling under the cut is at most alpha."""
+    rng = np.random.default_rng(0)
+    for alpha in (0.05, 0.1, 0.2):
+        rates = []
+        for _ in range(400):
+            cal, new = rng.beta(5, 2, 30), rng.beta(5, 2, 200)
+            c = cutoff_for(PolicyConfig(kind="calibrated", alpha=alpha), [], cal).value
+            rates.append(float((new < c).mean()))
+        assert alpha - 0.03 <= float(np.mean(rates)) <= alpha + 1e-9 + 0.005
 
 
 def test_calibrated_without_real_scores_is_an_error():
@@ -85,7 +98,7 @@ def test_calibrated_cutoff_gives_the_asked_false_reject_rate(alpha):
     assert abs(rate - alpha) < 0.02
     row = alpha_check(calib, check, [alpha], {"synthetic": synthetic})[0]
     assert row["cutoff"] == pytest.approx(cut.value) and row["false_reject"] == pytest.approx(rate, abs=1e-4)
-    assert row["holds"] and row["ci"][0] <= alpha <= row["ci"][1]
+    assert row["holds"] and row["within_ci"] and row["ci"][0] <= alpha <= row["ci"][1]
     assert row["rejected_synthetic"] > 0.7
 
 
