@@ -81,6 +81,7 @@ LOADERS: list[tuple[str, Callable[[Path], Any]]] = [
     ("generative/controlnet.yaml", _generative),
     ("generative/phantom.yaml", _generative),
     ("demo/generative_*.yaml", _generative),
+    ("generative/gpu/*.yaml", _generative),
     ("*/sample*.yaml", _sample),
     ("generative/synth_*.yaml", _synthesis),
     ("*/filter*.yaml", _filter),
