@@ -135,6 +135,8 @@ def crop_batch(volumes: list[Volume], size, batch_size: int, rng: np.random.Gene
 
 # ---- latent cache --------------------------------------------------------------------------
 
+#: crops per encoder call while the latent cache is built
+ENCODE_BATCH = 8
 #: bump when what the cache holds changes (v2: lesion instances and their appearance attributes)
 CACHE_VERSION = 2
 
@@ -169,31 +171,40 @@ def build_latent_cache(autoencoder: torch.nn.Module, volumes: list[Volume], crop
     if path.exists():
         return load_file(str(path))
     rng = np.random.default_rng([int(seed), 7])
-    lat, img, lab, ins, tabs = [], [], [], [], []
     autoencoder.eval()
     dev = next(autoencoder.parameters()).device
-    K = len(APPEARANCE_ATTRIBUTES)
+    K, N, size = len(APPEARANCE_ATTRIBUTES), len(volumes) * crops_per_case, tuple(int(c) for c in crop_size)
+    # filled in place: thousands of small kept tensors between the encoder's large temporary buffers
+    # fragment glibc's heap (measured: +1.4 GB for 120 crops, +15 GB and climbing on 2048; +0.06 GB here)
+    img = torch.zeros((N, 1, *size), dtype=torch.float32)
+    lab = torch.zeros((N, 1, *size), dtype=torch.uint8)
+    ins = torch.zeros((N, 1, *size), dtype=torch.uint8)
+    lat: torch.Tensor | None = None
+    tabs: list[np.ndarray] = []
+    n = 0
     for vol in volumes:
         table = vol.attributes if vol.attributes is not None else np.zeros((1, K), np.float32)
         for _ in range(crops_per_case):
-            i, l_, n_ = random_crop(vol, tuple(crop_size), rng, tumor_fraction, with_instances=True)
+            i, l_, n_ = random_crop(vol, size, rng, tumor_fraction, with_instances=True)
             present = np.unique(n_)
             present = present[present > 0]
             renum = np.zeros(int(n_.max()) + 1, np.uint8)
             renum[present] = np.arange(1, len(present) + 1)
-            ins.append(torch.from_numpy(renum[n_][None].copy()))
+            img[n, 0] = torch.from_numpy(np.ascontiguousarray(i))
+            lab[n, 0] = torch.from_numpy(np.ascontiguousarray(l_))
+            ins[n, 0] = torch.from_numpy(renum[n_])
             tabs.append(np.concatenate([np.zeros((1, K), np.float32), table[present]]))
-            x = torch.from_numpy(i[None, None].copy()).to(dev)
-            lat.append(autoencoder.encode(x)[0].cpu())
-            img.append(torch.from_numpy(i[None].copy()))
-            lab.append(torch.from_numpy(l_[None].copy()))
+            n += 1
+    for a in range(0, N, ENCODE_BATCH):  # encoded in batches: same latents, fewer, larger calls
+        z = autoencoder.encode(img[a:a + ENCODE_BATCH].to(dev))[0].cpu()
+        if lat is None:
+            lat = torch.zeros((N, *z.shape[1:]), dtype=z.dtype)
+        lat[a:a + ENCODE_BATCH] = z
     m = max(len(t) for t in tabs)
     attrs = np.zeros((len(tabs), m, K), np.float32)
-    for n, t in enumerate(tabs):
-        attrs[n, :len(t)] = t
-    cache = {"latent": torch.cat(lat).contiguous(), "image": torch.stack(img).contiguous(),
-             "label": torch.stack(lab).contiguous(), "instances": torch.stack(ins).contiguous(),
-             "attributes": torch.from_numpy(attrs)}
+    for j, t in enumerate(tabs):
+        attrs[j, :len(t)] = t
+    cache = {"latent": lat, "image": img, "label": lab, "instances": ins, "attributes": torch.from_numpy(attrs)}
     with atomic_path(path) as tmp:
         save_file(cache, str(tmp))
     return cache
