@@ -52,7 +52,7 @@ def _slice(ct, label, lesion, z):
     return np.clip(ct[:, :, z].T, -200, 250), (label[:, :, z] == lesion).T
 
 
-def montage(out_png: Path) -> list[dict]:
+def montage(out_png: Path, diffusion_model: str | None = None) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +64,12 @@ def montage(out_png: Path) -> list[dict]:
 
     rows, sizes = [], []
     makers = {"rules": RuleSynthesizer(), "ca": CASynthesizer()}
+    if diffusion_model:  # the registry's diffusion maker with a trained pipeline folder
+        from generative.diffusion.config import DiffusionMakerConfig
+        from generative.registry import build_synthesizer
+
+        makers["diffusion"] = build_synthesizer("diffusion", DiffusionMakerConfig(
+            model=diffusion_model, device="cpu", steps=10, roi_size=[48, 48, 48]))
     for i, organ in enumerate(TYPES):
         req = TumorRequest(organ, DIAMETER_MM[organ], kind=KIND.get(organ))
         pair = make_pair("A", 10 + i, [req], spacing=1.5, sex="F", anatomy="full")
@@ -81,7 +87,7 @@ def montage(out_png: Path) -> list[dict]:
             sizes.append({"type": organ, "maker": name, "kind": None, "requested_mm": None,
                           "max_axial_diameter_mm": r["max_axial_diameter_mm"], "volume_ml": r["volume_ml"]})
         rows.append((organ, lesion, row))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9.6, 3.2 * len(rows)))
+    fig, axes = plt.subplots(len(rows), 1 + len(makers), figsize=(3.2 * (1 + len(makers)), 3.2 * len(rows)))
     for (organ, lesion, row), ax_row in zip(rows, axes):
         for (name, ct, lab, diam, cen), ax in zip(row, ax_row):
             img, m = _slice(ct, lab, lesion, int(round(cen[2])))
@@ -102,12 +108,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=6, help="cases per anatomy for the timing")
     ap.add_argument("--no-results-md", action="store_true", help="do not touch RESULTS.md")
+    ap.add_argument("--diffusion-model", default=None,
+                    help="a controlnet model folder: add the diffusion maker's column (benchmarks/bench_generator.py "
+                         "trains one on liver-tumor phantoms)")
     a = ap.parse_args()
     timing = time_cases(a.n)
     print(f"seconds per case at 1.5 mm: basic {timing['basic_s_per_case']} s, full {timing['full_s_per_case']} s "
           f"(x{timing['ratio']})")
     png = HERE / "six_tumor_types.png"
-    sizes = montage(png)
+    sizes = montage(png, a.diffusion_model)
     for s in sizes:
         print(f"{s['type']:10s} {s['maker']:8s} {str(s['kind'] or ''):9s} {s['max_axial_diameter_mm']:6.1f} mm "
               f"{s['volume_ml']:.3f} ml")
@@ -117,7 +126,8 @@ def main() -> None:
         from _report import machine_line, write_section
 
         lines = [BEGIN, "## Phantom anatomy: basic vs full (six tumor types)", "",
-                 f"`python benchmarks/bench_phantom_types.py --n {a.n}`; {machine_line()}", "",
+                 f"`python benchmarks/bench_phantom_types.py --n {a.n}"
+                 + (" --diffusion-model DIR" if a.diffusion_model else "") + f"`; {machine_line()}", "",
                  f"Seconds per case at 1.5 mm (96 x 96 x 64, median of {a.n}, interleaved): basic "
                  f"{timing['basic_s_per_case']} s, full {timing['full_s_per_case']} s, ratio {timing['ratio']}.", "",
                  "| type | maker | kind | max axial diameter (mm) | volume (ml) |", "|---|---|---|---|---|"]
