@@ -9,7 +9,7 @@
 Every part resumes (training from its newest checkpoint, sampling skips finished
 cases), so the whole study survives a kill. Numbers go to
 ``benchmarks/generator_results.json``; the montage of real and synthetic tumors
-to ``benchmarks/generator_tumors.png``. All cohorts are site A at 1.5 mm, so the
+to ``benchmarks/generator_appearance.png``. All cohorts are site A at 1.5 mm, so the
 HU statistics of real and synthetic tumors compare like with like (no contrast
 phase between them).
 """
