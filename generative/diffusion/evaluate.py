@@ -376,6 +376,20 @@ def reconstruction_quality(model_dir: str | Path, cohort_dir: str | Path, crops:
     return float(psnr.aggregate()), float(ssim.aggregate()), crops
 
 
+def _save_png(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from cohort.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
 def tumor_montage(sets: dict[str, TumorSet], path: str | Path, per_row: int = 8) -> Path:
     """One row per set: the axial slice through the centre of up to ``per_row`` tumors (HU window
     [-175, 250]), tumor outline in red. Written atomically as PNG."""
@@ -384,7 +398,6 @@ def tumor_montage(sets: dict[str, TumorSet], path: str | Path, per_row: int = 8)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cohort.io import atomic_path
 
     fig, axes = plt.subplots(len(sets), per_row, figsize=(1.6 * per_row, 1.8 * len(sets)), squeeze=False)
     for r, (name, ts) in enumerate(sets.items()):
@@ -399,12 +412,7 @@ def tumor_montage(sets: dict[str, TumorSet], path: str | Path, per_row: int = 8)
                 ax.set_title(f"{ts.means[c]:.0f} HU", fontsize=7)
         axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle(f"tumors, axial slice through the centre ({PATCH}^3 voxel patches)", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def type_montage(real: TumorSet, synthetic: TumorSet, path: str | Path, per_side: int = 4) -> Path:
@@ -415,7 +423,6 @@ def type_montage(real: TumorSet, synthetic: TumorSet, path: str | Path, per_side
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cohort.io import atomic_path
     from cohort.phantom.tumors import APPEARANCES
 
     fig, axes = plt.subplots(len(APPEARANCES), 2 * per_side, figsize=(1.5 * 2 * per_side, 1.7 * len(APPEARANCES)),
@@ -437,12 +444,7 @@ def type_montage(real: TumorSet, synthetic: TumorSet, path: str | Path, per_side
         axes[r, 0].text(-0.1, 0.5, t, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle(f"appearance types: held-out real (left {per_side}) and synthetic (right {per_side}); "
                  "contrast to the organ shell, diameter", fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def evaluate_generator(model: str | Path | None, real: str | Path, synthetic: str | Path | None,

@@ -13,6 +13,7 @@ from generative.diffusion.inpaint import DiffusionSynthesizer
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.diffusion.training import build_pipeline
 from generative.tumors.base import TumorSpec
+from tests.generative.test_diffusion_pipeline import _inputs  # the same toy label map, image and mask
 from tests.toys import toy_abdomen_case
 
 torch.set_num_threads(2)
@@ -35,15 +36,6 @@ def pipe():
                 prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
     p.appearance_table = list(TABLE)
     return p
-
-
-def _inputs():
-    case = toy_abdomen_case("c", seed=3)
-    lab = torch.from_numpy(case.label.astype(np.int64))[None, None]
-    img = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
-    mask = torch.zeros_like(img)
-    mask[..., 8:20, 8:20, 8:20] = 1
-    return lab, img, mask
 
 
 def test_the_default_controlnet_is_conditioned_on_every_attribute(pipe):
