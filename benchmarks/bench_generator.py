@@ -140,9 +140,9 @@ def part_sample(args) -> None:
 def _rows(cohort: Path) -> list[dict]:
     from cohort.errors import BatchReport
     from cohort.layouts import open_cohort
-    from generative.diffusion.evaluate import _case_appearance
+    from generative.diffusion.evaluate import case_appearance
 
-    return [r for case in open_cohort(cohort).iter_cases(BatchReport()) for r in _case_appearance(case)]
+    return [r for case in open_cohort(cohort).iter_cases(BatchReport()) for r in case_appearance(case)]
 
 
 def part_eval(args) -> None:

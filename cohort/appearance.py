@@ -182,18 +182,29 @@ def normalise(attrs: dict[str, float], names: Sequence[str] = CONDITION_ATTRIBUT
     return np.nan_to_num(v, nan=0.0)
 
 
+def attribute_table(values: Sequence[dict[str, float]], names: Sequence[str] = CONDITION_ATTRIBUTES) -> np.ndarray:
+    """(n + 1, K) float32: row i the normalised attributes of lesion i (:func:`normalise`), row 0 zeros,
+    so ``table[instances]`` paints each lesion of a :func:`lesion_instances` map with its own values."""
+    table = np.zeros((len(values) + 1, len(names)), np.float32)
+    for i, v in enumerate(values, start=1):
+        table[i] = normalise(v, names)
+    return table
+
+
+def paint(instances: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(K, *instances.shape) float32 conditioning channels: each lesion's row of ``table`` inside its voxels."""
+    return np.moveaxis(table[instances], -1, 0).astype(np.float32)
+
+
 def paint_drawn(label: np.ndarray, spacing: Sequence[float], table: list[dict], rng: np.random.Generator,
                 names: Sequence[str] = CONDITION_ATTRIBUTES, asked: dict[str, float] | None = None) -> np.ndarray:
     """(K, X, Y, Z) float32 conditioning channels for every lesion of ``label``: attributes drawn
     per lesion with :func:`draw_appearance` (its organ and size class), normalised, inside its voxels."""
     inst, classes = lesion_instances(label)
-    out = np.zeros((len(names), *label.shape), np.float32)
-    for i, lab in enumerate(classes, start=1):
-        m = inst == i
-        organ = L.LESION_TO_ORGAN_TYPE.get(L.INDEX_TO_NAME[lab], "")
-        values, _ = draw_appearance(table, organ, size_class(max_axial_diameter_mm(m, spacing)), rng, asked, names)
-        out[:, m] = normalise(values, names)[:, None]
-    return out
+    drawn = [draw_appearance(table, L.LESION_TO_ORGAN_TYPE.get(L.INDEX_TO_NAME[lab], ""),
+                             size_class(max_axial_diameter_mm(inst == i, spacing)), rng, asked, names)[0]
+             for i, lab in enumerate(classes, start=1)]
+    return paint(inst, attribute_table(drawn, names))
 
 
 def classify(a: TumorAppearance | dict) -> str:

@@ -53,7 +53,7 @@ def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...], intens
     autoencoder's mapping; None = the default [-175, 250] window); every lesion's appearance
     measured on the resampled HU (the grid the model sees)."""
     intensity = intensity or Intensity()
-    from cohort.appearance import lesion_instances, measure_appearance, normalise
+    from cohort.appearance import attribute_table, lesion_instances, measure_appearance
 
     case = to_ras(case)
     if len(spacing_mm):
@@ -63,16 +63,9 @@ def prepare_case(case: Case, spacing_mm: list[float] | tuple[float, ...], intens
     if len(classes) > 254:
         raise CohortError(case.case_id, f"{len(classes)} lesions: at most 254 per case can be conditioned on")
     app = measure_appearance(case.ct, label, case.spacing, instances=(inst, classes))
-    table = np.zeros((len(app) + 1, len(APPEARANCE_ATTRIBUTES)), np.float32)
-    for i, a in enumerate(app, start=1):
-        table[i] = normalise(a.attributes(), APPEARANCE_ATTRIBUTES)
+    table = attribute_table([a.attributes() for a in app], APPEARANCE_ATTRIBUTES)
     rows = [{"case_id": case.case_id, **a.as_dict()} for a in app]
     return Volume(case.case_id, intensity.scale(case.ct), label, inst.astype(np.uint8), table, rows, intensity)
-
-
-def appearance_channels(instances: np.ndarray, attributes: np.ndarray) -> np.ndarray:
-    """(K, D, H, W) float32: each lesion's normalised attributes inside its voxels, 0 elsewhere."""
-    return np.moveaxis(attributes[instances], -1, 0).astype(np.float32)
 
 
 def load_volumes(cohort_dir: str | Path, spacing_mm, max_cases: int = 0,

@@ -165,7 +165,7 @@ def collect_tumors(cohort_dir: str | Path, report: BatchReport, rng: np.random.G
     for case in sub.iter_cases(report):
         img = scale_hu(case.ct)
         lesions = measure_lesions(case.label, case.spacing)
-        out.appearance += _case_appearance(case)  # same order as measure_lesions: class, then size
+        out.appearance += case_appearance(case)  # same order as measure_lesions: class, then size
         if lesions:  # negatives keep at least half a patch from any lesion
             far = ndimage.distance_transform_edt(~np.isin(case.label, L.LESION_LABELS)) > PATCH // 2
         for rec in lesions:
@@ -207,7 +207,7 @@ def _nearest(records: list[dict], centroid) -> dict | None:
     return best
 
 
-def _case_appearance(case) -> list[dict]:
+def case_appearance(case) -> list[dict]:
     """Every lesion's measured appearance, its classified type, and what the case's sidecar says
     about it: a phantom's own appearance type, a synthetic tumor's asked attributes."""
     from cohort.appearance import classify, measure_appearance

@@ -30,6 +30,7 @@ from cohort.appearance import draw_appearance, host_mask, measure_tumor, normali
 from cohort.lesions import max_axial_diameter_mm
 from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
 from generative.diffusion.pipeline import LatentDiffusionPipeline
+from generative.registry import organ_type
 from generative.tumors.base import (
     SynthesisError,
     SynthesisResult,
@@ -157,8 +158,7 @@ class DiffusionSynthesizer:
         if not self.pipe.spec.appearance:
             return None, {}
         d = max_axial_diameter_mm(tumor, spacing)
-        organ_type = L.LESION_TO_ORGAN_TYPE.get(L.INDEX_TO_NAME[L.lesion_index_for(organ)], organ)
-        values, source = draw_appearance(self.pipe.appearance_table, organ_type, size_class(d),
+        values, source = draw_appearance(self.pipe.appearance_table, organ_type(organ), size_class(d),
                                          np.random.default_rng([int(seed), 23]), self.settings.appearance,
                                          self.pipe.spec.appearance)
         return values, {"requested": values, **source}

@@ -183,16 +183,16 @@ class LatentDiffusionPipeline:
         """(B, K, D, H, W) channels holding each lesion's own attributes, measured on ``image``
         ([0, 1], HU window) with :func:`cohort.appearance.measure_appearance`: what training
         conditions on when a batch does not bring its attributes (the latent cache does)."""
-        from cohort.appearance import lesion_instances, measure_appearance, normalise
+        from cohort.appearance import attribute_table, lesion_instances, measure_appearance, paint
 
         lab, img = label.detach().cpu().numpy(), image.detach().float().cpu().numpy()
         sp = self.spec.spacing_mm or (1.0, 1.0, 1.0)
-        out = np.zeros((lab.shape[0], len(self.spec.appearance), *lab.shape[2:]), np.float32)
+        out = []
         for b in range(lab.shape[0]):
             inst, classes = lesion_instances(lab[b, 0])
-            for i, a in enumerate(measure_appearance(self.spec.intensity.unscale(img[b, 0]), lab[b, 0], sp, instances=(inst, classes)), 1):
-                out[b][:, inst == i] = normalise(a.attributes(), self.spec.appearance)[:, None]
-        return torch.from_numpy(out).to(label.device)
+            app = measure_appearance(self.spec.intensity.unscale(img[b, 0]), lab[b, 0], sp, instances=(inst, classes))
+            out.append(paint(inst, attribute_table([a.attributes() for a in app], self.spec.appearance)))
+        return torch.from_numpy(np.stack(out)).to(label.device)
 
     def drawn_appearance(self, label: torch.Tensor, seed: int) -> torch.Tensor:
         """(B, K, D, H, W) attribute channels for every lesion of ``label``, each drawn from the
