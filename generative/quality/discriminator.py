@@ -26,6 +26,7 @@ from torch import nn
 from cohort import saved
 from cohort.errors import CohortError
 from generative.quality.crops import CropConfig
+from generative.quality.features import N_FEATURES, crop_features
 
 CONFIG_NAME = saved.CONFIG_NAME
 #: model_type in config.json (cohort.saved)
@@ -45,6 +46,11 @@ class ModelConfig:
     #: "batch" keeps absolute intensity information (instance norm would erase a wrong-HU tumor's offset)
     norm: Literal["batch", "instance", "none"] = "batch"
     dropout: float = 0.2
+    #: add the radiomic features of :mod:`generative.quality.features` (through a small MLP) to the head:
+    #: with a few hundred training crops they carry most of the signal (benchmarks/RESULTS.md, filter)
+    features: bool = True
+    #: hidden width of the features' MLP
+    feature_hidden: int = 32
 
 
 class TumorDiscriminator(nn.Module):
@@ -52,13 +58,21 @@ class TumorDiscriminator(nn.Module):
 
     A stem convolution, then one stride-2 convolution block per level, global
     pooling inside the tumor mask at every level plus global pooling, and a linear head. Built from MONAI's ``Convolution`` block.
+    With ``features`` the head also sees the crop's radiomic features (:func:`generative.quality.features.crop_features`,
+    standardised with statistics of the training crops, :meth:`set_feature_stats`) through a two-layer MLP.
+    ``hu_window`` is the crops' CT window (:class:`CropConfig` hu_min, hu_max), for the features' HU.
+    ``features`` defaults to False here so that folders saved before it existed load unchanged; new
+    training takes :class:`ModelConfig`'s default (True).
     """
 
     def __init__(self, in_channels: int = 2, channels: list[int] | tuple[int, ...] = (16, 32, 64),
-                 norm: Literal["batch", "instance", "none"] = "batch", dropout: float = 0.2):
+                 norm: Literal["batch", "instance", "none"] = "batch", dropout: float = 0.2,
+                 features: bool = False, feature_hidden: int = 32,
+                 hu_window: tuple[float, float] | list[float] = (-175.0, 250.0)):
         super().__init__()
         self.config = {"in_channels": int(in_channels), "channels": [int(c) for c in channels],
-                       "norm": str(norm), "dropout": float(dropout)}
+                       "norm": str(norm), "dropout": float(dropout), "features": bool(features),
+                       "feature_hidden": int(feature_hidden), "hu_window": [float(v) for v in hu_window]}
         norm_arg = None if norm in ("none", "", None) else norm
         layers: list[nn.Module] = [Convolution(3, in_channels, channels[0], strides=1, kernel_size=3,
                                                act=("leakyrelu", {"negative_slope": 0.2}), norm=norm_arg)]
@@ -70,7 +84,26 @@ class TumorDiscriminator(nn.Module):
         self.features = nn.ModuleList(layers)
         self.drop = nn.Dropout(dropout)
         # masked means at every level (stem included) + the global mean of the last level
-        self.head = nn.Linear(channels[0] + sum(channels) + prev, 1)
+        n_head = channels[0] + sum(channels) + prev
+        self.feature_mlp: nn.Module | None = None
+        if features:
+            self.register_buffer("feature_mean", torch.zeros(N_FEATURES))
+            self.register_buffer("feature_std", torch.ones(N_FEATURES))
+            self.feature_mlp = nn.Sequential(nn.Linear(N_FEATURES, feature_hidden), nn.LeakyReLU(0.1),
+                                             nn.Linear(feature_hidden, feature_hidden), nn.LeakyReLU(0.1))
+            n_head += feature_hidden
+        self.head = nn.Linear(n_head, 1)
+
+    @torch.no_grad()
+    def set_feature_stats(self, x: torch.Tensor, batch_size: int = 64) -> None:
+        """Standardise the radiomic features with their mean and sd over the crops ``x`` (N, C, D, H, W)
+        (the training crops; stored in the weights so scoring uses the same scale)."""
+        if self.feature_mlp is None or len(x) == 0:
+            return
+        f = torch.cat([crop_features(x[i:i + batch_size].float(), *self.config["hu_window"])
+                       for i in range(0, len(x), batch_size)])
+        self.feature_mean.copy_(f.mean(0))
+        self.feature_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, D, H, W), channel -1 the tumor mask -> logits (B,).
@@ -88,6 +121,9 @@ class TumorDiscriminator(nn.Module):
             m = nn.functional.adaptive_avg_pool3d(mask, h.shape[2:])  # tumor fraction per feature voxel
             pooled.append((h * m).sum((2, 3, 4)) / m.sum((2, 3, 4)).clamp_min(1e-3))
         pooled.append(h.mean((2, 3, 4)))
+        if self.feature_mlp is not None:
+            f = (crop_features(x, *self.config["hu_window"]) - self.feature_mean) / self.feature_std
+            pooled.append(self.feature_mlp(f.clamp(-8, 8).to(h.dtype)))
         return self.head(self.drop(torch.cat(pooled, dim=1))).squeeze(1)
 
     @torch.no_grad()

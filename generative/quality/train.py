@@ -501,7 +501,8 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
     accelerator.print(f"discriminator data: {data.describe()}")
 
     # 3. model and optimizer
-    model = TumorDiscriminator(**asdict(cfg.model))
+    model = TumorDiscriminator(**asdict(cfg.model), hu_window=(cfg.crop.hu_min, cfg.crop.hu_max))
+    model.set_feature_stats(data.x_tr)  # the radiomic features' scale (a no-op without them)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     model, opt, loader = accelerator.prepare(model, opt, loader)
 

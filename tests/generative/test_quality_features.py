@@ -1,0 +1,96 @@
+"""Radiomic features of tumor crops (generative.quality.features) and the discriminator that uses them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from generative.quality.discriminator import TumorDiscriminator
+from generative.quality.features import FEATURE_NAMES, N_FEATURES, crop_features
+
+S = 24
+LO, HI = -175.0, 250.0
+
+
+def _crop(tumor_hu: float = 20.0, organ_hu: float = 60.0, noise: float = 10.0, radius: float = 5.0,
+          seed: int = 0, mask: np.ndarray | None = None) -> torch.Tensor:
+    """(1, 2, S, S, S): an organ of ``organ_hu`` with Gaussian noise, a sphere tumor of ``tumor_hu``."""
+    rng = np.random.default_rng(seed)
+    g = np.indices((S, S, S)) - (S - 1) / 2
+    m = (np.sqrt((g ** 2).sum(0)) <= radius) if mask is None else mask
+    hu = np.where(m, tumor_hu, organ_hu) + rng.normal(0, noise, (S, S, S))
+    x = np.stack([(np.clip(hu, LO, HI) - LO) / (HI - LO), m.astype(np.float32)])
+    return torch.from_numpy(x[None].astype(np.float32))
+
+
+def _f(x: torch.Tensor) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, crop_features(x, LO, HI)[0].tolist()))
+
+
+def test_contrast_and_size_of_a_known_sphere():
+    f = _f(_crop(tumor_hu=0.0, organ_hu=60.0, noise=5.0, radius=5.0))
+    assert f["contrast"] == pytest.approx(-0.60, abs=0.03)  # units of 100 HU
+    assert f["tumor_sd"] == pytest.approx(0.05, abs=0.015)
+    assert f["low_fraction"] == pytest.approx(1.0, abs=0.02)  # 40 HU below the surroundings: (60 HU below): every voxel
+    n = int(_crop(radius=5.0)[0, 1].sum())
+    assert f["log_voxels"] == pytest.approx(np.log1p(n), rel=1e-5)
+    assert 0.4 < f["box_fill"] < 0.65  # a sphere fills about pi/6 of its box
+    assert f["far_fat"] == 0.0 and f["far_bright"] == 0.0
+
+
+def test_features_follow_the_contrast_phase():
+    """The same tumor in a background 80 HU brighter (another phase) has the same relative features."""
+    a = crop_features(_crop(tumor_hu=20.0, organ_hu=60.0), LO, HI)
+    b = crop_features(_crop(tumor_hu=100.0, organ_hu=140.0), LO, HI)
+    keep = [FEATURE_NAMES.index(k) for k in ("contrast", "tumor_sd", "hf_ratio", "rim", "near_step", "box_fill")]
+    assert torch.allclose(a[0, keep], b[0, keep], atol=1e-3)
+
+
+def test_broken_tumors_move_the_features_that_name_them():
+    good = _f(_crop(noise=10.0))
+    flat = _f(_crop(noise=0.0))
+    x = _crop(noise=10.0)  # scanner noise around, a flat fill inside (an over-smoothed generator)
+    m = x[:, 1:2] > 0.5
+    x[:, :1] = torch.where(m, torch.full_like(x[:, :1], (20.0 - LO) / (HI - LO)), x[:, :1])
+    smooth = _f(x)
+    assert smooth["hf_ratio"] < good["hf_ratio"] - 2.0 and smooth["tumor_sd"] < 0.01
+    assert flat["tumor_hf"] < 1e-4
+    assert abs(good["hf_ratio"]) < 0.3  # the same noise inside and out
+    noisy = _f(_crop(noise=60.0))
+    assert noisy["tumor_sd"] > 3 * good["tumor_sd"]
+    box = np.zeros((S, S, S), bool)
+    box[8:16, 9:15, 7:17] = True
+    assert _f(_crop(mask=box))["box_fill"] == pytest.approx(1.0)
+    fat = _f(_crop(organ_hu=-100.0))
+    assert fat["far_fat"] > 0.99
+
+
+def test_empty_mask_gives_zeros_and_batches_are_independent():
+    x = torch.cat([_crop(seed=1), _crop(seed=2)])
+    x[1, 1] = 0
+    f = crop_features(x, LO, HI)
+    assert f.shape == (2, N_FEATURES) and torch.isfinite(f).all()
+    assert torch.equal(f[1], torch.zeros(N_FEATURES))
+    assert torch.allclose(f[0], crop_features(x[:1], LO, HI)[0])
+
+
+def test_discriminator_with_features_saves_its_scale_and_old_folders_load(tmp_path):
+    torch.manual_seed(0)
+    net = TumorDiscriminator(channels=[4, 8], features=True, hu_window=(LO, HI))
+    x = torch.cat([_crop(seed=i, tumor_hu=20.0 + 10 * i) for i in range(4)])
+    net.set_feature_stats(x)
+    assert not torch.equal(net.feature_mean, torch.zeros(N_FEATURES))
+    net.save_pretrained(tmp_path / "m")
+    back = TumorDiscriminator.from_pretrained(tmp_path / "m")
+    assert back.config["features"] and torch.equal(back.feature_std, net.feature_std)
+    assert torch.allclose(back.predict_proba(x), net.eval().predict_proba(x))
+    # the features reach the output: the same CNN input with another feature scale scores differently
+    back.feature_mean += 1.0
+    assert not torch.allclose(back.predict_proba(x), net.predict_proba(x))
+    # a folder written before the features existed (no "features" in its kwargs) loads as a CNN only
+    old = TumorDiscriminator(channels=[4, 8])
+    old.config = {k: v for k, v in old.config.items() if k not in ("features", "feature_hidden", "hu_window")}
+    old.save_pretrained(tmp_path / "old")
+    o = TumorDiscriminator.from_pretrained(tmp_path / "old")
+    assert o.feature_mlp is None and o.predict_proba(x).shape == (4,)
