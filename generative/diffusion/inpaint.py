@@ -4,9 +4,13 @@ For one tumor: take a ROI around the tumor mask (``roi_size`` voxels at the
 model's spacing), resample it to the model grid if the CT's spacing differs,
 condition on the ROI's anatomy (organ one-hots + the new tumor + the CT with
 the tumor neighbourhood masked out), generate, and blend the result back with a
-feathered weight that is 1 on the inpainted region and falls to 0 within
-``feather_mm`` mm. Voxels outside the ROI, and inside it where the weight is 0,
-are bit-identical to the input; the label map gains the lesion class exactly on
+feathered weight: by default (``blend: tumor``) 1 on the tumor and ``blend_mm`` around it,
+falling to 0 at twice that, so the organ around the tumor stays the real scan (``blend:
+region``: 1 on the whole inpainted region, falling to 0 within ``feather_mm`` mm). With
+``texture: scanner`` the generated voxels keep the decoder's low frequencies and take the
+scan's own noise texture from a patch of the same organ (the autoencoder smooths the noise
+away; a tumor without it is both unlike real ones and an easy cue for the quality filter).
+Voxels outside the ROI, and inside it where the weight is 0, are bit-identical to the input; the label map gains the lesion class exactly on
 the tumor mask, which placement keeps inside the organ.
 
 :class:`DiffusionSynthesizer` wraps this behind the
@@ -68,6 +72,48 @@ def feather_weight(region: np.ndarray, spacing, feather_mm: float) -> np.ndarray
     return np.clip(1.0 - d / feather_mm, 0.0, 1.0).astype(np.float32)
 
 
+def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor: np.ndarray, spacing,
+                    sigma_mm: float, rng: np.random.Generator, tries: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
+    """``gen`` (HU) on ``where``: its low frequencies plus the high frequencies of ``real`` (the same ROI of
+    the real scan) taken from a shifted copy of ``where`` that lies in ``donor`` (the organ away from the
+    tumor; eroded by 2 voxels so no organ edge is copied). Low/high split: a Gaussian of ``sigma_mm``.
+
+    The shift is the best of ``tries`` random ones (the first that lies 98 % in the donor); the voxels
+    that land outside it take residuals drawn at random from the donor. Returns (new gen, info); with no
+    donor voxel at all the texture is left as generated (info says so). Deterministic given ``rng``.
+    """
+    sig = float(sigma_mm) / np.asarray(spacing, float)
+    ok = ndimage.binary_erosion(donor, iterations=2)
+    info: dict[str, Any] = {"texture": "scanner", "sigma_mm": float(sigma_mm)}
+    if not ok.any() or not where.any():
+        return gen, {**info, "texture": "generated", "why": "no organ voxels away from the tumor to take texture from"}
+    low = ndimage.gaussian_filter(gen.astype(np.float32), sig)
+    resid = real.astype(np.float32) - ndimage.gaussian_filter(real.astype(np.float32), sig)
+    idx = np.argwhere(where)
+    lo, hi, shape = idx.min(0), idx.max(0), np.array(where.shape)
+    best, best_frac = None, -1.0
+    for _ in range(tries):
+        shift = rng.integers(-lo, shape - hi)
+        if not shift.any():
+            continue
+        frac = float(ok[tuple((idx + shift).T)].mean())
+        if frac > best_frac:
+            best, best_frac = shift, frac
+        if frac >= 0.98:
+            break
+    pool = resid[ok]
+    if best is None:
+        vals, inside = rng.choice(pool, len(idx)), np.zeros(len(idx), bool)
+    else:
+        src = tuple((idx + best).T)
+        vals, inside = resid[src].copy(), ok[src]
+        vals[~inside] = rng.choice(pool, int((~inside).sum()))
+    out = gen.astype(np.float32).copy()
+    out[tuple(idx.T)] = low[tuple(idx.T)] + vals
+    return out, {**info, "donor_shift": None if best is None else [int(v) for v in best],
+                 "donor_fraction": round(float(inside.mean()), 3)}
+
+
 def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
                   tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings,
                   allowed: np.ndarray | None = None,
@@ -113,7 +159,16 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
-    w = feather_weight(region, spacing, settings.feather_mm)
+    if settings.blend == "tumor":
+        keep = ndimage.distance_transform_edt(~tum_roi, sampling=spacing) <= settings.blend_mm
+        w = feather_weight(keep, spacing, settings.blend_mm)
+    else:
+        w = feather_weight(region, spacing, settings.feather_mm)
+    tex: dict[str, Any] = {"texture": "generated"}
+    if settings.texture == "scanner":
+        organ_roi = allowed[box] if allowed is not None else lab_roi > 0
+        gen_hu, tex = scanner_texture(gen_hu, ct_roi, w > 0, organ_roi & ~(w > 0) & ~region, spacing,
+                                      settings.texture_sigma_mm, np.random.default_rng([int(seed), 31]))
     if allowed is not None:
         w = w * (allowed[box] | tum_roi)  # nothing outside the organ (and the tumor) changes
     out_ct, out_lab = ct_hu.copy(), label.copy()
@@ -121,7 +176,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     out_ct[box] = np.where(w > 0, w * gen_hu + (1 - w) * roi, roi).astype(np.float32)
     out_lab[tumor] = lesion_label
     info = {"roi": [[s.start for s in box], [s.stop for s in box]], "model_grid": m.tolist(), "seed": int(seed),
-            "sampler": settings.sampler, "steps": settings.steps, "seconds": round(time.time() - t0, 3)}
+            "sampler": settings.sampler, "steps": settings.steps, "blend": settings.blend, **tex,
+            "seconds": round(time.time() - t0, 3)}
     return out_ct, out_lab, info
 
 

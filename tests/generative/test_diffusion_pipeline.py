@@ -113,6 +113,51 @@ def test_inpainting_changes_only_the_roi_and_labels_only_inside_the_organ(pipe, 
     assert np.array_equal(again.ct, res.ct) and np.array_equal(again.label, res.label)
 
 
+def test_tumor_blend_keeps_the_real_scan_beyond_the_band_and_region_blend_replaces_the_halo(pipe):
+    from scipy import ndimage
+
+    healthy = toy_abdomen_case("h", shape=(40, 36, 32), spacing=1.5, seed=5, tumor=False)
+    spec, kw = TumorSpec(organ="liver", size="tiny"), {"steps": 2, "roi_size": [32, 32, 32], "margin_mm": 1.5}
+    tum = DiffusionSynthesizer(pipe, InpaintSettings(**kw, blend="tumor", blend_mm=1.5))(
+        healthy.ct, healthy.label, healthy.spacing, spec, np.random.default_rng(0))
+    reg = DiffusionSynthesizer(pipe, InpaintSettings(**kw, blend="region", texture="generated"))(
+        healthy.ct, healthy.label, healthy.spacing, spec, np.random.default_rng(0))
+    lesion = L.NAME_TO_INDEX["liver_lesion"]
+    assert np.array_equal(tum.label, reg.label)  # the same tumor mask either way
+    d = ndimage.distance_transform_edt(tum.label != lesion, sampling=healthy.spacing)
+    far = d > 3.0 + 1e-6  # beyond twice blend_mm: the real scan, bit for bit
+    assert np.array_equal(tum.ct[far], healthy.ct[far])
+    halo = (d > 3.0) & (d <= 6.0) & (healthy.label == L.NAME_TO_INDEX["liver"])
+    assert halo.any() and not np.array_equal(reg.ct[halo], healthy.ct[halo])  # region blend: the decoded halo
+    info = tum.info["tumors"][0]
+    assert info["blend"] == "tumor" and info["texture"] == "scanner" and 0 <= info["donor_fraction"] <= 1
+
+
+def test_scanner_texture_takes_the_scans_noise_and_keeps_the_generated_low_frequencies():
+    from scipy import ndimage
+
+    from generative.diffusion.inpaint import scanner_texture
+
+    rng = np.random.default_rng(0)
+    shape, sp = (40, 40, 40), (1.5, 1.5, 1.5)
+    real = (60.0 + 12.0 * rng.standard_normal(shape)).astype(np.float32)  # an organ with scanner noise
+    g = np.indices(shape) - 20
+    where = np.sqrt((g ** 2).sum(0)) <= 5
+    gen = np.where(where, 20.0, 60.0).astype(np.float32)  # a smooth generated tumor: no noise
+    donor = ~ndimage.binary_dilation(where, iterations=3)
+    out, info = scanner_texture(gen, real, where, donor, sp, 1.0, np.random.default_rng(1))
+    hp = lambda v: v - ndimage.gaussian_filter(v, 1.0 / 1.5)  # noqa: E731
+    core = ndimage.binary_erosion(where, iterations=2)
+    assert np.std(hp(out)[core]) == pytest.approx(np.std(hp(real)[core]), rel=0.25)  # the scan's noise level
+    assert np.mean(out[core]) == pytest.approx(20.0, abs=3.0)  # the generated tumor's HU
+    assert np.array_equal(out[~where], gen[~where])  # nothing else changes
+    assert info["donor_fraction"] > 0.95 and info["donor_shift"] is not None
+    again, _ = scanner_texture(gen, real, where, donor, sp, 1.0, np.random.default_rng(1))
+    assert np.array_equal(out, again)
+    same, why = scanner_texture(gen, real, where, np.zeros(shape, bool), sp, 1.0, np.random.default_rng(1))
+    assert np.array_equal(same, gen) and why["texture"] == "generated" and "no organ voxels" in why["why"]
+
+
 def test_inpainting_needs_an_inpainting_controlnet():
     torch.manual_seed(0)
     cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml")
