@@ -48,7 +48,21 @@ N_FEATURES = len(FEATURE_NAMES)
 
 
 def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
-    return F.max_pool3d(m, 2 * r + 1, stride=1, padding=r) if r > 0 else m
+    """Box (Chebyshev) dilation of a binary (B, 1, D, H, W) mask by ``r`` voxels: per axis, a moving
+    window count from a cumulative sum (exact for 0/1 masks, and several times faster on a CPU than
+    max-pooling)."""
+    if r <= 0:
+        return m
+    out = m
+    for ax in (2, 3, 4):
+        n = out.shape[ax]
+        c = out.cumsum(ax)
+        head = list(c.shape)
+        head[ax] = r + 1
+        tail = [s if i != ax else r for i, s in enumerate(c.shape)]
+        c = torch.cat([c.new_zeros(head), c, c.narrow(ax, n - 1, 1).expand(*tail)], ax)
+        out = c.narrow(ax, 2 * r + 1, n) - c.narrow(ax, 0, n)  # the count in [i - r, i + r]
+    return (out > 0.5).to(m.dtype)
 
 
 def _erode(m: torch.Tensor, r: int) -> torch.Tensor:

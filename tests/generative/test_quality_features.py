@@ -94,3 +94,19 @@ def test_discriminator_with_features_saves_its_scale_and_old_folders_load(tmp_pa
     old.save_pretrained(tmp_path / "old")
     o = TumorDiscriminator.from_pretrained(tmp_path / "old")
     assert o.feature_mlp is None and o.predict_proba(x).shape == (4,)
+
+
+@pytest.mark.parametrize("r", [1, 2, 6])
+def test_box_dilation_matches_scipy(r):
+    from scipy import ndimage
+
+    from generative.quality.features import _dilate, _erode
+
+    m = np.random.default_rng(r).random((2, 1, 20, 18, 16)) > 0.97
+    want = np.stack([ndimage.binary_dilation(v[0], np.ones((3, 3, 3)), iterations=r)[None] for v in m])
+    got = _dilate(torch.from_numpy(m.astype(np.float32)), r).numpy() > 0.5
+    assert np.array_equal(got, want)
+    full = np.ones((1, 1, 9, 9, 9), np.float32)
+    full[0, 0, 4, 4, 4] = 0  # eroding around one hole removes its 3x3x3 neighbourhood
+    e = _erode(torch.from_numpy(full), 1).numpy()
+    assert e.sum() == 9 ** 3 - 27
