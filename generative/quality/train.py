@@ -181,6 +181,8 @@ class DiscriminatorData:
     select: torch.Tensor | None = None
     #: held-out real patients early stopping saw (not used to calibrate or check)
     selection_groups: list[str] = field(default_factory=list)
+    #: the real patients trained on (``tumorgen filter calibrate`` refuses them)
+    train_groups: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         n_neg, n_hard = float((1 - self.y_tr).sum()), float(self.hard_tr.sum())
@@ -309,7 +311,8 @@ def split_by_patient(crops: TumorCrops, tc, hu_bounds: dict, failed_cases: dict)
                              x_va=x[val], y_va=y[val], val_infos=val_infos,
                              val_groups=sorted(set(groups[val].tolist())), hu_bounds=hu_bounds,
                              failed_cases=failed_cases, x_pr=x[probe], pr_infos=pr_infos, select=select,
-                             selection_groups=sorted(sel_groups))
+                             selection_groups=sorted(sel_groups),
+                             train_groups=sorted(g for g in set(groups[train].tolist()) if g.startswith("real:")))
 
 
 def load_data(real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | None, Path]], cfg: FilterConfig,
@@ -473,6 +476,7 @@ def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: 
                                              "n_train": int(len(data.y_tr)), "n_val": int(len(data.y_va)),
                                              "n_hard_negatives": int(float(data.hard_tr.sum())),
                                              "n_probe_eval": len(data.pr_infos),
+                                             "train_groups": data.train_groups,
                                              "failed_cases": data.failed_cases})
     save_config(cfg, out_dir / "filter.yaml")
 

@@ -253,3 +253,34 @@ def test_named_sources_and_probe_negatives_report_per_generator_auc(world, tmp_p
     assert all(r["n_check"] == len(cal["check_real_scores"]) for r in cal["alpha_checks"])
     log = json.loads((m / "train_log.json").read_text())
     assert [c["name"] for c in log["synthetic_cohorts"]] == ["toy_noise_b", "toy_noise_a"]
+
+
+def test_calibrate_on_unseen_real_cases_and_refuse_training_ones(world, tmp_path, capsys):
+    import shutil
+
+    from tumorgen.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(world["model"], model)
+    before = json.loads((model / "calibration.json").read_text())
+    held = write_toy_lesion_cohort(tmp_path / "held", 8, "real", seed=21, prefix="held")
+    (held / "held_007" / "ct.nii.gz").write_bytes(b"not a nifti")  # one broken case: reported, the rest calibrate
+    rc = main(["filter", "calibrate", "--model", str(model), "--real", str(held), "--config", str(TINY),
+               "--check-fraction", "0.5"])
+    out = capsys.readouterr().err
+    assert rc == 1 and "held_007" in out, out
+    cal = json.loads((model / "calibration.json").read_text())
+    src = cal["calibration_source"]
+    assert src["n_cases"] == 7 and src["n_reference"] + src["n_check"] == 7 and src["n_check"] >= 1
+    assert cal["training_calibration_real_scores"] == before["calibration_real_scores"]
+    # the reference is the case score (worst tumor) of each reference patient, as the filter decides cases
+    scores = {s.case_id: s.score for s in score_cohort(model, held, world["cfg"])}
+    ref = sorted(c["score"] for c in src["cases"] if not c["check"])
+    assert sorted(cal["calibration_real_scores"]) == pytest.approx(ref)
+    assert ref == pytest.approx(sorted(scores[c["case_id"]] for c in src["cases"] if not c["check"]))
+    assert [r["alpha"] for r in cal["alpha_checks"]] == world["cfg"].train.alpha_checks
+    assert all(r["n_check"] == src["n_check"] for r in cal["alpha_checks"])
+    # the training cohort holds patients the model was trained on: refused, calibration.json unchanged
+    rc = main(["filter", "calibrate", "--model", str(model), "--real", str(world["real"]), "--config", str(TINY)])
+    assert rc == 2 and "were used to train" in capsys.readouterr().err
+    assert json.loads((model / "calibration.json").read_text()) == cal

@@ -60,6 +60,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, type=Path, help="discriminator folder to write")
     t.set_defaults(func=run_train)
 
+    c = fs.add_parser("calibrate", help="set the calibrated cutoff from real tumor cases the model never saw "
+                                        "(rewrites <model>/calibration.json)")
+    _common(c)
+    c.add_argument("--real", nargs="+", required=True, type=Path,
+                   help="cohort(s) of real tumor cases held out from training (e.g. this site's own)")
+    c.add_argument("--check-fraction", type=float, default=0.5,
+                   help="share of the given patients kept out of the reference to check the promised "
+                        "false-reject rate at train.alpha_checks (0: all calibrate, nothing checked; default 0.5)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the reference/check split")
+    c.set_defaults(func=run_calibrate)
+
     s = fs.add_parser("score", help="score every tumor and case of a cohort -> <out>/scores.jsonl")
     _common(s)
     _segmentor_opt(s)
@@ -129,6 +140,30 @@ def _scores(args, cfg, seg=None):
     report = BatchReport()
     return score_cohort(args.model, args.cohort, cfg, seg, Path(args.out) / SCORES_NAME, report,
                         gate_validation=getattr(args, "gate_validation", None)), report
+
+
+def run_calibrate(args) -> int:
+    from cohort.errors import BatchReport
+    from generative.quality.calibrate import calibrate
+
+    if not 0 <= args.check_fraction < 1:
+        console.print(f"[red]error[/red] --check-fraction must be in [0, 1), got {args.check_fraction}")
+        return 2
+    report = BatchReport()
+    try:
+        cal = calibrate(args.model, args.real, _config(args), args.check_fraction, args.seed, report)
+    except _errors() as e:
+        console.print(f"[red]error[/red] {e}")
+        return 2
+    src = cal["calibration_source"]
+    console.print(f"calibrated on {src['n_reference']} real cases ({src['n_check']} kept to check) -> "
+                  f"{Path(args.model) / 'calibration.json'}")
+    for r in cal["alpha_checks"]:
+        lo, hi = r["ci"]
+        console.print(f"  alpha {r['alpha']:.2f}: cutoff {r['cutoff']:.3f}, false rejects on the check patients "
+                      f"{100 * r['false_reject']:.0f} % (95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), "
+                      f"{'holds' if r['holds'] else 'DOES NOT HOLD'}")
+    return report_exit(report)
 
 
 def run_score(args) -> int:
