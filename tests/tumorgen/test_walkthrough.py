@@ -2,7 +2,7 @@
 
 A tiny folder in the MSD layout (Task03_Liver's labels: 1 liver, 2 cancer) goes through every step
 of the walkthrough by ``tumorgen.cli.main``: cohort info, the three generator stages, sample,
-filter train/score/apply/audit and export nnunet, then nnU-Net's own integrity check. The
+filter train/calibrate/score/apply/audit and export nnunet, then nnU-Net's own integrity check. The
 walkthrough's commands are checked against the parsers: every ``tumorgen`` line parses, names a
 subcommand this test runs, and every step this test runs is in the walkthrough.
 """
@@ -31,7 +31,7 @@ TINY_FILTER = config_dir() / "generative" / "filter_tiny.yaml"
 LIVER, LESION = L.NAME_TO_INDEX["liver"], L.NAME_TO_INDEX["liver_lesion"]
 
 #: the tumorgen steps of the walkthrough, in order (subcommand words)
-STEPS = [("cohort", "info"), ("train",), ("sample",), ("filter", "train"), ("filter", "score"),
+STEPS = [("cohort", "info"), ("train",), ("sample",), ("filter", "train"), ("filter", "calibrate"), ("filter", "score"),
          ("filter", "apply"), ("filter", "audit"), ("export", "nnunet")]
 
 
@@ -151,6 +151,10 @@ def test_walkthrough_end_to_end(tmp_path, capsys):
     fset = ["--config", str(TINY_FILTER), "--set", "train.max_steps=20"]
     assert run(["filter", "train", *fset, "--real", str(real), "--synthetic", f"mine={disc}",
                  "--out", str(f / "discriminator")]) == 0
+    held = write_msd(tmp_path / "my_liver_heldout", [toy_abdomen_case(f"held_{i}", seed=40 + i) for i in range(2)])
+    assert run(["filter", "calibrate", *fset, "--model", str(f / "discriminator"), "--real", str(held)]) == 0
+    cal = json.loads((f / "discriminator" / "calibration.json").read_text())
+    assert cal["calibration_source"]["n_cases"] == 2 and cal["calibration_source"]["n_check"] == 1
     assert run(["filter", "score", *fset, "--model", str(f / "discriminator"), "--cohort", str(syn),
                  "--out", str(f / "scores")]) == 0
     assert run(["filter", "apply", *fset, "--model", str(f / "discriminator"), "--scores", str(f / "scores"),
