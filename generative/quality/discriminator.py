@@ -26,7 +26,7 @@ from torch import nn
 from cohort import saved
 from cohort.errors import CohortError
 from generative.quality.crops import CropConfig
-from generative.quality.features import N_FEATURES, crop_features
+from generative.quality.features import FEATURE_NAMES, FEATURE_NAMES_V1, crop_features
 
 CONFIG_NAME = saved.CONFIG_NAME
 #: model_type in config.json (cohort.saved)
@@ -68,11 +68,14 @@ class TumorDiscriminator(nn.Module):
     def __init__(self, in_channels: int = 2, channels: list[int] | tuple[int, ...] = (16, 32, 64),
                  norm: Literal["batch", "instance", "none"] = "batch", dropout: float = 0.2,
                  features: bool = False, feature_hidden: int = 32,
-                 hu_window: tuple[float, float] | list[float] = (-175.0, 250.0)):
+                 hu_window: tuple[float, float] | list[float] = (-175.0, 250.0),
+                 feature_names: tuple[str, ...] | list[str] | None = None):
         super().__init__()
         self.config = {"in_channels": int(in_channels), "channels": [int(c) for c in channels],
                        "norm": str(norm), "dropout": float(dropout), "features": bool(features),
                        "feature_hidden": int(feature_hidden), "hu_window": [float(v) for v in hu_window]}
+        if features:  # the features it was trained on, by name: a later feature list leaves saved models as they were
+            self.config["feature_names"] = list(feature_names or FEATURE_NAMES)
         norm_arg = None if norm in ("none", "", None) else norm
         layers: list[nn.Module] = [Convolution(3, in_channels, channels[0], strides=1, kernel_size=3,
                                                act=("leakyrelu", {"negative_slope": 0.2}), norm=norm_arg)]
@@ -87,9 +90,10 @@ class TumorDiscriminator(nn.Module):
         n_head = channels[0] + sum(channels) + prev
         self.feature_mlp: nn.Module | None = None
         if features:
-            self.register_buffer("feature_mean", torch.zeros(N_FEATURES))
-            self.register_buffer("feature_std", torch.ones(N_FEATURES))
-            self.feature_mlp = nn.Sequential(nn.Linear(N_FEATURES, feature_hidden), nn.LeakyReLU(0.1),
+            nf = len(self.config["feature_names"])
+            self.register_buffer("feature_mean", torch.zeros(nf))
+            self.register_buffer("feature_std", torch.ones(nf))
+            self.feature_mlp = nn.Sequential(nn.Linear(nf, feature_hidden), nn.LeakyReLU(0.1),
                                              nn.Linear(feature_hidden, feature_hidden), nn.LeakyReLU(0.1))
             n_head += feature_hidden
         self.head = nn.Linear(n_head, 1)
@@ -100,7 +104,7 @@ class TumorDiscriminator(nn.Module):
         (the training crops; stored in the weights so scoring uses the same scale)."""
         if self.feature_mlp is None or len(x) == 0:
             return
-        f = torch.cat([crop_features(x[i:i + batch_size].float(), *self.config["hu_window"])
+        f = torch.cat([crop_features(x[i:i + batch_size].float(), *self.config["hu_window"], self.config["feature_names"])
                        for i in range(0, len(x), batch_size)])
         self.feature_mean.copy_(f.mean(0))
         self.feature_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
@@ -122,7 +126,7 @@ class TumorDiscriminator(nn.Module):
             pooled.append((h * m).sum((2, 3, 4)) / m.sum((2, 3, 4)).clamp_min(1e-3))
         pooled.append(h.mean((2, 3, 4)))
         if self.feature_mlp is not None:
-            f = (crop_features(x, *self.config["hu_window"]) - self.feature_mean) / self.feature_std
+            f = (crop_features(x, *self.config["hu_window"], self.config["feature_names"]) - self.feature_mean) / self.feature_std
             pooled.append(self.feature_mlp(f.clamp(-8, 8).to(h.dtype)))
         return self.head(self.drop(torch.cat(pooled, dim=1))).squeeze(1)
 
@@ -156,7 +160,10 @@ class TumorDiscriminator(nn.Module):
         weights = model_dir / WEIGHTS_NAME
         if not weights.exists():
             raise CohortError(weights, "discriminator weights missing (expected model.safetensors beside config.json)")
-        model = cls(**cfg["kwargs"])
+        kw = dict(cfg["kwargs"])
+        if kw.get("features") and "feature_names" not in kw:
+            kw["feature_names"] = list(FEATURE_NAMES_V1)  # saved before the names were
+        model = cls(**kw)
         try:
             model.load_state_dict(saved.load_weights(model_dir, str(map_location)))
         except RuntimeError as e:

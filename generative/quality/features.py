@@ -25,6 +25,8 @@ Each feature is a soft-tissue quantity in units of 100 HU (or a fraction, or a l
 - ``rim``: ring mean minus core mean (rim enhancement).
 - ``near_step``: near-shell mean minus far-shell mean: a pasted patch shows up as a step
   outside the tumor.
+- ``far_step``: far-shell mean minus the mean 8 to 12 voxels out (median-free, so read with ``far_sd``):
+  a pasted box larger than the tumor ends there.
 - ``far_grad``: mean gradient magnitude in the far shell over the near shell's (a seam is a
   straight edge in the surroundings).
 - ``low_fraction`` / ``high_fraction``: tumor voxels more than 40 HU below / above the far shell.
@@ -41,10 +43,12 @@ import torch.nn.functional as F
 
 FEATURE_NAMES: tuple[str, ...] = (
     "contrast", "tumor_sd", "far_sd", "tumor_hf", "far_hf", "hf_ratio", "edge", "edge_raw", "rim",
-    "near_step", "far_grad", "low_fraction", "high_fraction", "far_fat", "far_bright", "log_voxels",
+    "near_step", "far_step", "far_grad", "low_fraction", "high_fraction", "far_fat", "far_bright", "log_voxels",
     "box_fill", "surface",
 )
 N_FEATURES = len(FEATURE_NAMES)
+#: the first list (session 5, before ``far_step``): discriminators saved with features but no names have these
+FEATURE_NAMES_V1: tuple[str, ...] = tuple(k for k in FEATURE_NAMES if k != "far_step")
 
 
 def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
@@ -104,8 +108,10 @@ def _bbox_fill(m: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0) -> torch.Tensor:
-    """(B, 2, S, S, S) crops -> (B, N_FEATURES) float32 features in the order of :data:`FEATURE_NAMES`.
+def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0,
+                  names: tuple[str, ...] | list[str] = FEATURE_NAMES) -> torch.Tensor:
+    """(B, 2, S, S, S) crops -> (B, len(names)) float32 features in the order of ``names`` (default
+    :data:`FEATURE_NAMES`; a saved model asks for the ones it was trained with).
 
     Channel 0 is the CT scaled from [hu_min, hu_max] to [0, 1], channel 1 the tumor mask.
     A crop with an empty mask gets zeros for the tumor's features (it cannot be judged).
@@ -114,7 +120,7 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
     hu = x[:, :1] * (hu_max - hu_min) + hu_min
     v = hu / 100.0
     m = (x[:, 1:2] > 0.5).float()
-    d1, d2, d6 = _dilate(m, 1), _dilate(m, 2), _dilate(m, 6)
+    d1, d2, d6, d8, d12 = _dilate(m, 1), _dilate(m, 2), _dilate(m, 6), _dilate(m, 8), _dilate(m, 12)
     core = _erode(m, 1)
     core = torch.where(core.sum((1, 2, 3, 4), keepdim=True) > 0, core, m)
     ring = m - core
@@ -139,6 +145,7 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
         "edge_raw": edge_raw,
         "rim": _mean(v, ring) - _mean(v, core),
         "near_step": _mean(v, near) - f_mean,
+        "far_step": f_mean - _mean(v, d12 - d8),
         "far_grad": torch.log((_mean(grad, far) + 0.01) / (_mean(grad, near) + 0.01)),
         "low_fraction": _mean((v < f_mean.view(-1, 1, 1, 1, 1) - 0.4).float(), m),
         "high_fraction": _mean((v > f_mean.view(-1, 1, 1, 1, 1) + 0.4).float(), m),
@@ -148,6 +155,9 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
         "box_fill": _bbox_fill(m),
         "surface": band.sum((1, 2, 3, 4)) / m.sum((1, 2, 3, 4)).clamp_min(1.0) ** (2 / 3),
     }
-    out = torch.stack([f[k] for k in FEATURE_NAMES], dim=1)
+    unknown = [k for k in names if k not in f]
+    if unknown:
+        raise ValueError(f"unknown crop feature(s) {unknown}; known: {list(FEATURE_NAMES)}")
+    out = torch.stack([f[k] for k in names], dim=1)
     empty = m.sum((1, 2, 3, 4)) == 0
     return torch.where(empty.view(-1, 1), torch.zeros_like(out), out)

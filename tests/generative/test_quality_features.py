@@ -37,6 +37,7 @@ def test_contrast_and_size_of_a_known_sphere():
     assert f["log_voxels"] == pytest.approx(np.log1p(n), rel=1e-5)
     assert 0.4 < f["box_fill"] < 0.65  # a sphere fills about pi/6 of its box
     assert f["far_fat"] == 0.0 and f["far_bright"] == 0.0
+    assert abs(f["far_step"]) < 0.05 and abs(f["near_step"]) < 0.05  # one organ all around
 
 
 def test_features_follow_the_contrast_phase():
@@ -64,6 +65,10 @@ def test_broken_tumors_move_the_features_that_name_them():
     assert _f(_crop(mask=box))["box_fill"] == pytest.approx(1.0)
     fat = _f(_crop(organ_hu=-100.0))
     assert fat["far_fat"] > 0.99
+    seam = _crop(noise=10.0, radius=3.0)  # a patch 60 HU brighter, 7 voxels a side beyond the tumor's centre
+    c = (S - 1) // 2
+    seam[:, 0, c - 7:c + 9, c - 7:c + 9, c - 7:c + 9] += 60.0 / (HI - LO)
+    assert _f(seam)["far_step"] > 0.3 and abs(_f(_crop(noise=10.0, radius=3.0))["far_step"]) < 0.05
 
 
 def test_empty_mask_gives_zeros_and_batches_are_independent():
@@ -94,6 +99,16 @@ def test_discriminator_with_features_saves_its_scale_and_old_folders_load(tmp_pa
     old.save_pretrained(tmp_path / "old")
     o = TumorDiscriminator.from_pretrained(tmp_path / "old")
     assert o.feature_mlp is None and o.predict_proba(x).shape == (4,)
+    # one saved with features before their names were stored computes the first list's features
+    from generative.quality.features import FEATURE_NAMES_V1
+
+    v1 = TumorDiscriminator(channels=[4, 8], features=True, feature_names=FEATURE_NAMES_V1)
+    v1.config.pop("feature_names")
+    v1.save_pretrained(tmp_path / "v1")
+    back1 = TumorDiscriminator.from_pretrained(tmp_path / "v1")
+    assert back1.config["feature_names"] == list(FEATURE_NAMES_V1) and back1.predict_proba(x).shape == (4,)
+    with pytest.raises(ValueError, match="unknown crop feature"):
+        crop_features(x, LO, HI, ["contrast", "nope"])
 
 
 @pytest.mark.parametrize("r", [1, 2, 6])
