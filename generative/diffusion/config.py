@@ -192,16 +192,17 @@ class InpaintSettings:
     steps: int = bounded(30, ge=1)
     roi_size: list[int] = field(default_factory=lambda: [64, 64, 64])  # voxels at the model's spacing
     feather_mm: float = bounded(3.0, ge=0)  # width of the blend from generated to original CT (blend: region)
-    #: what of the generated ROI replaces the CT: "tumor" keeps the real scan up to ``blend_mm`` from the
-    #: tumor (feathered to 0 at twice that), so the organ around it keeps its own texture and the tumor's
-    #: edge is drawn against real tissue; "region" (before session 5) the whole inpainted region (the tumor
-    #: dilated by the model's inpaint_margin_mm) feathered over ``feather_mm``, the autoencoder-smoothed halo
-    blend: Literal["tumor", "region"] = "tumor"
+    #: what of the generated ROI replaces the CT: "region" the whole inpainted region (the tumor dilated by the
+    #: model's inpaint_margin_mm) feathered over ``feather_mm``; "tumor" keeps the real scan beyond ``blend_mm``
+    #: from the tumor (feathered to 0 at twice that), so the organ around it keeps its own texture. "tumor"
+    #: and texture "scanner" are not the default: on the phantom benchmark they made the appearance KS and the
+    #: contrast control worse (the decoded ROI is ~15 HU brighter than the scan it replaces; benchmarks/RESULTS.md)
+    blend: Literal["tumor", "region"] = "region"
     blend_mm: float = bounded(1.5, ge=0)
     #: "scanner": the generated voxels keep their low frequencies (Gaussian, ``texture_sigma_mm``) and take
     #: the high frequencies (the scanner's noise texture) of the same scan, from a patch of the same organ
     #: (:func:`generative.diffusion.inpaint.scanner_texture`); "generated": the decoder's output as is
-    texture: Literal["scanner", "generated"] = "scanner"
+    texture: Literal["scanner", "generated"] = "generated"
     texture_sigma_mm: float = bounded(1.0, gt=0)
     margin_mm: float = bounded(3.0, ge=0)  # tumor keeps this far from the organ surface and vessels
     size_mix: dict[str, float] | None = None  # used when a TumorSpec gives no size

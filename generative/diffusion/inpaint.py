@@ -4,9 +4,9 @@ For one tumor: take a ROI around the tumor mask (``roi_size`` voxels at the
 model's spacing), resample it to the model grid if the CT's spacing differs,
 condition on the ROI's anatomy (organ one-hots + the new tumor + the CT with
 the tumor neighbourhood masked out), generate, and blend the result back with a
-feathered weight: by default (``blend: tumor``) 1 on the tumor and ``blend_mm`` around it,
-falling to 0 at twice that, so the organ around the tumor stays the real scan (``blend:
-region``: 1 on the whole inpainted region, falling to 0 within ``feather_mm`` mm). With
+feathered weight: by default (``blend: region``) 1 on the whole inpainted region, falling to 0
+within ``feather_mm`` mm; ``blend: tumor`` 1 on the tumor and ``blend_mm`` around it, falling to
+0 at twice that, so the organ around the tumor stays the real scan. With
 ``texture: scanner`` the generated voxels keep the decoder's low frequencies and take the
 scan's own noise texture from a patch of the same organ (the autoencoder smooths the noise
 away; a tumor without it is both unlike real ones and an easy cue for the quality filter).

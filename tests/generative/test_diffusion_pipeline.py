@@ -118,7 +118,7 @@ def test_tumor_blend_keeps_the_real_scan_beyond_the_band_and_region_blend_replac
 
     healthy = toy_abdomen_case("h", shape=(40, 36, 32), spacing=1.5, seed=5, tumor=False)
     spec, kw = TumorSpec(organ="liver", size="tiny"), {"steps": 2, "roi_size": [32, 32, 32], "margin_mm": 1.5}
-    tum = DiffusionSynthesizer(pipe, InpaintSettings(**kw, blend="tumor", blend_mm=1.5))(
+    tum = DiffusionSynthesizer(pipe, InpaintSettings(**kw, blend="tumor", blend_mm=1.5, texture="scanner"))(
         healthy.ct, healthy.label, healthy.spacing, spec, np.random.default_rng(0))
     reg = DiffusionSynthesizer(pipe, InpaintSettings(**kw, blend="region", texture="generated"))(
         healthy.ct, healthy.label, healthy.spacing, spec, np.random.default_rng(0))
