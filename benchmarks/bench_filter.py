@@ -5,6 +5,7 @@
     python benchmarks/bench_filter.py --quick      # builds tiny phantom cohorts itself (a couple of minutes)
     python benchmarks/bench_filter.py --medium     # 40 real + 40 synthetic held-out tumor cases or more (CPU: ~20 min)
     python benchmarks/bench_filter.py --large      # 80 real training cases, 60 real + 80 synthetic held out (CPU: ~25 min)
+    python benchmarks/bench_filter.py --xlarge     # the same held-out cohorts, twice the training cases
 
 Steps: (1) cohorts (given, or built from the phantom world: real tumor cases of sites A and B, and
 rules / CA tumors synthesized into healthy phantoms with ``generative.tumors.offline.synthesize_cohort``);
@@ -43,7 +44,8 @@ ORGANS = ("liver", "pancreas", "kidney")
 #: (real train A, real train B, real held-out A, B, healthy train A, B, healthy held-out A, B), spacing mm
 SIZES = {"quick": ((12, 10, 6, 6, 6, 6, 5, 5), 2.0), "medium": ((20, 20, 20, 20, 16, 16, 14, 14), 2.0),
          # twice the training cases, and 60 held-out real cases so the check half (about 30) can tell 10 % from 20 %
-         "large": ((40, 40, 30, 30, 30, 30, 20, 20), 2.0)}
+         "large": ((40, 40, 30, 30, 30, 30, 20, 20), 2.0),
+         "xlarge": ((80, 80, 30, 30, 60, 60, 20, 20), 2.0)}
 #: filter overrides per mode (the shipped filter.yaml otherwise)
 MODE_SET = {
     "quick": ["crop.size=24", "model.channels=[8,16,32]", "train.max_steps=150", "train.eval_every=25",
@@ -53,6 +55,8 @@ MODE_SET = {
                "train.patience=8", "train.lr=0.002", "train.cpu=true", "train.torch_threads=2"],
     "large": ["crop.size=24", "model.channels=[8,16,32]", "train.max_steps=800", "train.eval_every=50",
               "train.patience=8", "train.lr=0.002", "train.cpu=true", "train.torch_threads=2"],
+    "xlarge": ["crop.size=24", "model.channels=[8,16,32]", "train.max_steps=1200", "train.eval_every=50",
+               "train.patience=8", "train.lr=0.002", "train.cpu=true", "train.torch_threads=2"],
 }
 
 
@@ -271,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="build tiny phantom cohorts (a couple of minutes)")
     ap.add_argument("--medium", action="store_true", help="build 40+40 held-out phantom cohorts (CPU: ~20 min)")
     ap.add_argument("--large", action="store_true", help="build 80 real training and 60+80 held-out cohorts (CPU: ~25 min)")
+    ap.add_argument("--xlarge", action="store_true", help="as --large with 160 real and 120 healthy training cases")
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "generative" / "filter.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: /tmp/bench_filter_<name>)")
@@ -285,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from generative.quality.config import FilterConfig
     from generative.quality.train import train_discriminator
 
-    mode = "quick" if a.quick else "medium" if a.medium else "large" if a.large else None
+    mode = "quick" if a.quick else "medium" if a.medium else "large" if a.large else "xlarge" if a.xlarge else None
     name = a.name or "phantom"
     work = a.work or Path(f"/tmp/bench_filter_{mode or name}")
     t0 = time.perf_counter()

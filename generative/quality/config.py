@@ -53,6 +53,8 @@ class FilterTrainConfig:
     hard_negatives: list[ProbeKind] = field(default_factory=list)
     #: broken copies per (training real tumor case, hard-negative kind), each drawn afresh
     hard_negative_copies: int = bounded(1, ge=1)
+    #: share of all training draws that are hard negatives (real tumors are half; synthetic the rest)
+    hard_negative_share: float = bounded(0.25, gt=0, lt=0.5)
     #: synthetic cohorts with their generator names, besides any given on the command line
     #: (``--synthetic NAME=PATH``); cases of an unnamed cohort report their sidecar's generator
     synthetic: list[SyntheticCohort] = field(default_factory=list)

@@ -328,23 +328,24 @@ def load_data(real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | N
     return split_by_patient(crops, cfg.train, hu_bounds, report.failed)
 
 
-def sample_weights(y: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+def sample_weights(y: torch.Tensor, hard: torch.Tensor, hard_share: float = 0.25) -> torch.Tensor:
     """(N,) float64 draw weights so that each class is drawn equally often whatever its count.
 
-    y: (N,) 1 real / 0 negative; hard: (N,) bool. Half the draws are real; the other half
-    synthetic, shared equally with hard negatives when there are any.
+    y: (N,) 1 real / 0 negative; hard: (N,) bool. Half the draws are real; of the other half
+    ``hard_share`` (of all draws) are hard negatives when there are any, the rest synthetic.
     """
     n_pos, n_neg = float(y.sum()), float((1 - y).sum())
     n_hard = float(hard.sum())
     n_syn = n_neg - n_hard
-    w_syn, w_hard = (0.25 / max(n_syn, 1), 0.25 / n_hard) if n_hard and n_syn else (0.5 / n_neg, 0.5 / n_neg)
+    w_syn, w_hard = ((0.5 - hard_share) / max(n_syn, 1), hard_share / n_hard) if n_hard and n_syn else (
+        0.5 / n_neg, 0.5 / n_neg)
     return torch.where(y > 0, torch.tensor(0.5 / n_pos), torch.where(hard, torch.tensor(w_hard),
                                                                       torch.tensor(w_syn))).double()
 
 
 def balanced_loader(data: DiscriminatorData, tc, gen: torch.Generator) -> DataLoader:
     """Class-balanced loader over the training crops; at least one batch per epoch."""
-    sampler = WeightedRandomSampler(sample_weights(data.y_tr, data.hard_tr),
+    sampler = WeightedRandomSampler(sample_weights(data.y_tr, data.hard_tr, tc.hard_negative_share),
                                     num_samples=max(len(data.y_tr), tc.batch_size), replacement=True, generator=gen)
     return DataLoader(TensorDataset(data.x_tr, data.y_tr), batch_size=tc.batch_size, sampler=sampler, drop_last=False)
 

@@ -125,3 +125,16 @@ def test_box_dilation_matches_scipy(r):
     full[0, 0, 4, 4, 4] = 0  # eroding around one hole removes its 3x3x3 neighbourhood
     e = _erode(torch.from_numpy(full), 1).numpy()
     assert e.sum() == 9 ** 3 - 27
+
+
+@pytest.mark.parametrize("share", [0.25, 0.4])
+def test_draw_weights_give_real_half_and_hard_negatives_their_share(share):
+    from generative.quality.train import sample_weights
+
+    y = torch.tensor([1.0] * 10 + [0.0] * 30 + [0.0] * 60)
+    hard = torch.tensor([False] * 40 + [True] * 60)
+    w = sample_weights(y, hard, share)
+    total = float(w.sum())
+    assert float(w[:10].sum()) / total == pytest.approx(0.5)
+    assert float(w[40:].sum()) / total == pytest.approx(share)
+    assert float(w[10:40].sum()) / total == pytest.approx(0.5 - share)
