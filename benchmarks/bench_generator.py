@@ -116,6 +116,7 @@ def _sample(out: Path, sets: list[str], args) -> dict:
 
     model = WORK / "generator" / "controlnet" / "model"
     t0 = time.perf_counter()
+    sets = [*sets, *args.sample_set]
     rep = sample_cohort(WORK / "data" / "healthy", model, SAMPLE, out, overrides=sets, rank=0, world_size=1,
                         progress=not args.quiet)
     secs = [json.loads(p.read_text()).get("seconds") for p in sorted(out.glob("*/case.json"))]
@@ -134,7 +135,8 @@ def part_sample(args) -> None:
         flow = "{" + ", ".join(f"{k}: {v}" for k, v in asked.items()) + "}"
         results[name] = _sample(WORK / "synthetic" / name, [f"max_sources={CONTROL_CASES}", f"inpaint.appearance={flow}"], args)
         print(name, results[name], flush=True)
-    store("sample", {**results, "machine": machine(), "spec": str(SAMPLE.relative_to(ROOT))})
+    store("sample", {**results, "machine": machine(), "spec": str(SAMPLE.relative_to(ROOT)),
+                     "sample_set": list(args.sample_set)})
 
 
 def _rows(cohort: Path) -> list[dict]:
@@ -288,6 +290,8 @@ def main() -> None:
     p.add_argument("--controlnet-steps", type=int, default=2000)
     p.add_argument("--ablation", action="store_true", help="also sample with latent blending off")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sample-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the sample spec for every sampled cohort, e.g. inpaint.blend=tumor")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     for part in args.part:

@@ -74,9 +74,12 @@ def feather_weight(region: np.ndarray, spacing, feather_mm: float) -> np.ndarray
 
 def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor: np.ndarray, spacing,
                     sigma_mm: float, rng: np.random.Generator, tries: int = 64) -> tuple[np.ndarray, dict[str, Any]]:
-    """``gen`` (HU) on ``where``: its low frequencies plus the high frequencies of ``real`` (the same ROI of
-    the real scan) taken from a shifted copy of ``where`` that lies in ``donor`` (the organ away from the
-    tumor; eroded by 2 voxels so no organ edge is copied). Low/high split: a Gaussian of ``sigma_mm``.
+    """``gen`` (HU) on ``where`` topped up with the scanner's noise texture of ``real`` (the same ROI of the
+    real scan): the high frequencies of ``real`` (minus a Gaussian of ``sigma_mm``) taken from a shifted
+    copy of ``where`` that lies in ``donor`` (the organ away from the tumor; eroded by 2 voxels so no organ
+    edge is copied), scaled so that the result's high-frequency sd matches the donor's (the decoder keeps
+    some; nothing is added when it keeps as much as the scan has). ``gen`` itself is not filtered, so its
+    edges stay as generated.
 
     The shift is the best of ``tries`` random ones (the first that lies 98 % in the donor); the voxels
     that land outside it take residuals drawn at random from the donor. Returns (new gen, info); with no
@@ -87,8 +90,8 @@ def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor:
     info: dict[str, Any] = {"texture": "scanner", "sigma_mm": float(sigma_mm)}
     if not ok.any() or not where.any():
         return gen, {**info, "texture": "generated", "why": "no organ voxels away from the tumor to take texture from"}
-    low = ndimage.gaussian_filter(gen.astype(np.float32), sig)
     resid = real.astype(np.float32) - ndimage.gaussian_filter(real.astype(np.float32), sig)
+    gen_hf = gen.astype(np.float32) - ndimage.gaussian_filter(gen.astype(np.float32), sig)
     idx = np.argwhere(where)
     lo, hi, shape = idx.min(0), idx.max(0), np.array(where.shape)
     best, best_frac = None, -1.0
@@ -108,10 +111,14 @@ def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor:
         src = tuple((idx + best).T)
         vals, inside = resid[src].copy(), ok[src]
         vals[~inside] = rng.choice(pool, int((~inside).sum()))
+    sd_real = float(pool.std())
+    sd_gen = float(gen_hf[where & ndimage.binary_erosion(where, iterations=1)].std()) if where.sum() > 27 else 0.0
+    gain = float(np.sqrt(max(0.0, sd_real ** 2 - sd_gen ** 2)) / sd_real) if sd_real > 0 else 0.0
     out = gen.astype(np.float32).copy()
-    out[tuple(idx.T)] = low[tuple(idx.T)] + vals
+    out[tuple(idx.T)] += gain * vals
     return out, {**info, "donor_shift": None if best is None else [int(v) for v in best],
-                 "donor_fraction": round(float(inside.mean()), 3)}
+                 "donor_fraction": round(float(inside.mean()), 3), "noise_sd_scan": round(sd_real, 2),
+                 "noise_sd_generated": round(sd_gen, 2), "gain": round(gain, 3)}
 
 
 def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
@@ -159,16 +166,24 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
+    tex: dict[str, Any] = {"texture": "generated"}
+    organ_roi = allowed[box] if allowed is not None else lab_roi > 0
     if settings.blend == "tumor":
         keep = ndimage.distance_transform_edt(~tum_roi, sampling=spacing) <= settings.blend_mm
         w = feather_weight(keep, spacing, settings.blend_mm)
+        # the decoded ROI is not the scan's level: judge the tumor against the real organ as the model drew it
+        # against its own, by the median difference on the organ voxels both cover (the region outside the band)
+        both = region & (w == 0) & organ_roi
+        if both.sum() >= 20:
+            off = float(np.median(gen_hu[both] - ct_roi[both]))
+            gen_hu = gen_hu - np.float32(off)
+            tex["offset_hu"] = round(off, 2)
     else:
         w = feather_weight(region, spacing, settings.feather_mm)
-    tex: dict[str, Any] = {"texture": "generated"}
     if settings.texture == "scanner":
-        organ_roi = allowed[box] if allowed is not None else lab_roi > 0
-        gen_hu, tex = scanner_texture(gen_hu, ct_roi, w > 0, organ_roi & ~(w > 0) & ~region, spacing,
-                                      settings.texture_sigma_mm, np.random.default_rng([int(seed), 31]))
+        gen_hu, t = scanner_texture(gen_hu, ct_roi, w > 0, organ_roi & ~(w > 0) & ~region, spacing,
+                                    settings.texture_sigma_mm, np.random.default_rng([int(seed), 31]))
+        tex = {**tex, **t}
     if allowed is not None:
         w = w * (allowed[box] | tum_roi)  # nothing outside the organ (and the tumor) changes
     out_ct, out_lab = ct_hu.copy(), label.copy()

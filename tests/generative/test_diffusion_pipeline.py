@@ -131,9 +131,10 @@ def test_tumor_blend_keeps_the_real_scan_beyond_the_band_and_region_blend_replac
     assert halo.any() and not np.array_equal(reg.ct[halo], healthy.ct[halo])  # region blend: the decoded halo
     info = tum.info["tumors"][0]
     assert info["blend"] == "tumor" and info["texture"] == "scanner" and 0 <= info["donor_fraction"] <= 1
+    assert "offset_hu" in info  # the decoded level matched to the scan on the organ both cover
 
 
-def test_scanner_texture_takes_the_scans_noise_and_keeps_the_generated_low_frequencies():
+def test_scanner_texture_tops_up_the_scans_noise_and_keeps_the_generated_tumor():
     from scipy import ndimage
 
     from generative.diffusion.inpaint import scanner_texture
@@ -151,7 +152,11 @@ def test_scanner_texture_takes_the_scans_noise_and_keeps_the_generated_low_frequ
     assert np.std(hp(out)[core]) == pytest.approx(np.std(hp(real)[core]), rel=0.25)  # the scan's noise level
     assert np.mean(out[core]) == pytest.approx(20.0, abs=3.0)  # the generated tumor's HU
     assert np.array_equal(out[~where], gen[~where])  # nothing else changes
-    assert info["donor_fraction"] > 0.95 and info["donor_shift"] is not None
+    assert info["donor_fraction"] > 0.95 and info["donor_shift"] is not None and info["gain"] == pytest.approx(1.0, abs=0.05)
+    # a generated tumor that kept the scan's noise gets none added
+    noisy = gen + np.where(where, real - 60.0, 0.0).astype(np.float32)
+    kept, info2 = scanner_texture(noisy, real, where, donor, sp, 1.0, np.random.default_rng(1))
+    assert info2["gain"] < 0.35 and np.abs(kept - noisy).max() < 0.35 * 12 * 6
     again, _ = scanner_texture(gen, real, where, donor, sp, 1.0, np.random.default_rng(1))
     assert np.array_equal(out, again)
     same, why = scanner_texture(gen, real, where, np.zeros(shape, bool), sp, 1.0, np.random.default_rng(1))
