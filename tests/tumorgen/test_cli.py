@@ -97,6 +97,8 @@ CONFIG_COMMANDS = {
                     "--config", "{cfg}", "--no-progress"], ("seed: many\n", "seed")),
     "filter train": (["filter", "train", "--config", "{cfg}", "--real", "{tmp}/real", "--synthetic", "{tmp}/syn",
                       "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
+    "filter calibrate": (["filter", "calibrate", "--config", "{cfg}", "--model", "{tmp}/disc", "--real", "{tmp}/real"],
+                         ("train:\n  max_steps: many\n", "train.max_steps")),
     "filter score": (["filter", "score", "--config", "{cfg}", "--model", "{tmp}/disc", "--cohort", "{tmp}/syn",
                       "--out", "{tmp}/out"], ("train:\n  max_steps: many\n", "train.max_steps")),
     "filter apply": (["filter", "apply", "--config", "{cfg}", "--model", "{tmp}/disc", "--scores", "{tmp}/scores",
