@@ -199,9 +199,9 @@ class InpaintSettings:
     #: contrast control worse (the decoded ROI is ~15 HU brighter than the scan it replaces; benchmarks/RESULTS.md)
     blend: Literal["tumor", "region"] = "region"
     blend_mm: float = bounded(1.5, ge=0)
-    #: "scanner": the generated voxels keep their low frequencies (Gaussian, ``texture_sigma_mm``) and take
-    #: the high frequencies (the scanner's noise texture) of the same scan, from a patch of the same organ
-    #: (:func:`generative.diffusion.inpaint.scanner_texture`); "generated": the decoder's output as is
+    #: "scanner": the generated voxels are topped up with the high frequencies (above a Gaussian of
+    #: ``texture_sigma_mm``: the scanner's noise texture) of the same scan, from a patch of the same organ, to
+    #: the scan's noise level (:func:`generative.diffusion.inpaint.scanner_texture`); "generated": as decoded
     texture: Literal["scanner", "generated"] = "generated"
     texture_sigma_mm: float = bounded(1.0, gt=0)
     margin_mm: float = bounded(3.0, ge=0)  # tumor keeps this far from the organ surface and vessels

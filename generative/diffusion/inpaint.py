@@ -7,8 +7,8 @@ the tumor neighbourhood masked out), generate, and blend the result back with a
 feathered weight: by default (``blend: region``) 1 on the whole inpainted region, falling to 0
 within ``feather_mm`` mm; ``blend: tumor`` 1 on the tumor and ``blend_mm`` around it, falling to
 0 at twice that, so the organ around the tumor stays the real scan. With
-``texture: scanner`` the generated voxels keep the decoder's low frequencies and take the
-scan's own noise texture from a patch of the same organ (the autoencoder smooths the noise
+``texture: scanner`` the generated voxels are topped up with the scan's own noise texture
+from a patch of the same organ where the decoder lacks it (the autoencoder smooths the noise
 away; a tumor without it is both unlike real ones and an easy cue for the quality filter).
 Voxels outside the ROI, and inside it where the weight is 0, are bit-identical to the input; the label map gains the lesion class exactly on
 the tumor mask, which placement keeps inside the organ.
@@ -185,7 +185,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
                                     settings.texture_sigma_mm, np.random.default_rng([int(seed), 31]))
         tex = {**tex, **t}
     if allowed is not None:
-        w = w * (allowed[box] | tum_roi)  # nothing outside the organ (and the tumor) changes
+        w = w * (organ_roi | tum_roi)  # nothing outside the organ (and the tumor) changes
     out_ct, out_lab = ct_hu.copy(), label.copy()
     roi = out_ct[box]
     out_ct[box] = np.where(w > 0, w * gen_hu + (1 - w) * roi, roi).astype(np.float32)

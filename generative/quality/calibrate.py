@@ -25,47 +25,33 @@ import numpy as np
 
 from cohort.errors import BatchReport, CohortError
 from cohort.io import read_json, write_json
-from cohort.layouts import open_cohort
-from cohort.preprocess import to_ras
-from cohort.progress import track
-from generative.quality.apply import Scorer
+from generative.quality.apply import score_cohort
 from generative.quality.config import FilterConfig
-from generative.quality.data import patient_group
 from generative.quality.discriminator import CALIBRATION_NAME
 from generative.quality.metrics import alpha_check
 
 
-def _seen_groups(model_dir: Path) -> set[str]:
-    """Real patients the model trained on or chose its checkpoint with ("real:<id>" groups)."""
+def _seen_groups(model_dir: Path, cal: dict[str, Any]) -> set[str]:
+    """Real patients the model trained on (``train_log.json``) or chose its checkpoint with (``cal``, its
+    calibration.json), as "real:<id>" groups."""
     log = model_dir / "train_log.json"
     seen = set(read_json(log).get("train_groups", [])) if log.exists() else set()
-    cal = read_json(model_dir / CALIBRATION_NAME) if (model_dir / CALIBRATION_NAME).exists() else {}
     return seen | set(cal.get("selection_groups", []))
 
 
 def score_real_cases(model_dir: str | Path, cohorts: Sequence[str | Path], config: FilterConfig,
                      report: BatchReport) -> list[dict[str, Any]]:
-    """One row per real tumor case of ``cohorts``: case id, patient group, case score, tumor scores.
-    Unreadable cases and cases without a tumor go to ``report`` (the others are scored)."""
-    scorer = Scorer(model_dir, config)
+    """One row per real tumor case of ``cohorts`` (:func:`generative.quality.apply.score_cohort`): case id,
+    patient group, case score, tumor scores. Unreadable cases and cases without a tumor go to ``report``."""
     rows = []
     for d in cohorts:
-        co = open_cohort(d)
-        for cid, why in co.problems.items():
-            report.fail(f"{Path(d).name}/{cid}", why)
-        for ref in track(co.refs, f"calibrating on {Path(d).name}", unit="case"):
-            try:
-                case = to_ras(ref.load())
-            except CohortError as e:
-                report.fail(f"{Path(d).name}/{ref.case_id}", e)
+        for s in score_cohort(model_dir, d, config, report=report):
+            if s.score is None:
+                report.done.remove(s.case_id)
+                report.fail(s.case_id, "no tumor to calibrate on (a healthy case?)")
                 continue
-            tumors, score, _ = scorer.score_case(case)
-            if score is None:
-                report.fail(f"{Path(d).name}/{ref.case_id}", "no tumor to calibrate on (a healthy case?)")
-                continue
-            rows.append({"case_id": ref.case_id, "cohort": str(Path(d).resolve()), "group": f"real:{patient_group(case)}",
-                         "score": float(score), "tumor_scores": [float(t["p_real"]) for t in tumors]})
-            report.done.append(f"{Path(d).name}/{ref.case_id}")
+            rows.append({"case_id": s.case_id, "cohort": s.cohort, "group": f"real:{s.group}", "score": float(s.score),
+                         "tumor_scores": [float(t["p_real"]) for t in s.tumors]})
     return rows
 
 
@@ -92,7 +78,9 @@ def calibrate(model_dir: str | Path, cohorts: Sequence[str | Path], config: Filt
     report = report if report is not None else BatchReport()
     t0 = time.time()
     rows = score_real_cases(model_dir, cohorts, cfg, report)
-    seen = _seen_groups(model_dir)
+    path = model_dir / CALIBRATION_NAME
+    cal = read_json(path) if path.exists() else {}
+    seen = _seen_groups(model_dir, cal)
     clash = sorted({r["group"] for r in rows} & seen)
     if clash:
         raise CohortError(Path(cohorts[0]), f"{len(clash)} patient(s) were used to train this discriminator or to "
@@ -103,8 +91,6 @@ def calibrate(model_dir: str | Path, cohorts: Sequence[str | Path], config: Filt
     check = split_check([r["group"] for r in rows], check_fraction, seed)
     ref = [r["score"] for r in rows if r["group"] not in check]
     chk = [r["score"] for r in rows if r["group"] in check]
-    path = model_dir / CALIBRATION_NAME
-    cal = read_json(path) if path.exists() else {}
     if "training_calibration_real_scores" not in cal:
         cal["training_calibration_real_scores"] = cal.get("calibration_real_scores") or cal.get("real_scores", [])
     cal["calibration_real_scores"] = ref

@@ -121,12 +121,12 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
     v = hu / 100.0
     m = (x[:, 1:2] > 0.5).float()
     d1, d2, d6, d8, d12 = _dilate(m, 1), _dilate(m, 2), _dilate(m, 6), _dilate(m, 8), _dilate(m, 12)
-    core = _erode(m, 1)
-    core = torch.where(core.sum((1, 2, 3, 4), keepdim=True) > 0, core, m)
+    e1 = _erode(m, 1)
+    core = torch.where(e1.sum((1, 2, 3, 4), keepdim=True) > 0, e1, m)
     ring = m - core
     near = d2 - m
     far = d6 - d2
-    band = (d1 - _erode(m, 1)).clamp(0, 1)
+    band = (d1 - e1).clamp(0, 1)
     hf = v - F.avg_pool3d(F.pad(v, [1] * 6, mode="replicate"), 3, stride=1)
     grad = _grad(v)
 
