@@ -10,7 +10,9 @@ discriminator to judge synthetic tumors; this one is trained after the fact,
 on real tumors against a generator's output, so any generator can be filtered.
 
 A saved model is a folder: ``config.json`` (constructor arguments plus the
-crop settings it was trained with) and ``model.safetensors``.
+crop settings it was trained with) and ``model.safetensors``; with ``feature_trees.json`` (boosted
+trees on the radiomic crop features, :mod:`generative.quality.trees`, fitted after the CNN) its
+P(real) is the geometric mean of the CNN's and the trees' (:meth:`TumorDiscriminator.predict_parts`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
 from cohort import saved
 from cohort.errors import CohortError
+from cohort.io import read_json, write_json
 from generative.quality.crops import CropConfig
 from generative.quality.features import FEATURE_NAMES, FEATURE_NAMES_V1, crop_features
+from generative.quality.trees import BoostedTrees
 
 CONFIG_NAME = saved.CONFIG_NAME
 #: model_type in config.json (cohort.saved)
@@ -35,6 +40,8 @@ WEIGHTS_NAME = "model.safetensors"
 #: written beside the model by training: held-out scores (calibrated policy, audit) and the HU check's bounds
 CALIBRATION_NAME = "calibration.json"
 HU_BOUNDS_NAME = "hu_bounds.json"
+#: the boosted trees on the crop features (optional; without it the CNN scores alone)
+TREES_NAME = "feature_trees.json"
 
 
 @dataclass
@@ -97,6 +104,8 @@ class TumorDiscriminator(nn.Module):
                                              nn.Linear(feature_hidden, feature_hidden), nn.LeakyReLU(0.1))
             n_head += feature_hidden
         self.head = nn.Linear(n_head, 1)
+        #: the second opinion on the crop features (attached after training, saved beside the weights)
+        self.trees: BoostedTrees | None = None
 
     @torch.no_grad()
     def set_feature_stats(self, x: torch.Tensor, batch_size: int = 64) -> None:
@@ -131,26 +140,57 @@ class TumorDiscriminator(nn.Module):
         return self.head(self.drop(torch.cat(pooled, dim=1))).squeeze(1)
 
     @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-        """P(real) for (N, C, D, H, W) crops, in eval mode, batched; returns (N,) float32 on CPU."""
+    def tree_features(self, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """(N, F) the trees' crop features (their own names) of (N, C, D, H, W) crops."""
+        names = self.trees.feature_names if self.trees is not None else list(FEATURE_NAMES)
+        out = [crop_features(x[i:i + batch_size].float(), *self.config["hu_window"], names).numpy()
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
+
+    @torch.no_grad()
+    def predict_parts(self, x: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the CNN's P(real), the trees' P(real) or None without trees) for (N, C, D, H, W) crops, each (N,)
+        float32 on CPU; the CNN in eval mode, batched."""
         was = self.training
         self.eval()
         dev = next(self.parameters()).device
         out = [torch.sigmoid(self(x[i:i + batch_size].to(dev).float())).float().cpu()
                for i in range(0, len(x), batch_size)]
         self.train(was)
-        return torch.cat(out) if out else torch.zeros(0)
+        p_cnn = torch.cat(out) if out else torch.zeros(0)
+        if self.trees is None:
+            return p_cnn, None
+        p_tr = torch.from_numpy(self.trees.predict_proba(self.tree_features(x.cpu())).astype(np.float32))
+        return p_cnn, p_tr
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """P(real) for (N, C, D, H, W) crops: the CNN's, or with trees the geometric mean of the CNN's and the
+        trees' (a tumor must look real to both); (N,) float32 on CPU."""
+        return self.combine(*self.predict_parts(x, batch_size))
+
+    @staticmethod
+    def combine(p_cnn: torch.Tensor, p_trees: torch.Tensor | None) -> torch.Tensor:
+        """The filter's P(real) from its two opinions: the geometric mean, or the CNN's alone without trees."""
+        return p_cnn if p_trees is None else (p_cnn * p_trees).sqrt()
 
     # ------------------------------------------------------------ saving
     def save_pretrained(self, out_dir: str | Path, crop: CropConfig | None = None,
                         extra: dict[str, Any] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``out_dir`` (atomic per file)."""
+        """Write ``config.json`` + ``model.safetensors`` (+ ``feature_trees.json`` with trees) into ``out_dir``
+        (atomic per file; a stale trees file from an earlier save is removed)."""
         more: dict[str, Any] = {}
         if crop is not None:
             more["crop"] = asdict(crop)
         if extra:
             more.update(extra)
-        return saved.save_folder(out_dir, MODEL_TYPE, dict(self.config), self.state_dict(), **more)
+        out = saved.save_folder(out_dir, MODEL_TYPE, dict(self.config), self.state_dict(), **more)
+        trees = Path(out_dir) / TREES_NAME
+        if self.trees is not None:
+            write_json(trees, self.trees.to_dict())
+        elif trees.exists():
+            trees.unlink()
+        return out
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str | torch.device = "cpu") -> TumorDiscriminator:
@@ -168,6 +208,16 @@ class TumorDiscriminator(nn.Module):
             model.load_state_dict(saved.load_weights(model_dir, str(map_location)))
         except RuntimeError as e:
             raise CohortError(weights, f"weights do not fit the architecture in config.json ({e})") from e
+        trees = model_dir / TREES_NAME
+        if trees.exists():
+            try:
+                model.trees = BoostedTrees.from_dict(read_json(trees), str(trees))
+            except (ValueError, KeyError, TypeError) as e:
+                raise CohortError(trees, f"unreadable feature trees ({e}); retrain the filter or delete the file "
+                                         "to score with the CNN alone") from e
+            unknown = [n for n in model.trees.feature_names if n not in FEATURE_NAMES]
+            if unknown:
+                raise CohortError(trees, f"feature trees read unknown features {unknown}")
         model.eval()
         return model
 
@@ -183,4 +233,6 @@ def read_model_config(model_dir: str | Path) -> dict[str, Any]:
 def crop_config_of(model_dir: str | Path) -> CropConfig:
     """The crop settings a saved discriminator was trained with."""
     cfg = read_model_config(model_dir)
-    return CropConfig(**cfg.get("crop", {}))
+    crop = dict(cfg.get("crop", {}))
+    crop.setdefault("max_fill", 0.0)  # saved before the setting: trained on fixed-spacing crops
+    return CropConfig(**crop)

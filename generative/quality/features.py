@@ -32,6 +32,13 @@ Each feature is a soft-tissue quantity in units of 100 HU (or a fraction, or a l
 - ``low_fraction`` / ``high_fraction``: tumor voxels more than 40 HU below / above the far shell.
 - ``far_fat`` / ``far_bright``: far-shell voxels below -40 HU (fat, gas) or above 200 HU
   (bone): a tumor outside its organ has fat or bone around it.
+- ``core_hf``: as ``tumor_hf`` but over the whole tumor when its core has fewer than 8 voxels (the
+  sd of one voxel is 0, which made every tiny tumor look noise-free).
+- ``face_step``: the step across the faces of boxes around the tumor: for each distance k = 1..8
+  voxels from its bounding box, the median over the box's six faces of (CT just inside minus CT
+  two voxels further out), body voxels only; the step of the largest magnitude. A tumor pasted
+  with a rectangular patch (an inpainted ROI box, a crop-and-paste generator) carries one step
+  on every face; organ edges cross a few faces only, so the median stays near zero for them.
 - ``log_voxels``: log of the tumor's voxel count; ``box_fill``: tumor voxels over its
   bounding box (a block fills it); ``surface``: boundary voxels per voxel^(2/3) (compactness).
 """
@@ -44,11 +51,13 @@ import torch.nn.functional as F
 FEATURE_NAMES: tuple[str, ...] = (
     "contrast", "tumor_sd", "far_sd", "tumor_hf", "far_hf", "hf_ratio", "edge", "edge_raw", "rim",
     "near_step", "far_step", "far_grad", "low_fraction", "high_fraction", "far_fat", "far_bright", "log_voxels",
-    "box_fill", "surface",
+    "box_fill", "surface", "core_hf", "face_step",
 )
 N_FEATURES = len(FEATURE_NAMES)
 #: the first list (session 5, before ``far_step``): discriminators saved with features but no names have these
-FEATURE_NAMES_V1: tuple[str, ...] = tuple(k for k in FEATURE_NAMES if k != "far_step")
+FEATURE_NAMES_V1: tuple[str, ...] = tuple(k for k in FEATURE_NAMES[:19] if k != "far_step")
+#: body voxels for ``face_step`` (HU): air around the patient carries no seam
+BODY_HU = -500.0
 
 
 def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
@@ -107,6 +116,65 @@ def _bbox_fill(m: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).float()
 
 
+def _bbox(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per crop, the tumor's bounding box (lo, hi) as (B, 3) voxel indices (inclusive); an empty mask
+    gets lo > hi."""
+    s = m.shape[-1]
+    lo, hi = [], []
+    for ax in (2, 3, 4):
+        other = tuple(a for a in (2, 3, 4) if a != ax)
+        occ = m.amax(dim=other)[:, 0] > 0.5  # (B, S) along this axis
+        ar = torch.arange(occ.shape[1], device=m.device)
+        lo.append(torch.where(occ, ar, s).amin(1))
+        hi.append(torch.where(occ, ar, -1).amax(1))
+    return torch.stack(lo, 1), torch.stack(hi, 1)
+
+
+def face_step(v: torch.Tensor, m: torch.Tensor, ks: range = range(1, 9), gap: int = 2,
+              body: float = BODY_HU / 100.0, min_voxels: int = 20) -> torch.Tensor:
+    """The ``face_step`` feature (see the module docstring) of (B, 1, S, S, S) CT ``v`` (units of 100 HU)
+    and tumor mask ``m`` -> (B,); 0 where no box has ``min_voxels`` usable face voxels."""
+    b, s = v.shape[0], v.shape[-1]
+    lo, hi = _bbox(m)
+    ar = torch.arange(s, device=v.device)
+    # per axis: signed distance outside the box (low side > 0 below lo, high side > 0 above hi)
+    d_lo = [(lo[:, a:a + 1] - ar) for a in range(3)]  # (B, S)
+    d_hi = [(ar - hi[:, a:a + 1]) for a in range(3)]
+    cheb = [torch.clamp(torch.maximum(d_lo[a], d_hi[a]), min=0) for a in range(3)]
+    view = [(b, s, 1, 1), (b, 1, s, 1), (b, 1, 1, s)]
+    vv = v[:, 0]
+    inside_body = vv > body
+    # CT two voxels further out along each axis, on either side (NaN where that leaves the crop)
+    nan = torch.full_like(vv, float("nan"))
+    out_lo, out_hi = [], []
+    for a in range(3):
+        ax = a + 1
+        lo_sh, hi_sh = nan.clone(), nan.clone()
+        src = torch.where(inside_body, vv, nan)
+        lo_sh.narrow(ax, gap, s - gap).copy_(src.narrow(ax, 0, s - gap))  # value at i - gap
+        hi_sh.narrow(ax, 0, s - gap).copy_(src.narrow(ax, gap, s - gap))  # value at i + gap
+        out_lo.append(lo_sh)
+        out_hi.append(hi_sh)
+    # each voxel lies on the faces of the box at its Chebyshev distance K from the bounding box: the
+    # axis (first of ties) and side where its distance is K; its step is CT here minus CT two voxels out
+    dist = [cheb[a].view(view[a]).expand(b, s, s, s) for a in range(3)]
+    kk = torch.maximum(torch.maximum(dist[0], dist[1]), dist[2])
+    diff = nan.clone()
+    for a in range(3):
+        on = (dist[a] == kk) & torch.isnan(diff)
+        low = (d_lo[a] > 0).view(view[a])
+        diff = torch.where(on & low, vv - out_lo[a], torch.where(on & ~low, vv - out_hi[a], diff))
+    diff = torch.where(inside_body, diff, nan)
+    best = torch.zeros(b, device=v.device, dtype=diff.dtype)
+    for k in ks:
+        flat = torch.where(kk == k, diff, nan).reshape(b, -1)
+        n = (~torch.isnan(flat)).sum(1)
+        med = torch.nanmedian(flat, dim=1).values
+        med = torch.where(n >= min_voxels, med, torch.zeros_like(med))
+        best = torch.where(med.abs() > best.abs(), med, best)
+    return torch.nan_to_num(best)
+
+
 @torch.no_grad()
 def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0,
                   names: tuple[str, ...] | list[str] = FEATURE_NAMES) -> torch.Tensor:
@@ -133,6 +201,7 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
     t_mean, f_mean = _mean(v, m), _mean(v, far)
     contrast = t_mean - f_mean
     t_hf, f_hf = _sd(hf, core), _sd(hf, far)  # the core: the boundary's step is not texture
+    core8 = torch.where(e1.sum((1, 2, 3, 4), keepdim=True) >= 8, e1, m)
     edge_raw = _mean(grad, band)
     f = {
         "contrast": contrast,
@@ -155,6 +224,10 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
         "box_fill": _bbox_fill(m),
         "surface": band.sum((1, 2, 3, 4)) / m.sum((1, 2, 3, 4)).clamp_min(1.0) ** (2 / 3),
     }
+    if "core_hf" in names:
+        f["core_hf"] = _sd(hf, core8)
+    if "face_step" in names:
+        f["face_step"] = face_step(v, m)
     unknown = [k for k in names if k not in f]
     if unknown:
         raise ValueError(f"unknown crop feature(s) {unknown}; known: {list(FEATURE_NAMES)}")

@@ -138,3 +138,66 @@ def test_draw_weights_give_real_half_and_hard_negatives_their_share(share):
     assert float(w[:10].sum()) / total == pytest.approx(0.5)
     assert float(w[40:].sum()) / total == pytest.approx(share)
     assert float(w[10:40].sum()) / total == pytest.approx(0.5 - share)
+
+
+def _with_box_seam(x: torch.Tensor, grow: int, step_hu: float) -> torch.Tensor:
+    """``x`` with every body voxel inside the tumor's bounding box grown by ``grow`` voxels shifted by ``step_hu``."""
+    out = x.clone()
+    idx = (out[0, 1] > 0.5).nonzero()
+    lo, hi = (idx.min(0).values - grow).clamp_min(0), idx.max(0).values + grow + 1
+    sl = (0, 0, slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
+    out[sl] = out[sl] + step_hu / (HI - LO)
+    return out
+
+
+@pytest.mark.parametrize("grow", [2, 4])
+def test_face_step_finds_a_pasted_box_and_ignores_an_organ_edge(grow):
+    x = _crop(noise=8.0, radius=4.0)
+    assert abs(_f(x)["face_step"]) < 0.05  # one organ all around: no step
+    assert _f(_with_box_seam(x, grow, 60.0))["face_step"] == pytest.approx(0.60, abs=0.08)
+    assert _f(_with_box_seam(x, grow, -50.0))["face_step"] == pytest.approx(-0.50, abs=0.08)
+    # an organ boundary through the crop (fat on one side, 3 voxels from the tumor) crosses a single face
+    g = np.indices((S, S, S))[0]
+    edge = _crop(noise=8.0, radius=4.0)
+    edge[0, 0][torch.from_numpy(g >= S // 2 + 7)] = (-100.0 - LO) / (HI - LO)
+    assert abs(_f(edge)["face_step"]) < 0.1
+
+
+def test_core_hf_reads_the_noise_of_a_tiny_tumor():
+    """A tumor too small to have an 8-voxel core is read whole: its noise is not 0."""
+    cube = np.zeros((S, S, S), bool)
+    cube[11:14, 11:14, 11:14] = True  # a 3^3 tumor: its eroded core is one voxel
+    f = _f(_crop(noise=10.0, mask=cube))
+    assert f["tumor_hf"] == 0.0  # the sd of one voxel
+    assert f["core_hf"] > 0.03
+    big = _f(_crop(noise=10.0, radius=5.0))
+    assert big["core_hf"] == pytest.approx(big["tumor_hf"], rel=1e-5)  # a real core: the same number
+
+
+def test_discriminator_with_trees_scores_the_geometric_mean_and_round_trips(tmp_path):
+    from cohort.errors import CohortError
+    from generative.quality.discriminator import TREES_NAME
+    from generative.quality.trees import BoostedTrees, TreeConfig
+
+    torch.manual_seed(0)
+    net = TumorDiscriminator(channels=[4, 8], features=True, hu_window=(LO, HI))
+    x = torch.cat([_crop(seed=i, tumor_hu=10.0 * i, noise=4.0 + 4 * (i % 2)) for i in range(8)])
+    net.set_feature_stats(x)
+    y = np.array([1, 0] * 4, float)
+    net.trees = BoostedTrees(TreeConfig(max_trees=20, min_leaf=1), list(FEATURE_NAMES)).fit(net.tree_features(x), y)
+    p_cnn, p_tr = net.predict_parts(x)
+    assert torch.allclose(net.predict_proba(x), (p_cnn * p_tr).sqrt())
+    assert (p_tr[y > 0] > p_tr[y == 0].max()).all()  # the noise level separates the two kinds
+    net.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / TREES_NAME).exists()
+    back = TumorDiscriminator.from_pretrained(tmp_path / "m")
+    assert torch.allclose(back.predict_proba(x), net.predict_proba(x), atol=1e-6)
+    # saved again without trees: the stale file goes, the CNN scores alone
+    back.trees = None
+    back.save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m" / TREES_NAME).exists()
+    assert torch.allclose(TumorDiscriminator.from_pretrained(tmp_path / "m").predict_proba(x), p_cnn, atol=1e-6)
+    (tmp_path / "m" / TREES_NAME).write_text('{"format": 1, "trees": [{"feature": [0], "threshold": [0.0], '
+                                             '"left": [0], "right": [0], "value": [0.0]}]}')
+    with pytest.raises(CohortError, match=r"feature_trees.json.*points outside itself"):
+        TumorDiscriminator.from_pretrained(tmp_path / "m")
