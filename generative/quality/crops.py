@@ -1,7 +1,11 @@
 """Tumor-centred crops: the discriminator's view of one tumor.
 
-A crop is a fixed-size cube at fixed spacing (default 32^3 voxels at 1.5 mm,
-a 48 mm field of view) centred on one lesion component. Channel 0 is the CT
+A crop is a fixed-size cube (default 32^3 voxels at 1.5 mm, a 48 mm field of view)
+centred on one lesion component. A tumor wider than ``max_fill`` of that view is seen
+at a coarser spacing, just enough to fit it into that fraction (a 60 mm liver tumor:
+3.75 mm voxels), so that its boundary and surroundings stay in the crop; otherwise a
+large tumor fills the crop and looks like nothing the filter learned (its real-tumor
+scores were the lowest, benchmarks/RESULTS.md). Channel 0 is the CT
 windowed to [-175, 250] HU and scaled to [0, 1] (the paper's preprocessing);
 channel 1 is that tumor's mask. The crop is sampled straight from the case's
 own grid (trilinear CT, nearest mask) so that the whole volume never has to be
@@ -38,6 +42,9 @@ class CropConfig:
     size_bins_mm: list[float] = field(default_factory=lambda: [EARLY_TUMOR_DIAMETER_MM, 50.0])
     #: components smaller than this are specks, not tumors, and are not judged
     min_voxels: int = 8
+    #: the largest share of the crop's side a tumor's bounding box may span: wider tumors get a coarser
+    #: spacing (0: always ``spacing_mm``, as discriminators saved before this setting were trained)
+    max_fill: float = 0.5
 
 
 SIZE_BIN_NAMES = ("early", "medium", "large")
@@ -125,11 +132,27 @@ def find_tumors(case: Case, config: CropConfig) -> list[tuple[TumorInfo, np.ndar
     return out
 
 
+def crop_spacing(extent_mm: float, config: CropConfig) -> float:
+    """The crop's spacing (mm) for a tumor whose bounding box spans ``extent_mm`` at most: ``spacing_mm``,
+    or coarser so that the tumor spans ``max_fill`` of the crop."""
+    if config.max_fill <= 0:
+        return float(config.spacing_mm)
+    return float(max(config.spacing_mm, extent_mm / (config.max_fill * config.size)))
+
+
+def mask_extent_mm(mask: np.ndarray, case_spacing: tuple[float, float, float]) -> float:
+    """The largest side (mm) of the bounding box of a boolean mask (0 when empty)."""
+    sl = ndimage.find_objects(mask.astype(np.uint8))
+    if not sl or sl[0] is None:
+        return 0.0
+    return float(max((s.stop - s.start) * sp for s, sp in zip(sl[0], case_spacing)))
+
+
 def crop_grid(centre_vox: tuple[float, float, float], case_spacing: tuple[float, float, float],
-              config: CropConfig) -> np.ndarray:
-    """Voxel coordinates (3, S, S, S) of a crop of ``config.size``^3 at ``config.spacing_mm``."""
+              config: CropConfig, spacing_mm: float | None = None) -> np.ndarray:
+    """Voxel coordinates (3, S, S, S) of a crop of ``config.size``^3 at ``spacing_mm`` (default ``config.spacing_mm``)."""
     s = config.size
-    offs = (np.arange(s, dtype=np.float64) - (s - 1) / 2.0) * config.spacing_mm
+    offs = (np.arange(s, dtype=np.float64) - (s - 1) / 2.0) * (spacing_mm or config.spacing_mm)
     axes = [centre_vox[a] + offs / case_spacing[a] for a in range(3)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=0)
 
@@ -138,9 +161,11 @@ def sample_crop(ct: np.ndarray, mask: np.ndarray, centre_vox: tuple[float, float
                 case_spacing: tuple[float, float, float], config: CropConfig) -> np.ndarray:
     """Resample one (2, S, S, S) float32 crop: windowed CT in [0, 1] and the mask.
 
-    ct: HU (X, Y, Z); mask: bool (X, Y, Z). Points outside the scan read as air.
+    ct: HU (X, Y, Z); mask: bool (X, Y, Z). Points outside the scan read as air. The spacing is
+    :func:`crop_spacing` of the mask's extent.
     """
-    grid = crop_grid(centre_vox, case_spacing, config)
+    spacing = crop_spacing(mask_extent_mm(mask, case_spacing), config) if config.max_fill > 0 else None
+    grid = crop_grid(centre_vox, case_spacing, config, spacing)
     # Only the bounding box of the grid is needed: sample a sub-volume to keep this cheap on big scans.
     lo = np.maximum(np.floor(grid.reshape(3, -1).min(1)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(grid.reshape(3, -1).max(1)).astype(int) + 2, np.array(ct.shape))

@@ -93,3 +93,36 @@ def test_make_probes_is_deterministic_and_reports_what_it_could_not_build(source
     assert len(notes) == len(PROBE_KINDS) and "h" in notes[0]
     with pytest.raises(ValueError, match="unknown probe kind"):
         make_probe(source, "bogus", np.random.default_rng(0))
+
+
+def test_a_wide_tumor_is_seen_coarser_so_its_surroundings_stay_in_the_crop():
+    """A 30 mm sphere in a 24 mm view: the spacing grows until it spans max_fill of the crop."""
+    case = _sphere_case(1.0, 80, radius_mm=15.0)
+    fixed = extract_crops(case, CropConfig(size=16, spacing_mm=1.5, max_fill=0.0))[0].image
+    assert fixed[1].mean() > 0.8  # the tumor fills the fixed 24 mm view: no boundary, no surroundings
+    fit = extract_crops(case, CropConfig(size=16, spacing_mm=1.5, max_fill=0.5))[0].image
+    idx = np.argwhere(fit[1] > 0)
+    span = idx.max(0) - idx.min(0) + 1
+    assert np.all(np.abs(span - 8) <= 1)  # half of the 16 voxels
+    assert fit[1].sum() * (31.0 / 8) ** 3 == pytest.approx(4 / 3 * np.pi * 15.0 ** 3, rel=0.25)  # 31 mm box / 8 voxels
+    # a small tumor keeps the fixed spacing: the same crop with or without the setting
+    small = _sphere_case(1.0, 40, radius_mm=4.0)
+    assert np.array_equal(extract_crops(small, CropConfig(size=16, max_fill=0.5))[0].image,
+                          extract_crops(small, CropConfig(size=16, max_fill=0.0))[0].image)
+
+
+def test_a_discriminator_saved_before_max_fill_keeps_fixed_crops(tmp_path):
+    from generative.quality.discriminator import TumorDiscriminator, crop_config_of
+
+    net = TumorDiscriminator(channels=[4])
+    crop = CropConfig(size=16)
+    net.save_pretrained(tmp_path / "new", crop=crop)
+    assert crop_config_of(tmp_path / "new").max_fill == 0.5
+    old = {k: v for k, v in vars(crop).items() if k != "max_fill"}
+    net.save_pretrained(tmp_path / "old", crop=CropConfig(**old, max_fill=0.5))
+    import json
+
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg["crop"].pop("max_fill")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert crop_config_of(tmp_path / "old").max_fill == 0.0
