@@ -56,7 +56,8 @@ class CaseScore:
     label: str | None
     kind: str
     generator: str | None
-    #: TumorInfo fields + "p_real" (discriminator's P(real)) per tumor
+    #: TumorInfo fields + "p_real" (discriminator's P(real)) per tumor; with feature trees also "p_cnn" and
+    #: "p_trees", the two opinions whose geometric mean p_real is
     tumors: list[dict[str, Any]]
     #: worst tumor's P(real); None when the case has no tumor
     score: float | None
@@ -148,8 +149,13 @@ class Scorer:
         out = []
         if tumors:
             x = np.stack([sample_crop(case.ct, m, i.centroid_vox, case.spacing, self.crop) for i, m in tumors])
-            p = self.model.predict_proba(torch.from_numpy(x)).numpy()
+            xt = torch.from_numpy(x)
+            p_cnn, p_tr = self.model.predict_parts(xt)
+            p = self.model.combine(p_cnn, p_tr).numpy()
             out = [{**info.as_dict(), "p_real": round(float(s), 6)} for (info, _), s in zip(tumors, p)]
+            if p_tr is not None:  # both opinions, for the audit
+                for t, a, b in zip(out, p_cnn.tolist(), p_tr.tolist()):
+                    t["p_cnn"], t["p_trees"] = round(a, 6), round(b, 6)
         verdicts = {}
         if self.hu is not None:
             verdicts["hu_check"] = self.hu.judge(case, tumors).as_dict()
@@ -241,9 +247,12 @@ def calibration_scores(calibration: dict[str, Any]) -> list[float] | None:
 def discriminator_verdict(s: CaseScore, cutoff: Cutoff) -> FilterVerdict:
     """The policy's verdict on one case, with a per-tumor verdict at the same cutoff."""
     d = decide(s.score, cutoff)
+    def parts(t: dict[str, Any]) -> str:  # the two opinions behind a score, when the model has feature trees
+        return f" (CNN {t['p_cnn']:.3f}, trees {t['p_trees']:.3f})" if "p_cnn" in t and "p_trees" in t else ""
+
     tv = [TumorVerdict(int(t["index"]), t["p_real"] >= cutoff.value, t["p_real"],
-                       f"tumor {t['index']} ({t['lesion']}, {t['diameter_mm']:.0f} mm): P(real) {t['p_real']:.3f} "
-                       f"{'>=' if t['p_real'] >= cutoff.value else '<'} {cutoff.value:.3f}") for t in s.tumors]
+                       f"tumor {t['index']} ({t['lesion']}, {t['diameter_mm']:.0f} mm): P(real) {t['p_real']:.3f}"
+                       f"{parts(t)} {'>=' if t['p_real'] >= cutoff.value else '<'} {cutoff.value:.3f}") for t in s.tumors]
     return FilterVerdict("discriminator", d.accepted, d.score, [d.reason], tv)
 
 

@@ -12,6 +12,7 @@ from generative.quality.discriminator import ModelConfig
 from generative.quality.filters import FreeTumorConfig, HUCheckConfig
 from generative.quality.policies import PolicyConfig
 from generative.quality.probes import ProbeKind
+from generative.quality.trees import TreeConfig
 
 #: the filters that can vote in `apply`
 FilterName = Literal["discriminator", "hu_check", "freetumor"]
@@ -87,6 +88,9 @@ class FilterConfig:
 
     crop: CropConfig = field(default_factory=CropConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: boosted trees on the radiomic crop features, fitted after the CNN; the score is then the
+    #: geometric mean of the two P(real) (benchmarks/RESULTS.md, "Quality filter ... trees")
+    feature_trees: TreeConfig = field(default_factory=TreeConfig)
     train: FilterTrainConfig = field(default_factory=FilterTrainConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     freetumor: FreeTumorConfig = field(default_factory=FreeTumorConfig)

@@ -49,9 +49,11 @@ from generative.quality.config import FilterConfig, SyntheticCohort
 from generative.quality.crops import find_tumors, sample_crop
 from generative.quality.data import iter_cohorts
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator
+from generative.quality.features import FEATURE_NAMES
 from generative.quality.filters import HUCheck, collect_real_medians, fit_hu_bounds
 from generative.quality.metrics import alpha_check, auc, auc_breakdown
 from generative.quality.probes import make_probe
+from generative.quality.trees import BoostedTrees
 
 
 def split_groups(groups: Sequence[str], labels: Sequence[int], val_fraction: float, seed: int) -> np.ndarray:
@@ -441,12 +443,32 @@ def evaluate_held_out(p_va: np.ndarray, p_pr: np.ndarray, data: DiscriminatorDat
     }
 
 
+def fit_feature_trees(net: TumorDiscriminator, data: DiscriminatorData, cfg: FilterConfig) -> BoostedTrees | None:
+    """Boosted trees on the radiomic features of the training crops (drawn weights as the CNN's sampler:
+    classes balanced, hard negatives their share), the number of trees chosen on the validation crops
+    early stopping sees; None when ``feature_trees.enabled`` is off."""
+    if not cfg.feature_trees.enabled:
+        return None
+    net.trees = BoostedTrees(cfg.feature_trees, list(FEATURE_NAMES))  # tree_features reads its names
+    x_tr = net.tree_features(data.x_tr)
+    w_tr = sample_weights(data.y_tr, data.hard_tr, cfg.train.hard_negative_share).numpy()
+    sel = data.select if data.select is not None else torch.ones(len(data.y_va), dtype=torch.bool)
+    y_va = data.y_va[sel].numpy()
+    n_pos, n_neg = max(float(y_va.sum()), 1.0), max(float((1 - y_va).sum()), 1.0)
+    w_va = np.where(y_va > 0, 0.5 / n_pos, 0.5 / n_neg)
+    trees = BoostedTrees(cfg.feature_trees, list(FEATURE_NAMES)).fit(
+        x_tr, data.y_tr.numpy(), w_tr, net.tree_features(data.x_va[sel]), y_va, w_va)
+    net.trees = trees
+    return trees
+
+
 def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: DiscriminatorData, cfg: FilterConfig,
            precision: Precision, real_dirs: Sequence[str | Path], synthetic: Sequence[tuple[str | None, Path]],
            out_dir: Path) -> None:
     """Write the best model folder, ``calibration.json`` (held-out scores and evaluation), ``hu_bounds.json``,
     ``train_log.json``, ``filter.yaml``."""
     net.load_state_dict(best.best_state)
+    trees = fit_feature_trees(net, data, cfg)
     net.save_pretrained(out_dir, crop=cfg.crop, extra={"val_auc": best.best_auc, "best_step": best.best_step})
     p = net.predict_proba(data.x_va).numpy()
     p_pr = net.predict_proba(data.x_pr).numpy() if len(data.pr_infos) else np.zeros(0)
@@ -477,6 +499,8 @@ def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: 
                                              "n_train": int(len(data.y_tr)), "n_val": int(len(data.y_va)),
                                              "n_hard_negatives": int(float(data.hard_tr.sum())),
                                              "n_probe_eval": len(data.pr_infos),
+                                             "feature_trees": (None if trees is None else
+                                                               {**trees.log, "splits_per_feature": trees.importance()}),
                                              "train_groups": data.train_groups,
                                              "failed_cases": data.failed_cases})
     save_config(cfg, out_dir / "filter.yaml")
@@ -516,7 +540,12 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
 
     # 5. export (main process): best weights, held-out scores, HU bounds, log, resolved config
     if accelerator.is_main_process:
-        export(accelerator.unwrap_model(model), best, log, data, cfg, precision, real_dirs, synthetic, out_dir)
+        net = accelerator.unwrap_model(model)
+        export(net, best, log, data, cfg, precision, real_dirs, synthetic, out_dir)
+        if net.trees is not None:
+            top = ", ".join(list(net.trees.importance())[:4])
+            accelerator.print(f"feature trees: {len(net.trees.trees)} trees (validation loss "
+                              f"{net.trees.log.get('best_val_loss', 'n/a')}), most used features: {top}")
     accelerator.wait_for_everyone()
     return out_dir
 
