@@ -61,9 +61,15 @@ MODE_SET = {
 
 
 # ------------------------------------------------------------------ 1. cohorts
-def build_phantom_cohorts(root: Path, mode: str) -> dict[str, Any]:
+def _made(d: Path, reuse: bool) -> bool:
+    """With ``reuse``, a cohort folder an earlier run finished (it holds cases) is kept as it is."""
+    return reuse and d.is_dir() and any(d.iterdir())
+
+
+def build_phantom_cohorts(root: Path, mode: str, reuse: bool = False) -> dict[str, Any]:
     """Phantom cohorts for ``mode``: real tumor cases (sites A, B) and rules / CA synthetic cohorts
-    made from healthy phantoms (train and held-out from different patients)."""
+    made from healthy phantoms (train and held-out from different patients). ``reuse`` keeps the
+    folders an earlier run of the same mode made (the phantoms and syntheses are seeded: the same cases)."""
     from cohort.phantom import generate_cohort
     from generative.registry import build_synthesizer
     from generative.tumors.base import TumorSpec
@@ -75,6 +81,8 @@ def build_phantom_cohorts(root: Path, mode: str) -> dict[str, Any]:
             "healthy_train_A": ("A", sa, 0.0, 15), "healthy_train_B": ("B", sb, 0.0, 16),
             "healthy_heldout_A": ("A", ta, 0.0, 17), "healthy_heldout_B": ("B", tb, 0.0, 18)}
     for name, (site, n, frac, seed) in jobs.items():
+        if _made(root / name, reuse):
+            continue
         rep = generate_cohort(root / name, site=site, n=n, tumor_fraction=frac, seed=seed, spacing=spacing,
                               organs=ORGANS, progress=False)
         if not rep.ok:
@@ -87,10 +95,12 @@ def build_phantom_cohorts(root: Path, mode: str) -> dict[str, Any]:
             dirs = []
             for site in ("A", "B"):
                 d = root / f"{method}_{split}_{site}"
+                dirs.append(d)
+                if _made(d, reuse):
+                    continue
                 rep = synthesize_cohort(root / f"healthy_{split}_{site}", d, synth, specs, seed=7, progress=False)
                 if rep.failed:
                     raise RuntimeError(f"{method} {split} {site}: {rep.summary()}")
-                dirs.append(d)
             out[method] = dirs
     return {"real_train": [root / "real_train_A", root / "real_train_B"],
             "real_heldout": [root / "real_heldout_A", root / "real_heldout_B"],
@@ -120,6 +130,7 @@ def _load_cases(dirs: Sequence[Path]):
 def score_all(model: Path, cfg, real_dirs: Sequence[Path], synthetic: dict[str, list[Path]]) -> dict[str, Any]:
     """Score held-out real, held-out synthetic and probe cases: tumor rows and case rows (HU check verdicts)."""
     from generative.quality.apply import Scorer
+    from generative.quality.policies import case_score
     from generative.quality.probes import make_probe
 
     scorer = Scorer(model, cfg)
@@ -134,6 +145,9 @@ def score_all(model: Path, cfg, real_dirs: Sequence[Path], synthetic: dict[str, 
         hu = verdicts.get("hu_check", {})
         cases.append({"case_id": case.case_id, "kind": kind, "source": source, "score": score,
                       "hu_accepted": bool(hu.get("accepted", True)), "hu_reasons": hu.get("reasons", [])})
+        for part in ("cnn", "trees"):  # each opinion alone (the discriminator with feature trees)
+            if all(f"p_{part}" in t for t in ts):
+                cases[-1][f"score_{part}"] = case_score([t[f"p_{part}"] for t in ts])
         if kind != "probe":
             tumors.extend({**t, "score": t["p_real"], "kind": kind, "source": source} for t in ts)
         return True
@@ -144,7 +158,8 @@ def score_all(model: Path, cfg, real_dirs: Sequence[Path], synthetic: dict[str, 
             p = make_probe(case, kind, rng, scorer.crop)
             if p is not None and add(p.case, "probe", f"probe:{kind}"):
                 # the probe's AUC row uses the case score (its worst tumor), as the decisions do
-                tumors.append({**{k: v for k, v in cases[-1].items() if k in ("score", "kind", "source")},
+                tumors.append({**{k: v for k, v in cases[-1].items()
+                                  if k in ("score", "kind", "source", "score_cnn", "score_trees")},
                                "organ": "probe", "size_bin": "probe"})
     for name, dirs in synthetic.items():
         for case in _load_cases(dirs):
@@ -155,6 +170,83 @@ def score_all(model: Path, cfg, real_dirs: Sequence[Path], synthetic: dict[str, 
 # ------------------------------------------------------------------ 4. numbers
 def _rate(flags: Sequence[bool]) -> float | None:
     return round(float(np.mean(flags)), 4) if len(flags) else None
+
+
+def opinions(scored: dict[str, Any], model: Path, cfg) -> dict[str, Any]:
+    """The CNN and the feature trees each alone, in the same run: held-out AUC (tumors, real vs synthetic)
+    and, at each one's own cutoff (alpha quantile of the same reference real cases' scores), the real
+    false-reject rate on the check cases and the probe rejection. Empty without feature trees."""
+    from cohort.io import read_json
+    from generative.quality.metrics import auc, wilson_ci
+    from generative.quality.policies import PolicyConfig, cutoff_for
+
+    tumors, cases = scored["tumors"], scored["cases"]
+    cal = read_json(model / "calibration.json")
+    src = cal.get("calibration_source")
+    check = {c["case_id"] for c in src["cases"] if c["check"]} if src else set()
+    out: dict[str, Any] = {}
+    for part in ("cnn", "trees"):
+        key = f"score_{part}"
+        if not cases or not all(key in c for c in cases if c["score"] is not None):
+            continue
+        real = [c for c in cases if c["kind"] == "real" and c["score"] is not None]
+        ref = [c[key] for c in real if c["case_id"] not in check] if src else [c[key] for c in real]
+        chk = [c for c in real if c["case_id"] in check] if src else real
+        cut = cutoff_for(PolicyConfig(kind="calibrated", alpha=cfg.policy.alpha), [], ref).value
+        pr = [c for c in cases if c["kind"] == "probe" and c["score"] is not None]
+        t_real = [t[f"p_{part}"] for t in tumors if t["kind"] == "real" and f"p_{part}" in t]
+        t_syn = [t[f"p_{part}"] for t in tumors if t["kind"] == "synthetic" and f"p_{part}" in t]
+        k = sum(c[key] < cut for c in chk)
+        kinds = sorted({c["source"] for c in pr})
+        out[part] = {"auc": round(float(auc(np.asarray(t_real), np.asarray(t_syn))), 4) if t_real and t_syn else None,
+                     "cutoff": round(float(cut), 6), "real_false_reject": _rate([c[key] < cut for c in chk]),
+                     "real_false_reject_ci": [round(x, 4) for x in wilson_ci(k, len(chk))],
+                     "probe_rejection": _rate([c[key] < cut for c in pr]),
+                     "probe_rejection_by_kind": {kd.split(":", 1)[1]: _rate([c[key] < cut for c in pr if c["source"] == kd])
+                                                 for kd in kinds}}
+    return out
+
+
+def operating_points(real: Sequence[float], probes: Sequence[float], rates: Sequence[float]) -> list[dict]:
+    """Per false-reject rate r: the cutoff = the r-quantile of ``real`` (lower empirical), the real share below
+    it and the probes' share below it."""
+    r_ = np.sort(np.asarray([x for x in real if x is not None], np.float64))
+    p_ = np.asarray([x for x in probes if x is not None], np.float64)
+    out = []
+    for r in rates:
+        if r_.size == 0 or p_.size == 0:
+            out.append({"real_false_reject_target": r, "cutoff": None})
+            continue
+        k = int(np.floor(r * r_.size))  # at most k of the n real cases fall below the cutoff
+        cut = float(r_[k]) if k < r_.size else float(r_[-1]) + 1e-9
+        out.append({"real_false_reject_target": r, "cutoff": round(cut, 6), "n_real": int(r_.size),
+                    "real_false_reject": round(float((r_ < cut).mean()), 4),
+                    "probe_rejection": round(float((p_ < cut).mean()), 4), "n_probes": int(p_.size)})
+    return out
+
+
+def crossed_alpha_check(a: Sequence[float], b: Sequence[float], alphas: Sequence[float],
+                        negatives: dict[str, Sequence[float]]) -> list[dict]:
+    """``alpha_check`` both ways (a sets the cutoff, b is checked; then b sets it and a is checked), the
+    false rejects pooled over a + b with a Wilson CI: twice the cases behind the rate, each still judged by
+    a cutoff it did not set. Rejection rates of the negatives are the mean of the two cutoffs'."""
+    from generative.quality.metrics import alpha_check, wilson_ci
+
+    rows = []
+    for ra, rb in zip(alpha_check(a, b, alphas, negatives), alpha_check(b, a, alphas, negatives)):
+        if ra["cutoff"] is None or rb["cutoff"] is None:
+            rows.append({"alpha": ra["alpha"], "false_reject": None, "ci": [None, None], "n": 0, "holds": None})
+            continue
+        k, n = ra["n_rejected"] + rb["n_rejected"], ra["n_check"] + rb["n_check"]
+        lo, hi = wilson_ci(k, n)
+        row = {"alpha": ra["alpha"], "cutoffs": [ra["cutoff"], rb["cutoff"]], "false_reject": round(k / n, 4),
+               "n_rejected": k, "n": n, "ci": [round(lo, 4), round(hi, 4)], "holds": bool(lo <= ra["alpha"]),
+               "within_ci": bool(lo <= ra["alpha"] <= hi)}
+        for name in negatives:
+            va, vb = ra.get(f"rejected_{name}"), rb.get(f"rejected_{name}")
+            row[f"rejected_{name}"] = None if va is None or vb is None else round((va + vb) / 2, 4)
+        rows.append(row)
+    return rows
 
 
 def summarize(scored: dict[str, Any], model: Path, cfg) -> dict[str, Any]:
@@ -212,6 +304,12 @@ def summarize(scored: dict[str, Any], model: Path, cfg) -> dict[str, Any]:
         "synthetic_rejection": syn_rej,
         # the calibrated cutoff checked on held-out real cases that did not set it
         "alpha_checks": alpha_check(cal_real, real_scores, cfg.train.alpha_checks, negs),
+        # the ROC view, no calibration: probes rejected at the score below which a given share of every held-out
+        # real case falls (the cutoff is chosen on the cases it is judged on: an operating point, not a promise)
+        "probe_rejection_at_real_fr": operating_points(cal_real + real_scores, negs["probes"], (0.05, 0.1, 0.2))
+        if src else operating_points(real_scores, negs["probes"], (0.05, 0.1, 0.2)),
+        # both halves in turn: each sets the cutoff, the other is checked; the rates pooled over every held-out case
+        "alpha_checks_crossed": crossed_alpha_check(cal_real, real_scores, cfg.train.alpha_checks, negs) if src else [],
         # the same check inside training (calibration half vs check half of the validation patients)
         "alpha_checks_internal": cal.get("alpha_checks", []),
         "internal_val_auc": cal.get("evaluation", {}).get("overall"),
@@ -260,6 +358,26 @@ def markdown(res: dict[str, Any], name: str, command: str) -> str:
         lines.append(f"| {r['alpha']:.2f} | {r['cutoff']:.3f} | {_pct(r['false_reject'])} | {_pct(r['ci'][0])}-"
                      f"{_pct(r['ci'][1])} | {'yes' if r['holds'] else 'NO'} | {_pct(r.get('rejected_synthetic'))} | "
                      f"{_pct(r.get('rejected_probes'))} |" if r["cutoff"] is not None else f"| {r['alpha']} | n/a |")
+    def table(cols: Sequence[str], rows: Sequence[str]) -> list[str]:
+        return ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), *rows] if rows else []
+
+    lines += table(["operating point (every held-out real case; no calibration)", "cutoff", "real cases below",
+                    "probes rejected"],
+                   [f"| real false rejects <= {_pct(r['real_false_reject_target'])} | {r['cutoff']:.3f} | "
+                    f"{_pct(r['real_false_reject'])} of {r['n_real']} | {_pct(r['probe_rejection'])} of {r['n_probes']} |"
+                    for r in res.get("probe_rejection_at_real_fr", []) if r.get("cutoff") is not None])
+    lines += table(["alpha, halves crossed (each sets the cutoff for the other)", "real false-reject", "Wilson 95 % CI",
+                    "real cases", "holds", "synthetic rejected", "probes rejected"],
+                   [f"| {r['alpha']:.2f} | {_pct(r['false_reject'])} | {_pct(r['ci'][0])}-{_pct(r['ci'][1])} | {r['n']} | "
+                    f"{'yes' if r['holds'] else 'NO'} | {_pct(r.get('rejected_synthetic'))} | {_pct(r.get('rejected_probes'))} |"
+                    for r in res.get("alpha_checks_crossed", []) if r["false_reject"] is not None])
+    lines += table(["each opinion alone (same run)", "held-out AUC", "cutoff", "real false-reject (CI)", "probes rejected",
+                    "by kind"],
+                   [f"| {part} | {e['auc'] if e['auc'] is not None else 'n/a'} | {e['cutoff']:.3f} | "
+                    f"{_pct(e['real_false_reject'])} ({_pct(e['real_false_reject_ci'][0])}-{_pct(e['real_false_reject_ci'][1])}) | "
+                    f"{_pct(e['probe_rejection'])} | "
+                    + ", ".join(f"{k} {_pct(v)}" for k, v in e["probe_rejection_by_kind"].items()) + " |"
+                    for part, e in res.get("opinions", {}).items()])
     lines += ["", f"<!-- filter_{name}:end -->", ""]
     return "\n".join(lines)
 
@@ -279,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "generative" / "filter.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: /tmp/bench_filter_<name>)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="skip training: judge this model folder (trained and calibrated on the same cohorts)")
+    ap.add_argument("--reuse-data", action="store_true",
+                    help="keep the phantom cohorts an earlier run of this mode left in the work folder")
     ap.add_argument("--check-fraction", type=float, default=0.5,
                     help="`filter calibrate` on the held-out real cohort, keeping this share of its patients to "
                          "check the promise (0: no calibration step; the training run's own calibration tumors)")
@@ -295,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = a.work or Path(f"/tmp/bench_filter_{mode or name}")
     t0 = time.perf_counter()
     if mode:
-        co = build_phantom_cohorts(work / "data", mode)
+        co = build_phantom_cohorts(work / "data", mode, reuse=a.reuse_data)
         real_train, real_held = co["real_train"], co["real_heldout"]
         synthetic, synthetic_held = co["synthetic"], co["synthetic_heldout"]
     else:
@@ -308,15 +430,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 2. train on named sources (one name may span several folders)
     named = [f"{n}={d}" for n, ds in synthetic.items() for d in ds]
     t1 = time.perf_counter()
-    model = train_discriminator(real_train, named, cfg, work / "model")
-    if a.check_fraction > 0:
+    if a.model:  # judge a model folder a run already trained (and calibrated) on these cohorts
+        model = a.model
+    else:
+        model = train_discriminator(real_train, named, cfg, work / "model")
+    if a.check_fraction > 0 and not a.model:
         from generative.quality.calibrate import calibrate
 
         calibrate(model, real_held, cfg, check_fraction=a.check_fraction, seed=cfg.train.seed)
     t_train = time.perf_counter() - t1
     # 3. held-out scoring; 4. numbers
     t2 = time.perf_counter()
-    res = summarize(score_all(model, cfg, real_held, synthetic_held), model, cfg)
+    scored = score_all(model, cfg, real_held, synthetic_held)
+    res = summarize(scored, model, cfg)
+    res["opinions"] = opinions(scored, model, cfg)
     res.update({"cpu_capability": cpu_kind(), "machine": machine_line(), "mode": mode or "given cohorts",
                 "seconds": round(time.perf_counter() - t0, 1),
                 "seconds_by_step": {"data": round(t_data, 1), "train": round(t_train, 1),
