@@ -6,6 +6,9 @@
     python benchmarks/bench_filter.py --medium     # 40 real + 40 synthetic held-out tumor cases or more (CPU: ~20 min)
     python benchmarks/bench_filter.py --large      # 80 real training cases, 60 real + 80 synthetic held out (CPU: ~25 min)
     python benchmarks/bench_filter.py --xlarge     # the same held-out cohorts, twice the training cases
+    python benchmarks/bench_filter.py --xlarge --reuse-data \
+        --synthetic diffusion_a=runs/diff_a_train --synthetic-heldout diffusion_a=runs/diff_a_heldout
+                                                   # plus diffusion tumors sampled into the mode's healthy phantoms
 
 Steps: (1) cohorts (given, or built from the phantom world: real tumor cases of sites A and B, and
 rules / CA tumors synthesized into healthy phantoms with ``generative.tumors.offline.synthesize_cohort``);
@@ -420,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         co = build_phantom_cohorts(work / "data", mode, reuse=a.reuse_data)
         real_train, real_held = co["real_train"], co["real_heldout"]
         synthetic, synthetic_held = co["synthetic"], co["synthetic_heldout"]
+        # cohorts given beside a mode join its synthetic sources (e.g. diffusion tumors sampled into its healthy
+        # phantoms: `tumorgen sample --healthy <work>/data/healthy_train_A ...`)
+        for mine, given in ((synthetic, _named(a.synthetic)), (synthetic_held, _named(a.synthetic_heldout))):
+            for k, v in given.items():
+                mine.setdefault(k, []).extend(v)
     else:
         if not (a.real_train and a.real_heldout and a.synthetic and a.synthetic_heldout):
             ap.error("give --real-train, --real-heldout, --synthetic and --synthetic-heldout (or --quick / --medium)")
