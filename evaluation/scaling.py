@@ -19,7 +19,8 @@ tumors.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -294,19 +295,47 @@ class StudyData:
     onthefly: dict[str, SyntheticSource] = field(default_factory=dict)
 
 
+@contextmanager
+def folder_lock(path: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on ``path`` (created if missing) between processes: yields True when held.
+    ``wait``: block until the holder lets go; else yield False at once when another process holds it.
+    The kernel drops the lock when its process dies, so a killed run never leaves a cell locked. Where
+    ``fcntl`` does not exist (Windows) there is no lock: run one process per study folder there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX everywhere this is tested
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def stage(out: Path, name: str, fn: Callable[[], Any]) -> dict[str, Any]:
     """Run ``fn`` once: ``<out>/stages/<name>.json`` (written atomically after ``fn`` returned) marks the
     stage finished, so a rerun skips it; a killed stage has no marker and reruns (each stage's own work
-    resumes: cohort loops skip written cases, training continues from its last checkpoint)."""
+    resumes: cohort loops skip written cases, training continues from its last checkpoint). A second
+    process running the same study waits for the stage instead of making it twice (``<name>.lock``)."""
     marker = out / "stages" / f"{name}.json"
     if marker.exists():
         return read_json(marker)
-    _fresh_accelerate()
-    t0 = time.perf_counter()
-    result = fn()
-    info = {"stage": name, "seconds": round(time.perf_counter() - t0, 1),
-            **({"path": str(result)} if isinstance(result, (str, Path)) else {})}
-    write_json(marker, info)
+    with folder_lock(out / "stages" / f"{name}.lock", wait=True):
+        if marker.exists():  # made by the process this one waited for
+            return read_json(marker)
+        _fresh_accelerate()
+        t0 = time.perf_counter()
+        result = fn()
+        info = {"stage": name, "seconds": round(time.perf_counter() - t0, 1),
+                **({"path": str(result)} if isinstance(result, (str, Path)) else {})}
+        write_json(marker, info)
     return info
 
 
@@ -603,19 +632,32 @@ def run_study(cfg: ScalingConfig, out: str | Path, only: list[str] | None = None
         if unknown:
             raise ValueError(f"unknown cell id(s) {sorted(unknown)}; `tumorgen scaling run --list` lists them")
     report = BatchReport()
+    busy: list[str] = []
     with Progress(disable=not show) as prog:
         task = prog.add_task("scaling cells", total=len(todo))
         for c in todo:
             if (out / "cells" / c.id / "cell.json").exists():
                 report.skipped.append(c.id)
-            else:
-                prog.update(task, description=f"cell {c.id}")
-                try:
-                    run_cell(cfg, c, data, out, show=show)
-                    report.done.append(c.id)
-                except Exception as e:  # one broken cell must not stop the grid
-                    report.fail(c.id, f"{type(e).__name__}: {e}")
+                prog.advance(task)
+                continue
+            # several processes may run one study folder (one core each): each takes the cells no other holds
+            with folder_lock(out / "cells" / f"{c.id}.lock", wait=False) as mine:
+                if not mine:
+                    busy.append(c.id)
+                elif (out / "cells" / c.id / "cell.json").exists():  # finished while this one waited its turn
+                    report.skipped.append(c.id)
+                else:
+                    prog.update(task, description=f"cell {c.id}")
+                    try:
+                        run_cell(cfg, c, data, out, show=show)
+                        report.done.append(c.id)
+                    except Exception as e:  # one broken cell must not stop the grid
+                        report.fail(c.id, f"{type(e).__name__}: {e}")
             prog.advance(task)
+    if busy:
+        report.skipped.extend(busy)
+        console.print(f"{len(busy)} cell(s) running in another process, left to it: {', '.join(busy)}",
+                      highlight=False)
     return report
 
 

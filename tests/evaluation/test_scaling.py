@@ -328,3 +328,44 @@ def test_generator_and_filter_training_sources_load(tmp_path):
         p.write_text(text)
         with pytest.raises(ValueError, match=match):
             load_scaling_config(p)
+
+
+def test_folder_lock_is_exclusive_between_holders_and_released(tmp_path):
+    from evaluation.scaling import folder_lock
+
+    p = tmp_path / "cells" / "x.lock"
+    with folder_lock(p, wait=False) as first:
+        assert first and p.exists()
+        with folder_lock(p, wait=False) as second:  # another open file: what a second process would see
+            assert second is False
+    with folder_lock(p, wait=False) as again:
+        assert again
+
+
+def test_two_runs_of_one_study_share_its_cells(tmp_path, monkeypatch):
+    """A cell another process holds is left to it (reported, not run); stages made by another are waited for."""
+    import evaluation.scaling as sc
+
+    ran: list[str] = []
+
+    def fake_cell(cfg, cell, data, out, show=True):
+        ran.append(cell.id)
+        (out / "cells" / cell.id).mkdir(parents=True, exist_ok=True)
+        (out / "cells" / cell.id / "cell.json").write_text("{}")
+
+    monkeypatch.setattr(sc, "prepare_data", lambda cfg, out, show=False: None)
+    monkeypatch.setattr(sc, "run_cell", fake_cell)
+    cfg = tiny_study()
+    out = tmp_path / "study"
+    held = "real001_rules_x1_seed0"
+    with sc.folder_lock(out / "cells" / f"{held}.lock", wait=False) as mine:
+        assert mine
+        rep = run_study(cfg, out, show=False)
+    assert held not in ran and held in rep.skipped and rep.ok
+    assert set(ran) == {c.id for c in cells(cfg)} - {held}
+    rep2 = run_study(cfg, out, show=False)  # the lock is gone: the rerun takes the cell left over
+    assert ran[-1] == held and rep2.done == [held]
+    # a stage marker written while a caller waited is read, not made again
+    calls = []
+    assert sc.stage(out, "s", lambda: calls.append(1) or "p")["path"] == "p"
+    assert sc.stage(out, "s", lambda: calls.append(2) or "q")["path"] == "p" and calls == [1]

@@ -2,8 +2,10 @@
 
 `run` does everything the config names, from nothing: phantom cohorts, generators, synthetic and
 filtered cohorts, the grid of cells, the report (and, with `--publish DIR` or `report.publish`, a copy
-of the small results). Every stage resumes after a kill. `report` regenerates the tables, figures and
-lessons.json from the cells' small results (e.g. a published copy)."""
+of the small results). Every stage resumes after a kill. Several `run` processes may share one study
+folder (e.g. one per core with OMP_NUM_THREADS=1): each takes the cells no other holds, and waits for a
+stage another is making. `report` regenerates the tables, figures and lessons.json from the cells' small
+results (e.g. a published copy)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from tumorgen.commands._common import add_set_argument, console, report_exit
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scaling", help="the real-vs-synthetic scaling study (grid of segmentation runs)")
     ssub = p.add_subparsers(dest="scaling_command", metavar="ACTION")
-    run = ssub.add_parser("run", help="run every unfinished cell of the grid (resumable)")
+    run = ssub.add_parser("run", help="run every unfinished cell of the grid (resumable; several processes may "
+                                      "share one study folder, each taking the cells no other holds)")
     run.add_argument("--config", default="evaluation/scaling.yaml",
                      help="scaling YAML (a path, or relative to the shipped configs/)")
     run.add_argument("--out", required=True, help="study folder (one subfolder per cell)")
