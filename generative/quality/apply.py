@@ -28,7 +28,7 @@ from cohort.layouts import open_cohort, write_rows
 from cohort.preprocess import to_ras
 from cohort.progress import track
 from generative.quality.config import FilterConfig, FilterName
-from generative.quality.crops import find_tumors, sample_crop
+from generative.quality.crops import find_tumors, tumor_crop
 from generative.quality.data import patient_group
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator, crop_config_of
 from generative.quality.filters import (
@@ -148,7 +148,7 @@ class Scorer:
         tumors = find_tumors(case, self.crop)
         out = []
         if tumors:
-            x = np.stack([sample_crop(case.ct, m, i.centroid_vox, case.spacing, self.crop) for i, m in tumors])
+            x = np.stack([tumor_crop(case, i, m, self.crop) for i, m in tumors])
             xt = torch.from_numpy(x)
             p_cnn, p_tr = self.model.predict_parts(xt)
             p = self.model.combine(p_cnn, p_tr).numpy()

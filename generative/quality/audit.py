@@ -46,7 +46,7 @@ from generative.quality.apply import (  # noqa: E402
     read_scores,
 )
 from generative.quality.config import FilterConfig  # noqa: E402
-from generative.quality.crops import SIZE_BIN_NAMES, CropConfig, find_tumors, sample_crop  # noqa: E402
+from generative.quality.crops import SIZE_BIN_NAMES, CropConfig, find_tumors, tumor_crop  # noqa: E402
 from generative.quality.filters import Segmentor  # noqa: E402
 from generative.quality.metrics import auc, roc_curve  # noqa: E402
 from generative.quality.policies import Cutoff  # noqa: E402
@@ -211,7 +211,7 @@ def montage_items(scores: Sequence[CaseScore], picks: Sequence[dict[str, Any]], 
         if not match:
             continue
         info, mask = match[0]
-        out.append({**p, "image": sample_crop(case.ct, mask, info.centroid_vox, case.spacing, view)})
+        out.append({**p, "image": tumor_crop(case, info, mask, view)})
     return out
 
 

@@ -148,6 +148,11 @@ def mask_extent_mm(mask: np.ndarray, case_spacing: tuple[float, float, float]) -
     return float(max((s.stop - s.start) * sp for s, sp in zip(sl[0], case_spacing)))
 
 
+def bbox_extent_mm(bbox: tuple[tuple[int, ...], tuple[int, ...]], case_spacing: tuple[float, float, float]) -> float:
+    """The largest side (mm) of a :class:`TumorInfo` bounding box ((lo), (hi) exclusive)."""
+    return float(max((b - a) * sp for a, b, sp in zip(bbox[0], bbox[1], case_spacing)))
+
+
 def crop_grid(centre_vox: tuple[float, float, float], case_spacing: tuple[float, float, float],
               config: CropConfig, spacing_mm: float | None = None) -> np.ndarray:
     """Voxel coordinates (3, S, S, S) of a crop of ``config.size``^3 at ``spacing_mm`` (default ``config.spacing_mm``)."""
@@ -158,13 +163,16 @@ def crop_grid(centre_vox: tuple[float, float, float], case_spacing: tuple[float,
 
 
 def sample_crop(ct: np.ndarray, mask: np.ndarray, centre_vox: tuple[float, float, float],
-                case_spacing: tuple[float, float, float], config: CropConfig) -> np.ndarray:
+                case_spacing: tuple[float, float, float], config: CropConfig,
+                extent_mm: float | None = None) -> np.ndarray:
     """Resample one (2, S, S, S) float32 crop: windowed CT in [0, 1] and the mask.
 
     ct: HU (X, Y, Z); mask: bool (X, Y, Z). Points outside the scan read as air. The spacing is
-    :func:`crop_spacing` of the mask's extent.
+    :func:`crop_spacing` of the tumor's extent (``extent_mm``, measured from the mask when not given).
     """
-    spacing = crop_spacing(mask_extent_mm(mask, case_spacing), config) if config.max_fill > 0 else None
+    spacing = None
+    if config.max_fill > 0:
+        spacing = crop_spacing(mask_extent_mm(mask, case_spacing) if extent_mm is None else extent_mm, config)
     grid = crop_grid(centre_vox, case_spacing, config, spacing)
     # Only the bounding box of the grid is needed: sample a sub-volume to keep this cheap on big scans.
     lo = np.maximum(np.floor(grid.reshape(3, -1).min(1)).astype(int) - 1, 0)
@@ -180,8 +188,11 @@ def sample_crop(ct: np.ndarray, mask: np.ndarray, centre_vox: tuple[float, float
     return np.stack([scale_hu(ct_c, config.hu_min, config.hu_max), (m_c > 0.5).astype(np.float32)]).astype(np.float32)
 
 
+def tumor_crop(case: Case, info: TumorInfo, mask: np.ndarray, config: CropConfig) -> np.ndarray:
+    """The crop of one tumor :func:`find_tumors` found in ``case`` (its centroid, its bounding box's extent)."""
+    return sample_crop(case.ct, mask, info.centroid_vox, case.spacing, config, bbox_extent_mm(info.bbox, case.spacing))
+
+
 def extract_crops(case: Case, config: CropConfig) -> list[TumorCrop]:
     """One crop per tumor of ``case`` (see module docstring for the two channels)."""
-    spacing = case.spacing
-    return [TumorCrop(info, sample_crop(case.ct, mask, info.centroid_vox, spacing, config))
-            for info, mask in find_tumors(case, config)]
+    return [TumorCrop(info, tumor_crop(case, info, mask, config)) for info, mask in find_tumors(case, config)]

@@ -12,7 +12,7 @@ from cohort.case import Case, CaseRef
 from cohort.errors import BatchReport, CohortError
 from cohort.layouts import open_cohort
 from cohort.preprocess import to_ras
-from generative.quality.crops import CropConfig, TumorCrop, TumorInfo, find_tumors, sample_crop
+from generative.quality.crops import CropConfig, TumorCrop, TumorInfo, find_tumors, tumor_crop
 
 
 def patient_group(case: Case) -> str:
@@ -45,7 +45,7 @@ def load_case(ref: CaseRef, crop: CropConfig) -> LoadedCase:
     """Load one case (RAS voxel axes), find its tumors and cut one crop per tumor."""
     case = to_ras(ref.load())
     tumors = find_tumors(case, crop)
-    crops = [TumorCrop(info, sample_crop(case.ct, mask, info.centroid_vox, case.spacing, crop)) for info, mask in tumors]
+    crops = [TumorCrop(info, tumor_crop(case, info, mask, crop)) for info, mask in tumors]
     return LoadedCase(ref, case, tumors, crops)
 
 

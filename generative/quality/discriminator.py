@@ -118,8 +118,9 @@ class TumorDiscriminator(nn.Module):
         self.feature_mean.copy_(f.mean(0))
         self.feature_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, D, H, W), channel -1 the tumor mask -> logits (B,).
+    def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, D, H, W), channel -1 the tumor mask -> logits (B,). ``features``: the crops' radiomic
+        features in the head's names, when the caller has them already (else computed here).
 
         The head sees the mean of the features inside the tumor at every level
         (the mask downsampled to each feature grid) plus the mean over the whole
@@ -135,14 +136,18 @@ class TumorDiscriminator(nn.Module):
             pooled.append((h * m).sum((2, 3, 4)) / m.sum((2, 3, 4)).clamp_min(1e-3))
         pooled.append(h.mean((2, 3, 4)))
         if self.feature_mlp is not None:
-            f = (crop_features(x, *self.config["hu_window"], self.config["feature_names"]) - self.feature_mean) / self.feature_std
+            if features is None:
+                features = crop_features(x, *self.config["hu_window"], self.config["feature_names"])
+            f = (features.to(self.feature_mean) - self.feature_mean) / self.feature_std
             pooled.append(self.feature_mlp(f.clamp(-8, 8).to(h.dtype)))
         return self.head(self.drop(torch.cat(pooled, dim=1))).squeeze(1)
 
     @torch.no_grad()
-    def tree_features(self, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """(N, F) the trees' crop features (their own names) of (N, C, D, H, W) crops."""
-        names = self.trees.feature_names if self.trees is not None else list(FEATURE_NAMES)
+    def tree_features(self, x: torch.Tensor, names: list[str] | tuple[str, ...] | None = None,
+                      batch_size: int = 64) -> np.ndarray:
+        """(N, F) crop features of (N, C, D, H, W) crops in ``names`` (default: the trees' own, else
+        :data:`FEATURE_NAMES`)."""
+        names = names or (self.trees.feature_names if self.trees is not None else list(FEATURE_NAMES))
         out = [crop_features(x[i:i + batch_size].float(), *self.config["hu_window"], names).numpy()
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
@@ -150,18 +155,26 @@ class TumorDiscriminator(nn.Module):
     @torch.no_grad()
     def predict_parts(self, x: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the CNN's P(real), the trees' P(real) or None without trees) for (N, C, D, H, W) crops, each (N,)
-        float32 on CPU; the CNN in eval mode, batched."""
+        float32 on CPU; the CNN in eval mode, batched. When the head and the trees read the same features they
+        are computed once per batch."""
         was = self.training
         self.eval()
         dev = next(self.parameters()).device
-        out = [torch.sigmoid(self(x[i:i + batch_size].to(dev).float())).float().cpu()
-               for i in range(0, len(x), batch_size)]
+        shared = (self.trees is not None and self.feature_mlp is not None
+                  and list(self.trees.feature_names) == list(self.config["feature_names"]))
+        p_cnn, feats = [], []
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(dev).float()
+            f = crop_features(xb, *self.config["hu_window"], self.config["feature_names"]) if shared else None
+            p_cnn.append(torch.sigmoid(self(xb, f)).float().cpu())
+            if shared:
+                feats.append(f.cpu().numpy())
         self.train(was)
-        p_cnn = torch.cat(out) if out else torch.zeros(0)
+        p = torch.cat(p_cnn) if p_cnn else torch.zeros(0)
         if self.trees is None:
-            return p_cnn, None
-        p_tr = torch.from_numpy(self.trees.predict_proba(self.tree_features(x.cpu())).astype(np.float32))
-        return p_cnn, p_tr
+            return p, None
+        f_tr = np.concatenate(feats) if shared and feats else self.tree_features(x.cpu())
+        return p, torch.from_numpy(self.trees.predict_proba(f_tr).astype(np.float32))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:

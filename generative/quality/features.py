@@ -146,11 +146,11 @@ def face_step(v: torch.Tensor, m: torch.Tensor, ks: range = range(1, 9), gap: in
     inside_body = vv > body
     # CT two voxels further out along each axis, on either side (NaN where that leaves the crop)
     nan = torch.full_like(vv, float("nan"))
+    src = torch.where(inside_body, vv, nan)
     out_lo, out_hi = [], []
     for a in range(3):
         ax = a + 1
         lo_sh, hi_sh = nan.clone(), nan.clone()
-        src = torch.where(inside_body, vv, nan)
         lo_sh.narrow(ax, gap, s - gap).copy_(src.narrow(ax, 0, s - gap))  # value at i - gap
         hi_sh.narrow(ax, 0, s - gap).copy_(src.narrow(ax, gap, s - gap))  # value at i + gap
         out_lo.append(lo_sh)
@@ -201,7 +201,6 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
     t_mean, f_mean = _mean(v, m), _mean(v, far)
     contrast = t_mean - f_mean
     t_hf, f_hf = _sd(hf, core), _sd(hf, far)  # the core: the boundary's step is not texture
-    core8 = torch.where(e1.sum((1, 2, 3, 4), keepdim=True) >= 8, e1, m)
     edge_raw = _mean(grad, band)
     f = {
         "contrast": contrast,
@@ -224,8 +223,8 @@ def crop_features(x: torch.Tensor, hu_min: float = -175.0, hu_max: float = 250.0
         "box_fill": _bbox_fill(m),
         "surface": band.sum((1, 2, 3, 4)) / m.sum((1, 2, 3, 4)).clamp_min(1.0) ** (2 / 3),
     }
-    if "core_hf" in names:
-        f["core_hf"] = _sd(hf, core8)
+    if "core_hf" in names:  # the core when it has 8 voxels, else the whole tumor
+        f["core_hf"] = _sd(hf, torch.where(e1.sum((1, 2, 3, 4), keepdim=True) >= 8, e1, m))
     if "face_step" in names:
         f["face_step"] = face_step(v, m)
     unknown = [k for k in names if k not in f]

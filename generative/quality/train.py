@@ -46,7 +46,7 @@ from cohort.hardware import Precision, resolve_precision
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from generative.quality.config import FilterConfig, SyntheticCohort
-from generative.quality.crops import find_tumors, sample_crop
+from generative.quality.crops import find_tumors, tumor_crop
 from generative.quality.data import iter_cohorts
 from generative.quality.discriminator import CALIBRATION_NAME, HU_BOUNDS_NAME, TumorDiscriminator
 from generative.quality.features import FEATURE_NAMES
@@ -136,7 +136,7 @@ def hard_negative_crops(case, kinds: Sequence[str], crop, rng: np.random.Generat
         if not tumors:
             continue
         info, mask = max(tumors, key=lambda t: int((t[1] & changed).sum()))
-        out.append((kind, sample_crop(p.case.ct, mask, info.centroid_vox, p.case.spacing, crop)))
+        out.append((kind, tumor_crop(p.case, info, mask, crop)))
     return out
 
 
@@ -185,6 +185,10 @@ class DiscriminatorData:
     selection_groups: list[str] = field(default_factory=list)
     #: the real patients trained on (``tumorgen filter calibrate`` refuses them)
     train_groups: list[str] = field(default_factory=list)
+
+    def selected(self) -> torch.Tensor:
+        """(N_va,) bool: the validation crops early stopping (and the trees' tree count) may see."""
+        return self.select if self.select is not None else torch.ones(len(self.y_va), dtype=torch.bool)
 
     def describe(self) -> str:
         n_neg, n_hard = float((1 - self.y_tr).sum()), float(self.hard_tr.sum())
@@ -356,7 +360,7 @@ def validate(net: torch.nn.Module, data: DiscriminatorData, batch_size: int, gen
     """(AUC, binary cross-entropy) on the validation crops early stopping may see (``data.select``),
     after re-estimating BatchNorm on shuffled training crops."""
     recalibrate_batchnorm(net, data.x_tr[torch.randperm(len(data.x_tr), generator=gen)], batch_size)
-    sel = data.select if data.select is not None else torch.ones(len(data.y_va), dtype=torch.bool)
+    sel = data.selected()
     x, y = data.x_va[sel], data.y_va[sel]
     p = net.predict_proba(x).numpy()
     a = auc(p[y.numpy() > 0], p[y.numpy() == 0])
@@ -449,17 +453,16 @@ def fit_feature_trees(net: TumorDiscriminator, data: DiscriminatorData, cfg: Fil
     early stopping sees; None when ``feature_trees.enabled`` is off."""
     if not cfg.feature_trees.enabled:
         return None
-    net.trees = BoostedTrees(cfg.feature_trees, list(FEATURE_NAMES))  # tree_features reads its names
-    x_tr = net.tree_features(data.x_tr)
+    names = list(FEATURE_NAMES)
     w_tr = sample_weights(data.y_tr, data.hard_tr, cfg.train.hard_negative_share).numpy()
-    sel = data.select if data.select is not None else torch.ones(len(data.y_va), dtype=torch.bool)
+    sel = data.selected()
     y_va = data.y_va[sel].numpy()
     n_pos, n_neg = max(float(y_va.sum()), 1.0), max(float((1 - y_va).sum()), 1.0)
-    w_va = np.where(y_va > 0, 0.5 / n_pos, 0.5 / n_neg)
-    trees = BoostedTrees(cfg.feature_trees, list(FEATURE_NAMES)).fit(
-        x_tr, data.y_tr.numpy(), w_tr, net.tree_features(data.x_va[sel]), y_va, w_va)
-    net.trees = trees
-    return trees
+    w_va = np.where(y_va > 0, 0.5 / n_pos, 0.5 / n_neg)  # the two classes weigh the same
+    net.trees = BoostedTrees(cfg.feature_trees, names).fit(
+        net.tree_features(data.x_tr, names), data.y_tr.numpy(), w_tr, net.tree_features(data.x_va[sel], names),
+        y_va, w_va)
+    return net.trees
 
 
 def export(net: TumorDiscriminator, best: EarlyStopping, log: list[dict], data: DiscriminatorData, cfg: FilterConfig,
