@@ -556,6 +556,7 @@ def cell_config(cfg: ScalingConfig, cell: Cell, data: StudyData):
 def run_cell(cfg: ScalingConfig, cell: Cell, data: StudyData, out: Path, show: bool = True) -> dict[str, Any]:
     """Train, predict ID and OOD, evaluate; write ``cell.json`` last. Resumable."""
     from evaluation.evaluate import evaluate_cohort, load_metrics_config
+    from segmentation.health import FIT_NAME
     from segmentation.predict import predict_cohort
     from segmentation.train import train_segmentation
 
@@ -579,6 +580,9 @@ def run_cell(cfg: ScalingConfig, cell: Cell, data: StudyData, out: Path, show: b
     counts = cdir / "seg" / "source_counts.json"
     if counts.exists():
         result["source_counts"] = read_json(counts)
+    fit = cdir / "seg" / FIT_NAME  # does the model segment its own training tumors (segmentation.health)
+    if fit.exists():
+        result["train_fit"] = read_json(fit)
     for split, gt in (("id", data.test_id), ("ood", data.test_ood)):
         pred_dir = cdir / f"pred_{split}"
         rep = predict_cohort(model, gt, pred_dir, tta=cfg.tta, save_prob=True, overwrite=False, show=show)

@@ -33,8 +33,26 @@ SPLITS = (("id", "in-distribution"), ("ood", "out-of-distribution"))
 
 
 def collect(out: str | Path) -> list[dict[str, Any]]:
-    cells = sorted(Path(out).glob("cells/*/cell.json"))
-    return [read_json(p) for p in cells]
+    """Every finished cell's ``cell.json``, with ``train_fit`` (:mod:`segmentation.health`) read from
+    ``train_fit.json`` (a published copy) or ``seg/train_fit.json`` where the cell record lacks it (cells made before the check, checked
+    afterwards with ``tumorgen segment fit``)."""
+    from segmentation.health import FIT_NAME
+
+    results = []
+    for p in sorted(Path(out).glob("cells/*/cell.json")):
+        r = read_json(p)
+        fit = next((f for f in (p.parent / FIT_NAME, p.parent / "seg" / FIT_NAME) if f.is_file()), None)
+        if "train_fit" not in r and fit is not None:
+            r["train_fit"] = read_json(fit)
+        results.append(r)
+    return results
+
+
+def collapsed(r: dict[str, Any]) -> bool:
+    """Whether a cell's model ended with a collapsed lesion output (never predicts its own training tumors)."""
+    from segmentation.health import collapsed_classes
+
+    return bool(collapsed_classes(r.get("train_fit")))
 
 
 def _limits(rs: list[dict[str, Any]], split: str) -> tuple[float, float]:
@@ -55,7 +73,8 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[(r["n_real"], r["source"], r["ratio"])].append(r)
     rows = []
     for (n, src, ratio), rs in sorted(groups.items(), key=lambda kv: (kv[0][1] != "none", kv[0][1], kv[0][0], kv[0][2])):
-        row: dict[str, Any] = {"n_real": n, "source": src, "ratio": ratio, "seeds": len(rs)}
+        row: dict[str, Any] = {"n_real": n, "source": src, "ratio": ratio, "seeds": len(rs),
+                               "collapsed": sum(collapsed(r) for r in rs)}
         for split, _ in SPLITS:
             for key, _ in HEADLINE:
                 vals = np.array([r[split].get(key) for r in rs if r.get(split) and r[split].get(key) is not None], float)
@@ -68,6 +87,12 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             name = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}, {split.upper()}"
             row[f"{split}_warnings"] = detection_warnings(name, {k: row[f"{split}_{k}"] for k, _ in HEADLINE},
                                                          *_limits(rs, split))
+        if row["collapsed"]:
+            label = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}"
+            row["id_warnings"] = [*row["id_warnings"], (
+                f"{label}: the lesion output collapsed in {row['collapsed']} of {len(rs)} seeds (it never "
+                "predicts a lesion, not even on its own training tumors; `tumorgen segment fit`): those cells "
+                "measure a failed training, not the source")]
         rows.append(row)
     return rows
 
@@ -91,6 +116,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         cells = [str(r["n_real"]), r["source"], f"{r['ratio']:g}", str(r["seeds"])]
         cells += [_fmt(r[f"{s}_{k}"], r.get(f"{s}_{k}_sd")) for s, _ in SPLITS for k, _ in HEADLINE]
         flagged = [s.upper() for s, _ in SPLITS if r.get(f"{s}_warnings")]
+        if r.get("collapsed"):
+            flagged.append(f"collapsed {r['collapsed']}/{r['seeds']}")
         cells.append(("⚠ " + ", ".join(flagged)) if flagged else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -104,11 +131,12 @@ def warnings_markdown(rows: list[dict[str, Any]]) -> str:
 
 def table_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    keys = list(rows[0].keys()) if rows else []
+    # every row's keys: a row of one seed carries its cell's CIs (``*_ci``), a row of several does not
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     for r in rows:
-        w.writerow({k: (r[k] if not isinstance(r[k], list) else ";".join(map(str, r[k]))) for k in keys})
+        w.writerow({k: (r.get(k) if not isinstance(r.get(k), list) else ";".join(map(str, r[k]))) for k in keys})
     return buf.getvalue()
 
 
@@ -208,6 +236,8 @@ def lessons_markdown(les: dict[str, dict[str, Any]]) -> str:
     lines = ["| lesson | claim | reproduced | numbers (95 % CI) |", "|---|---|---|---|"]
     for key, v in les.items():
         nums = "; ".join(f"{k}: {_ci(c)}" for k, c in v["numbers"].items()) or v.get("missing", "")
+        if v.get("caveat"):
+            nums += f" ⚠ {v['caveat']}"
         lines.append(f"| {key} | {v['claim']} | {v['reproduced']} | {nums} |")
     return "\n".join(lines) + "\n"
 
@@ -266,7 +296,8 @@ def paired_statistics(out: Path, results: list[dict[str, Any]], rdir: Path) -> d
                                                                  if c["source"] == s})]
     diffs = differences(sc)
     values = arm_values(sc, "dsc")
-    les = lessons(sc, rcfg, sources, ratio)
+    les = lessons(sc, rcfg, sources, ratio,
+                  collapsed={a: ids for a, ids in _collapsed_by_arm(results, arm_name).items()})
     flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in d.items()} for d in diffs]
     write_text(rdir / "differences.csv", _rows_csv(flat))
     write_text(rdir / "table5.csv", _rows_csv([{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
@@ -278,6 +309,14 @@ def paired_statistics(out: Path, results: list[dict[str, Any]], rdir: Path) -> d
     png = plot_figure8(values, rdir / "figure8.png")
     return {"differences": diffs, "values": values, "lessons": les, "markdown": md, "png": png,
             "bootstrap": {"n_boot": rcfg.n_boot, "seed": rcfg.seed, "ci_level": rcfg.ci_level}}
+
+
+def _collapsed_by_arm(results: list[dict[str, Any]], arm_name) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in results:
+        if collapsed(r):
+            out.setdefault(arm_name(r["source"], float(r["ratio"])), []).append(r["cell"])
+    return out
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:
@@ -355,17 +394,20 @@ def publish(out: str | Path, dest: str | Path) -> list[Path]:
     """Copy the small results of study ``out`` (:data:`PUBLISHED`) to ``dest`` (e.g.
     benchmarks/results/study_phantom/), each file atomically; returns the copies."""
     from cohort.io import atomic_path
+    from segmentation.health import FIT_NAME
 
     out, dest = Path(out), Path(dest)
     if out.resolve() == dest.resolve():
         return []
     copied = []
-    for pattern in PUBLISHED:
-        for src in sorted(out.glob(pattern)):
-            target = dest / src.relative_to(out)
-            with atomic_path(target) as tmp:
-                shutil.copyfile(src, tmp)
-            copied.append(target)
+    pairs = [(src, dest / src.relative_to(out)) for pattern in PUBLISHED for src in sorted(out.glob(pattern))]
+    # the training-fit check of each cell's model, beside its cell.json (the copy holds no run folders)
+    pairs += [(src, dest / src.parent.parent.relative_to(out) / src.name)
+              for src in sorted(out.glob(f"cells/*/seg/{FIT_NAME}"))]
+    for src, target in pairs:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        copied.append(target)
     return copied
 
 

@@ -207,9 +207,15 @@ def primary_arm(sc: StudyCases, rcfg: ReportConfig, sources: list[str], ratio: f
     return arm_name(name, ratio) if name else None
 
 
-def lessons(sc: StudyCases, rcfg: ReportConfig, sources: list[str], ratio: float) -> dict[str, dict[str, Any]]:
-    """The five lessons (module docstring), each {claim, reproduced, numbers, (missing)}."""
+def lessons(sc: StudyCases, rcfg: ReportConfig, sources: list[str], ratio: float,
+            collapsed: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """The five lessons (module docstring), each {claim, reproduced, numbers, (missing)}.
+
+    ``collapsed``: arm -> ids of its cells whose lesion output collapsed (:mod:`segmentation.health`).
+    The verdicts are computed on every cell as it is; a lesson resting on such an arm carries
+    ``collapsed_cells`` and a ``caveat``, since those cells measure a failed training."""
     out: dict[str, dict[str, Any]] = {}
+    collapsed = collapsed or {}
     sizes = sc.sizes(NONE)
     small, large = (sizes[0], sizes[-1]) if len(sizes) >= 2 else (None, None)
     p = primary_arm(sc, rcfg, sources, ratio)
@@ -276,6 +282,17 @@ def lessons(sc: StudyCases, rcfg: ReportConfig, sources: list[str], ratio: float
                                              for t in ((k, hi, n, s), (-k, lo, n, s))], "dsc")
     missing = None if len(chain) == len(rcfg.order) else f"order {rcfg.order}: only {chain} in the grid"
     lesson("e_filtered_ge_diffusion_ge_ca_ge_rules", claim_e, parts, missing, order=chain, metric="dsc")
+    arms = {"a_more_real_data_helps": [NONE], "b_synthetic_helps_most_at_small_sizes": [NONE, p],
+            "c_ood_gain_exceeds_id_gain": [NONE, p], "d_early_tumor_sensitivity_gains": [NONE, p],
+            "e_filtered_ge_diffusion_ge_ca_ge_rules": chain}
+    for key, used in arms.items():
+        hit = {a: sorted(collapsed[a]) for a in used if a in collapsed}
+        if hit:
+            out[key]["collapsed_cells"] = hit
+            out[key]["caveat"] = ("the lesion output collapsed in " + "; ".join(
+                f"{len(ids)} cell{'s' if len(ids) > 1 else ''} of {a}" for a, ids in hit.items())
+                + ": those cells never predict a lesion, not even on their own training tumors (a failed training, "
+                "not the source's effect); the verdict includes them")
     return out
 
 

@@ -38,10 +38,11 @@ from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
 from segmentation import engine as E
 from segmentation.config import SegConfig, SegConfigError, load_seg_config, validate
 from segmentation.data import ClassMap, MixingSampler, PatchDataset, build_cache, collate
+from segmentation.health import FIT_NAME, fit_message, lesion_fit
 from segmentation.networks import build_network, network_kwargs, save_model
 
 #: what an earlier run left in its folder and ``overwrite`` deletes ("segmentation" is the tracker's log folder)
-RUN_OUTPUTS = ("checkpoints", "model", "segmentation", E.COUNTS_NAME, "summary.json")
+RUN_OUTPUTS = ("checkpoints", "model", "segmentation", E.COUNTS_NAME, "summary.json", FIT_NAME)
 
 
 def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = False, synthesizer: Any = None,
@@ -104,8 +105,15 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
                    "val_cases": [r.case_id for r in split.val], "val_held_out_from": split.held_out_from,
                    "train_cases": {s.name: [r.case_id for r in refs] for s, refs in zip(cfg.sources, split.train)},
                    "sources": source_report}
+        # does the model segment its own training tumors? (a collapsed lesion output reads as "no gain" on test)
+        fit = lesion_fit(acc.unwrap_model(net), cache, cfg.classes, cfg.data, seed=cfg.data.seed)
+        summary["fit"] = fit
+        msg = fit_message(fit, str(run.run_dir))
+        if msg:
+            print(f"WARNING {msg}", file=sys.stderr)
         write_json(run.run_dir / E.COUNTS_NAME, source_report)
         write_json(run.run_dir / "summary.json", summary)
+        write_json(run.run_dir / FIT_NAME, fit)
         save_model(acc.unwrap_model(net), model_dir, cfg.network.name, net_kwargs, list(cfg.classes),
                    cfg.data, cfg.infer, info={"steps": step, "val": last_val, "sources": source_report})
     acc.end_training()

@@ -369,3 +369,22 @@ def test_two_runs_of_one_study_share_its_cells(tmp_path, monkeypatch):
     calls = []
     assert sc.stage(out, "s", lambda: calls.append(1) or "p")["path"] == "p"
     assert sc.stage(out, "s", lambda: calls.append(2) or "q")["path"] == "p" and calls == [1]
+
+
+def test_table_csv_takes_rows_of_one_seed_and_of_several():
+    """A row of one seed carries its cell's CIs, a row of two does not: the CSV has every column."""
+    import csv as _csv
+    import io as _io
+
+    import evaluation.scaling_report as report
+
+    def cell(src, seed, dsc):
+        split = {"dsc": dsc, "dsc_ci": [dsc - 0.1, dsc + 0.1], "dsc_n": 20}
+        return {"cell": f"real004_{src}_x3_seed{seed}", "n_real": 4, "source": src, "ratio": 3.0, "seed": seed,
+                "id": dict(split), "ood": dict(split)}
+
+    rows = report.aggregate([cell("ca", 0, 0.0), cell("ca", 1, 0.28), cell("rules", 0, 0.27)])
+    table = list(_csv.DictReader(_io.StringIO(report.table_csv(rows))))
+    by = {r["source"]: r for r in table}
+    assert by["rules"]["id_dsc_ci"] == "0.17;0.37" and by["ca"]["id_dsc_ci"] == ""
+    assert float(by["ca"]["id_dsc"]) == pytest.approx(0.14) and by["ca"]["seeds"] == "2"

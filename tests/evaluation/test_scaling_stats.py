@@ -147,3 +147,35 @@ def test_report_tables_and_a_published_copy_give_the_same_numbers(tmp_path):
     write_report(dest)
     for name in ("lessons.json", "differences.csv", "table5.csv", "table5.md", "table.csv"):
         assert (dest / "report" / name).read_text() == (rdir / name).read_text(), name
+
+
+def test_cells_whose_lesion_output_collapsed_are_flagged_not_dropped(tmp_path, monkeypatch):
+    import evaluation.scaling_report as report
+
+    monkeypatch.setattr(report, "plot_curves", lambda rows, out_dir: [])
+    monkeypatch.setattr(report, "plot_figure8", lambda values, path: path)
+    root = write_cells(tmp_path / "s", follows_the_paper)
+    write_report(root)
+    before = json.loads((root / "report" / "lessons.json").read_text())
+    dead = {"patches": 24, "final_layer_positive_weights": [7, 2, 0], "collapse_prob": 0.5,
+            "classes": {"liver_lesion": {"voxels": 900, "recall": 0.0, "max_prob": 0.31, "p99_prob": 0.3,
+                                         "collapsed": True}}}
+    for cid in ("real004_ca_x3_seed0", "real004_ca_x3_seed1", "real008_ca_x3_seed0"):
+        (root / "cells" / cid / "seg").mkdir()
+        (root / "cells" / cid / "seg" / "train_fit.json").write_text(json.dumps(dead))
+    write_report(root)
+    les = json.loads((root / "report" / "lessons.json").read_text())
+    e = les["e_filtered_ge_diffusion_ge_ca_ge_rules"]
+    assert e["collapsed_cells"] == {"ca x3": ["real004_ca_x3_seed0", "real004_ca_x3_seed1", "real008_ca_x3_seed0"]}
+    assert "3 cells of ca x3" in e["caveat"] and e["reproduced"] == before["e_filtered_ge_diffusion_ge_ca_ge_rules"][
+        "reproduced"]  # flagged, the verdict still computed on every cell
+    assert "caveat" not in les["b_synthetic_helps_most_at_small_sizes"]  # rests on diffusion_filtered and none
+    md = (root / "report" / "table.md").read_text()
+    assert md.count("collapsed 2/2") == 1 and md.count("collapsed 1/2") == 1
+    assert "4 real, ca x3: the lesion output collapsed in 2 of 2 seeds" in md
+    assert "⚠ the lesion output collapsed in 3 cells of ca x3" in (root / "report" / "table5.md").read_text()
+    copied = publish(root, tmp_path / "pub")
+    assert tmp_path / "pub" / "cells" / "real004_ca_x3_seed0" / "train_fit.json" in copied
+    assert not list((tmp_path / "pub").glob("cells/*/seg"))  # no run folders in the copy
+    write_report(tmp_path / "pub")
+    assert (tmp_path / "pub" / "report" / "lessons.json").read_text() == (root / "report" / "lessons.json").read_text()

@@ -1,4 +1,6 @@
-"""`tumorgen segment train`: train tumor segmentation on real + synthetic cohorts.
+"""`tumorgen segment train`: train tumor segmentation on real + synthetic cohorts;
+`tumorgen segment fit RUN...`: does a finished model segment its own training tumors
+(:mod:`segmentation.health`; a collapsed lesion output is a failed training, not a data effect).
 
 Resolves a named on-the-fly synthesizer (``onthefly: {method: ca, ...}``) into an
 object through the synthesizer registry (:func:`generative.registry.resolve_onthefly`):
@@ -25,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_argument(tr)
     tr.set_defaults(func=run_train)
+    fi = ssub.add_parser("fit", help="check that finished runs segment their own training tumors (collapsed lesion output)")
+    fi.add_argument("runs", nargs="+", type=Path, help="segmentation run folders (config.yaml + model/)")
+    fi.add_argument("--patches", type=int, default=24, help="lesion-centred training patches per run (default 24)")
+    fi.add_argument("--no-write", action="store_true", help="do not write RUN/train_fit.json")
+    fi.set_defaults(func=run_fit)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -57,3 +64,30 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     console.print(f"model: {model}  (per-source counts: {Path(run_dir) / 'source_counts.json'})")
     return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Exit 0: every run's lesion classes fit; 1: some run collapsed; 2: some run could not be checked."""
+    from rich.markup import escape
+
+    from cohort.config import ConfigError
+    from cohort.errors import CohortError
+    from segmentation.health import FIT_NAME, collapsed_classes, fit_message, fit_run
+
+    status = 0
+    for run in args.runs:
+        try:
+            fit = fit_run(run, patches=args.patches, write=not args.no_write)
+        except (CohortError, ConfigError, OSError, ValueError) as e:
+            console.print(f"[red]error[/red] {escape(str(e))}" if isinstance(e, CohortError)
+                          else f"[red]error[/red] {run}: {escape(str(e))}")
+            status = 2
+            continue
+        rows = ", ".join(f"{n}: recall {r['recall']:.2f}, max p {r['max_prob']:.2f}" for n, r in fit["classes"].items())
+        if collapsed_classes(fit):
+            console.print(f"[red]collapsed[/red] {escape(fit_message(fit, str(run)))}")
+            status = max(status, 1)
+        else:
+            console.print(f"ok {run}: {rows or 'no lesion in the training cases'} ({fit['patches']} patches)"
+                          + ("" if args.no_write else f" -> {Path(run) / FIT_NAME}"))
+    return status
