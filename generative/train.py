@@ -157,7 +157,8 @@ def train_autoencoder(run: Run, volumes: list, resume: bool) -> Path:
         disc.requires_grad_(False)  # the generator's adversarial term must not train the critic
         with acc.autocast():
             recon, z_mu, z_sigma = ae(x)
-            loss, logs = losses.generator(x, recon, z_mu, z_sigma, disc, state.step, gen)
+            loss, logs = losses.generator(x, recon, z_mu, z_sigma, disc, state.step, gen,
+                                          label=batch["label"].to(acc.device))
         acc.backward(loss)
         disc.requires_grad_(True)
         opt.step()

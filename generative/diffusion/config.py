@@ -126,6 +126,13 @@ class LossConfig:
     kl_weight: float = bounded(1e-7, ge=0)
     adv_weight: float = bounded(0.1, ge=0)
     adv_warmup_steps: int = bounded(50, ge=0)  # adversarial loss starts after this many steps
+    #: gradient-difference loss (L1 between the finite differences of reconstruction and input per axis,
+    #: Mathieu et al. 2016): an L1/perceptual decoder blurs boundaries, and tumor edges are what it loses
+    gradient_weight: float = bounded(0.0, ge=0)
+    #: extra weight of voxels within ``lesion_margin_vox`` of a lesion in the L1 and gradient terms
+    #: (1 + lesion_weight there): tumors fill little of a crop, the metric that matters is inside them
+    lesion_weight: float = bounded(0.0, ge=0)
+    lesion_margin_vox: int = bounded(2, ge=0)
     disc_channels: int = 16
     disc_layers: int = 2
 

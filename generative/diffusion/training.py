@@ -129,20 +129,56 @@ def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+def lesion_weights(label: torch.Tensor, weight: float, margin_vox: int) -> torch.Tensor:
+    """(B, 1, D, H, W) float: 1 + ``weight`` on lesion voxels (any lesion class) and within
+    ``margin_vox`` voxels of one (a cube dilation), 1 elsewhere."""
+    from cohort import labels as L
+
+    les = torch.isin(label, torch.as_tensor(sorted(L.LESION_LABELS), device=label.device)).float()
+    if margin_vox > 0:
+        les = torch.nn.functional.max_pool3d(les, 2 * margin_vox + 1, stride=1, padding=margin_vox)
+    return 1.0 + weight * les
+
+
+def weighted_l1(recon: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    d = (recon - x).abs()
+    return (d * w).mean() if w is not None else d.mean()
+
+
+def gradient_l1(recon: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the three spatial axes of |diff(recon) - diff(x)| (forward differences), each
+    difference weighted by ``w`` at its first voxel: 0 for a reconstruction with the input's edges,
+    whatever its offset."""
+    total = recon.new_zeros(())
+    for dim in (2, 3, 4):
+        d = (torch.diff(recon, dim=dim) - torch.diff(x, dim=dim)).abs()
+        if w is not None:
+            d = d * w.narrow(dim, 0, w.shape[dim] - 1)
+        total = total + d.mean()
+    return total / 3
+
+
 class AutoencoderLosses:
-    """L1 + perceptual (2.5D LPIPS) + KL + least-squares patch adversarial after a warm-up."""
+    """L1 + perceptual (2.5D LPIPS) + KL + least-squares patch adversarial after a warm-up, with an
+    optional gradient-difference term and extra weight on and around lesions (``label``)."""
 
     def __init__(self, cfg: LossConfig, perceptual: torch.nn.Module | None):
         self.cfg, self.perceptual = cfg, perceptual
         self.adv = PatchAdversarialLoss(criterion="least_squares")
 
     def generator(self, x: torch.Tensor, recon: torch.Tensor, z_mu, z_sigma, disc, step: int,
-                  generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+                  generator: torch.Generator, label: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.cfg
-        l1 = (recon.float() - x.float()).abs().mean()
+        r, xf = recon.float(), x.float()
+        w = lesion_weights(label, c.lesion_weight, c.lesion_margin_vox) if (label is not None and c.lesion_weight > 0) else None
+        l1 = weighted_l1(r, xf, w)
         kl = kl_loss(z_mu.float(), z_sigma.float())
         loss = l1 + c.kl_weight * kl
         logs = {"l1": float(l1.detach()), "kl": float(kl.detach())}
+        if c.gradient_weight > 0:
+            g = gradient_l1(r, xf, w)
+            loss = loss + c.gradient_weight * g
+            logs["gradient"] = float(g.detach())
         if self.perceptual is not None and c.perceptual_weight > 0:
             p = self.perceptual(recon.float(), x.float(), generator)
             loss = loss + c.perceptual_weight * p
