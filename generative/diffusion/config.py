@@ -82,13 +82,16 @@ class ControlNetConfig:
     #: appearance attributes the ControlNet is conditioned on (cohort.appearance.CONDITION_ATTRIBUTES);
     #: [] trains a mask-only ControlNet
     appearance: list[str] = field(default_factory=lambda: list(CONDITION_ATTRIBUTES))
+    #: share of training samples trained without their attributes (> 0 adds an "appearance known" channel
+    #: and allows classifier-free guidance on appearance at sampling: ``inpaint.appearance_guidance``)
+    appearance_dropout: float = bounded(0.0, ge=0, lt=1)
 
     def pipeline_fields(self) -> dict:
         """What the exported :class:`PipelineSpec` takes from this section (``organs`` is its
         ``condition_organs``); the one place the two are tied."""
         return {"condition_organs": list(self.organs), "inpaint": self.inpaint,
                 "inpaint_margin_mm": self.inpaint_margin_mm, "tumor_loss_weight": self.tumor_loss_weight,
-                "appearance": list(self.appearance)}
+                "appearance": list(self.appearance), "appearance_dropout": self.appearance_dropout}
 
 
 @dataclass
@@ -222,6 +225,9 @@ class InpaintSettings:
     #: attributes asked of every tumor (e.g. {contrast_hu: -40, rim_hu: 25}); the others are drawn
     #: from the model's training tumors of the same organ and size class (appearance-conditioned models)
     appearance: dict[str, float] | None = None
+    #: classifier-free guidance on the appearance attributes (1 = none; > 1 follows them harder, twice the
+    #: model evaluations per step); needs a ControlNet trained with controlnet.appearance_dropout > 0
+    appearance_guidance: float = bounded(1.0, ge=0)
 
     def __post_init__(self) -> None:
         if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):

@@ -163,7 +163,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
                       inpaint_mask=torch.from_numpy(reg_m)[None, None], appearance=app_m, sampler=settings.sampler,
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
-                      mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend)[0, 0].cpu().numpy()
+                      mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend,
+                      appearance_guidance=settings.appearance_guidance)[0, 0].cpu().numpy()
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
     tex: dict[str, Any] = {"texture": "generated"}

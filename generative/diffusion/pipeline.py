@@ -58,14 +58,24 @@ class PipelineSpec:
     #: appearance attributes the ControlNet is conditioned on (cohort.appearance), one channel each,
     #: holding the tumor's normalised value inside its mask; [] for a mask-only ControlNet
     appearance: list[str] = field(default_factory=list)
+    #: share of training samples whose appearance channels were dropped (zeroed, with the "known" channel 0);
+    #: > 0 adds that channel and makes classifier-free guidance on appearance possible at sampling
+    #: (``appearance_guidance``; Ho & Salimans 2022). 0: a model without the channel (as before)
+    appearance_dropout: float = 0.0
     #: how HU map to the [0, 1] images of this pipeline: the autoencoder's window (a pipeline.json
     #: without it was written when every model used the default [-175, 250] window)
     intensity: Intensity = field(default_factory=Intensity)
 
     @property
     def condition_channels(self) -> int:
-        """One-hot organs + tumor (+ appearance attributes) (+ masked image + inpainting mask)."""
-        return len(self.condition_organs) + 1 + len(self.appearance) + (2 if self.inpaint else 0)
+        """One-hot organs + tumor (+ appearance attributes (+ "appearance known")) (+ masked image + inpainting mask)."""
+        return (len(self.condition_organs) + 1 + len(self.appearance) + int(self.guidable)
+                + (2 if self.inpaint else 0))
+
+    @property
+    def guidable(self) -> bool:
+        """Trained with appearance dropout: classifier-free guidance on appearance is possible."""
+        return bool(self.appearance) and self.appearance_dropout > 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +166,8 @@ class LatentDiffusionPipeline:
 
     # ---- conditioning -----------------------------------------------------------------
     def make_condition(self, label: torch.Tensor, image: torch.Tensor | None = None,
-                       inpaint_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None) -> torch.Tensor:
+                       inpaint_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None,
+                       appearance_known: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Cc, D, H, W) float: one-hot organs, tumor (any lesion class), the appearance
         channels (B, K, D, H, W) of an appearance-conditioned pipeline (normalised attribute
         values inside each tumor, :func:`cohort.appearance.normalise`), and for inpainting the
@@ -171,7 +182,13 @@ class LatentDiffusionPipeline:
                 got = None if appearance is None else tuple(appearance.shape)
                 raise ValueError(f"this pipeline is conditioned on appearance {self.spec.appearance}: pass "
                                  f"appearance of shape (B, {K}, *label spatial), got {got}")
-            cond = torch.cat([cond, appearance.float().to(cond.device) * tumor.float()], dim=1)
+            app = appearance.float().to(cond.device) * tumor.float()
+            if self.spec.guidable:  # per sample: 1 = the attributes are given, 0 = dropped (the null condition)
+                known = (torch.ones(label.shape[0], device=cond.device) if appearance_known is None
+                         else appearance_known.float().to(cond.device).reshape(-1))
+                known = known.view(-1, 1, *([1] * (label.dim() - 2)))
+                app = torch.cat([app * known, tumor.float() * known], dim=1)
+            cond = torch.cat([cond, app], dim=1)
         if self.spec.inpaint:
             if image is None or inpaint_mask is None:
                 raise ValueError("this pipeline inpaints: pass the image and the inpainting mask")
@@ -245,7 +262,10 @@ class LatentDiffusionPipeline:
                 app = self.measured_appearance(label, batch["image"])
             elif app is not None and self.spec.appearance:
                 app = app[:, [CONDITION_ATTRIBUTES.index(a) for a in self.spec.appearance]]
-            cond = self.make_condition(label, batch.get("image"), mask, app)
+            known = None
+            if self.spec.guidable:  # drop the attributes of a share of the samples: the null condition for guidance
+                known = (torch.rand(label.shape[0], generator=generator) >= self.spec.appearance_dropout).float()
+            cond = self.make_condition(label, batch.get("image"), mask, app, appearance_known=known)
             down, mid = self.controlnet(x=xt, timesteps=t, controlnet_cond=cond)
             pred = self.unet(xt, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
             tumor = torch.isin(label, torch.tensor(L.LESION_LABELS, device=label.device)).float()
@@ -261,7 +281,8 @@ class LatentDiffusionPipeline:
     @torch.no_grad()
     def denoise(self, latent_shape: tuple[int, ...], cond: torch.Tensor | None, sampler: str, steps: int,
                 generator: torch.Generator, conditioning_scale: float = 1.0,
-                known: tuple[torch.Tensor, torch.Tensor] | None = None, cache_condition: bool = True) -> torch.Tensor:
+                known: tuple[torch.Tensor, torch.Tensor] | None = None, cache_condition: bool = True,
+                cond_null: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
         """Run the sampler from pure noise; returns scaled latents (B, 4, d, h, w).
         The noise is drawn on CPU from ``generator`` so a seed gives the same sample on any device.
 
@@ -272,7 +293,11 @@ class LatentDiffusionPipeline:
         real surroundings instead of against what the model imagines there.
 
         ``cache_condition``: embed the full-resolution condition once, not at every step
-        (:meth:`LatentControlNet.condition_cache`); the result is the same either way."""
+        (:meth:`LatentControlNet.condition_cache`); the result is the same either way.
+
+        ``cond_null`` with ``guidance`` != 1: classifier-free guidance (Ho & Salimans 2022): the model
+        runs on ``cond`` and ``cond_null`` in one batch and the prediction is null + guidance x (cond -
+        null), which pushes the sample further along what the condition changes."""
         s = make_sampler(sampler, self.spec.process, steps)
         x = torch.randn(latent_shape, generator=generator).to(self.device)
         z_known = m_lat = eps_known = None
@@ -281,16 +306,22 @@ class LatentDiffusionPipeline:
             eps_known = torch.randn(latent_shape, generator=generator).to(self.device)
             x = m_lat * x + (1 - m_lat) * s.noised(z_known, eps_known, s.timesteps[0])
         ts = list(s.timesteps)
+        guided = cond is not None and cond_null is not None and guidance != 1.0
+        cond_in = torch.cat([cond, cond_null.to(cond)], 0) if guided else cond
         with contextlib.ExitStack() as stack:
-            if self.controlnet is not None and cond is not None and cache_condition:
-                stack.enter_context(self.controlnet.condition_cache(cond))
+            if self.controlnet is not None and cond_in is not None and cache_condition:
+                stack.enter_context(self.controlnet.condition_cache(cond_in))
             for i, t in enumerate(ts):
                 t_next = ts[i + 1] if i + 1 < len(ts) else None
-                tt = torch.full((x.shape[0],), float(t), device=self.device)
+                xin = torch.cat([x, x], 0) if guided else x
+                tt = torch.full((xin.shape[0],), float(t), device=self.device)
                 if self.controlnet is not None and cond is not None:
-                    down, mid = self.controlnet(x=x, timesteps=tt, controlnet_cond=cond,
+                    down, mid = self.controlnet(x=xin, timesteps=tt, controlnet_cond=cond_in,
                                                 conditioning_scale=conditioning_scale)
-                    out = self.unet(x, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+                    out = self.unet(xin, tt, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+                    if guided:
+                        c, u = out.float().chunk(2)
+                        out = u + guidance * (c - u)
                 else:
                     out = self.unet(x, tt)
                 x = s.step(out.float(), t, t_next, x.float(), generator)
@@ -324,7 +355,8 @@ class LatentDiffusionPipeline:
                inpaint_mask: torch.Tensor | None = None, appearance: torch.Tensor | None = None,
                shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
-               mixed_precision: str = "auto", latent_blend: bool = False) -> torch.Tensor:
+               mixed_precision: str = "auto", latent_blend: bool = False,
+               appearance_guidance: float = 1.0) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1] (``spec.intensity.unscale`` gives HU).
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
@@ -336,6 +368,9 @@ class LatentDiffusionPipeline:
         None draws each tumor's attributes from the training tumors (:meth:`drawn_appearance`).
         ``latent_blend`` (inpainting): hold the latent cells outside the inpainting mask to the
         encoded image during denoising (see :meth:`denoise`).
+        ``appearance_guidance`` != 1: classifier-free guidance on the appearance attributes (a model trained
+        with ``appearance_dropout``; the null condition keeps masks and image, drops the attributes);
+        each step costs two model evaluations.
         Same seed, same inputs -> the same output.
         """
         g = torch.Generator().manual_seed(int(seed))
@@ -354,6 +389,15 @@ class LatentDiffusionPipeline:
             if shape is None:
                 raise ValueError("give a label map or a shape")
             B, spatial, cond = 1, shape, None
+        cond_null = None
+        if appearance_guidance != 1.0:
+            if not self.spec.guidable:
+                raise ValueError(f"appearance_guidance {appearance_guidance:g} needs a ControlNet trained with "
+                                 "controlnet.appearance_dropout > 0 (this one was not: use 1)")
+            if cond is not None:
+                cond_null = self.make_condition(label.to(self.device), None if image is None else image.to(self.device),
+                                                None if inpaint_mask is None else inpaint_mask.to(self.device),
+                                                appearance.to(self.device), appearance_known=torch.zeros(B))
         if any(s % down for s in spatial):
             raise ValueError(f"spatial size {tuple(spatial)} must be divisible by the autoencoder's {down}x")
         lat_shape = (B, self.autoencoder.config["latent_channels"], *[s // down for s in spatial])
@@ -364,5 +408,6 @@ class LatentDiffusionPipeline:
                 m_lat = F.max_pool3d(inpaint_mask.float().to(self.device), down, stride=down)  # any generated voxel
                 if bool((m_lat < 1).any()):
                     known = (self.encode(image.float().to(self.device)).float(), m_lat)
-            lat = self.denoise(lat_shape, cond, sampler, steps, g, known=known)
+            lat = self.denoise(lat_shape, cond, sampler, steps, g, known=known, cond_null=cond_null,
+                               guidance=appearance_guidance)
             return self.decode(lat, tile)

@@ -118,3 +118,81 @@ def test_appearance_comparison_reports_spread_ks_early_contrast_types_and_contro
     assert a["types"]["synthetic"] == {"hyper": 3, "hypo": 3}
     assert a["control_error"]["contrast_hu"] == {"n": 6, "mean_abs_error": pytest.approx(10.0)}
     assert a["type_rule_agreement"] == {"n": 6, "agree": 1.0}
+
+
+@pytest.fixture(scope="module")
+def guided_pipe():
+    """The tiny pipeline trained with appearance dropout: one more condition channel, guidance allowed."""
+    torch.manual_seed(0)
+    cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml",
+                      ["controlnet.appearance_dropout=0.2"])
+    p = build_pipeline(cfg, scale_factor=1.0)
+    with torch.no_grad():
+        for prm in [*p.controlnet.parameters(), *p.unet.parameters()]:
+            if prm.dim() > 1 and not prm.abs().sum():
+                prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
+    p.appearance_table = list(TABLE)
+    return p
+
+
+def test_appearance_dropout_adds_a_known_channel_that_the_null_condition_clears(guided_pipe):
+    p = guided_pipe
+    assert p.spec.guidable and p.spec.condition_channels == len(p.spec.condition_organs) + 1 + 5 + 1 + 2
+    lab, img, mask = _inputs()
+    app = p.drawn_appearance(lab, 0)
+    k0 = len(p.spec.condition_organs) + 1  # first appearance channel
+    cond = p.make_condition(lab, img, mask, app)
+    null = p.make_condition(lab, img, mask, app, appearance_known=torch.zeros(1))
+    tumor = torch.isin(lab, torch.tensor(L.LESION_LABELS)).float()
+    assert torch.equal(cond[:, k0 + 5:k0 + 6], tumor) and not null[:, k0:k0 + 6].any()
+    assert torch.equal(cond[:, :k0], null[:, :k0]) and torch.equal(cond[:, k0 + 6:], null[:, k0 + 6:])  # masks, image
+
+
+def test_guidance_one_is_the_plain_sample_and_other_scales_move_it(guided_pipe, pipe):
+    lab, img, mask = _inputs()
+    app = guided_pipe.drawn_appearance(lab, 0)
+
+    def run(g):
+        return guided_pipe.sample(lab, image=img, inpaint_mask=mask, appearance=app, steps=2, seed=3,
+                                  appearance_guidance=g)
+
+    plain, one, strong, strong2 = run(1.0), run(1.0), run(3.0), run(3.0)
+    assert torch.equal(plain, one) and torch.equal(strong, strong2)  # deterministic per seed
+    assert not torch.allclose(plain, strong)
+    # guidance 0 is the null condition alone: the attributes no longer matter
+    other = app.clone()
+    other[:, 0] = -app[:, 0] + 0.5
+    g0 = guided_pipe.sample(lab, image=img, inpaint_mask=mask, appearance=app, steps=2, seed=3, appearance_guidance=0.0)
+    g0b = guided_pipe.sample(lab, image=img, inpaint_mask=mask, appearance=other, steps=2, seed=3,
+                             appearance_guidance=0.0)
+    assert torch.allclose(g0, g0b, atol=1e-6)
+    with pytest.raises(ValueError, match="appearance_dropout"):
+        pipe.sample(lab, image=img, inpaint_mask=mask, appearance=app[:, :5], steps=2, appearance_guidance=2.0)
+
+
+def test_training_drops_the_attributes_of_a_share_of_samples(guided_pipe):
+    lab, img, _ = _inputs()
+    seen = []
+    real = guided_pipe.make_condition
+
+    def spy(*a, **kw):
+        seen.append(kw.get("appearance_known"))
+        return real(*a, **kw)
+
+    guided_pipe.make_condition = spy
+    try:
+        batch = {"latent": torch.randn(8, 4, *[s // guided_pipe.autoencoder.downsample for s in lab.shape[2:]]),
+                 "label": lab.expand(8, -1, -1, -1, -1), "image": img.expand(8, -1, -1, -1, -1)}
+        out = guided_pipe.training_step(batch, torch.Generator().manual_seed(0))
+    finally:
+        del guided_pipe.make_condition
+    assert torch.isfinite(out["loss"])
+    known = seen[0]
+    assert known.shape == (8,) and set(known.tolist()) <= {0.0, 1.0}
+    again = []
+    guided_pipe.make_condition = lambda *a, **kw: (again.append(kw.get("appearance_known")), real(*a, **kw))[1]
+    try:
+        guided_pipe.training_step(batch, torch.Generator().manual_seed(0))
+    finally:
+        del guided_pipe.make_condition
+    assert torch.equal(again[0], known)  # drawn from the step's generator: reproducible
