@@ -23,10 +23,9 @@ TABLE = [{"case_id": f"r{i}", "organ": "liver", "size_class": "early", "contrast
          for i, (c, rim) in enumerate([(-60.0, 0.0), (30.0, 0.0), (-10.0, 40.0)])]
 
 
-@pytest.fixture(scope="module")
-def pipe():
+def _tiny_pipe(sets=()):
     torch.manual_seed(0)
-    cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml")
+    cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml", list(sets))
     p = build_pipeline(cfg, scale_factor=1.0)
     # trained networks' zero-initialised convolutions (ControlNet's, the UNet's output) are no longer
     # zero: without this the condition cannot reach the output at all and nothing below could be told apart
@@ -36,6 +35,11 @@ def pipe():
                 prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
     p.appearance_table = list(TABLE)
     return p
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return _tiny_pipe()
 
 
 def test_the_default_controlnet_is_conditioned_on_every_attribute(pipe):
@@ -123,16 +127,7 @@ def test_appearance_comparison_reports_spread_ks_early_contrast_types_and_contro
 @pytest.fixture(scope="module")
 def guided_pipe():
     """The tiny pipeline trained with appearance dropout: one more condition channel, guidance allowed."""
-    torch.manual_seed(0)
-    cfg = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml",
-                      ["controlnet.appearance_dropout=0.2"])
-    p = build_pipeline(cfg, scale_factor=1.0)
-    with torch.no_grad():
-        for prm in [*p.controlnet.parameters(), *p.unet.parameters()]:
-            if prm.dim() > 1 and not prm.abs().sum():
-                prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
-    p.appearance_table = list(TABLE)
-    return p
+    return _tiny_pipe(["controlnet.appearance_dropout=0.2"])
 
 
 def test_appearance_dropout_adds_a_known_channel_that_the_null_condition_clears(guided_pipe):
