@@ -150,7 +150,8 @@ def fit_run(run_dir: str | Path, patches: int = 24, write: bool = True) -> dict[
     cfg = load_seg_config(run / "config.yaml", [])
     model = load_model(run / "model")
     split = split_sources(cfg)
-    cache = build_cache(split.train, cfg.data, desc="caching training cases", show=False)
+    # at most ``patches`` cases per source: the patches are drawn one per case in turn anyway
+    cache = build_cache([refs[:patches] for refs in split.train], cfg.data, desc="caching training cases", show=False)
     fit = lesion_fit(model.net, cache, cfg.classes, cfg.data, patches=patches, seed=cfg.data.seed)
     if write:
         write_json(run / FIT_NAME, fit)
