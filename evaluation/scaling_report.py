@@ -75,6 +75,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (n, src, ratio), rs in sorted(groups.items(), key=lambda kv: (kv[0][1] != "none", kv[0][1], kv[0][0], kv[0][2])):
         row: dict[str, Any] = {"n_real": n, "source": src, "ratio": ratio, "seeds": len(rs),
                                "collapsed": sum(collapsed(r) for r in rs)}
+        label = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}"
         for split, _ in SPLITS:
             for key, _ in HEADLINE:
                 vals = np.array([r[split].get(key) for r in rs if r.get(split) and r[split].get(key) is not None], float)
@@ -84,11 +85,9 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if len(rs) == 1:
                     ci = rs[0].get(split, {}).get(key + "_ci")
                     row[f"{split}_{key}_ci"] = ci
-            name = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}, {split.upper()}"
-            row[f"{split}_warnings"] = detection_warnings(name, {k: row[f"{split}_{k}"] for k, _ in HEADLINE},
+            row[f"{split}_warnings"] = detection_warnings(f"{label}, {split.upper()}", {k: row[f"{split}_{k}"] for k, _ in HEADLINE},
                                                          *_limits(rs, split))
         if row["collapsed"]:
-            label = f"{n} real, {'real only' if src == 'none' else f'{src} x{ratio:g}'}"
             row["id_warnings"] = [*row["id_warnings"], (
                 f"{label}: the lesion output collapsed in {row['collapsed']} of {len(rs)} seeds (it never "
                 "predicts a lesion, not even on its own training tumors; `tumorgen segment fit`): those cells "
@@ -296,8 +295,7 @@ def paired_statistics(out: Path, results: list[dict[str, Any]], rdir: Path) -> d
                                                                  if c["source"] == s})]
     diffs = differences(sc)
     values = arm_values(sc, "dsc")
-    les = lessons(sc, rcfg, sources, ratio,
-                  collapsed={a: ids for a, ids in _collapsed_by_arm(results, arm_name).items()})
+    les = lessons(sc, rcfg, sources, ratio, collapsed=_collapsed_by_arm(results, arm_name))
     flat = [{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in d.items()} for d in diffs]
     write_text(rdir / "differences.csv", _rows_csv(flat))
     write_text(rdir / "table5.csv", _rows_csv([{k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
