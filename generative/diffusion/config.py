@@ -228,6 +228,10 @@ class InpaintSettings:
     #: classifier-free guidance on the appearance attributes (1 = none; > 1 follows them harder, twice the
     #: model evaluations per step); needs a ControlNet trained with controlnet.appearance_dropout > 0
     appearance_guidance: float = bounded(1.0, ge=0)
+    #: < 1: start each tumor from a rule-drawn draft with its attributes (mean HU against the organ, rim,
+    #: spread; :mod:`generative.diffusion.draft`) noised to this level, and run only this share of the steps
+    #: (SDEdit); 1: from pure noise. Needs an appearance-conditioned model (the draft is drawn from the attributes)
+    draft_strength: float = bounded(1.0, gt=0, le=1)
 
     def __post_init__(self) -> None:
         if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):

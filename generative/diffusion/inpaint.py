@@ -33,6 +33,7 @@ from cohort import labels as L
 from cohort.appearance import draw_appearance, host_mask, measure_tumor, normalise, size_class
 from cohort.lesions import max_axial_diameter_mm
 from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
+from generative.diffusion.draft import draft_tumor
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.registry import organ_type
 from generative.tumors.base import (
@@ -160,11 +161,20 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
         tum_m = _resize(tum_roi.astype(np.float32), tuple(m), "nearest") > 0.5
         vals = normalise(appearance, pipe.spec.appearance)
         app_m = torch.from_numpy(vals[:, None, None, None] * tum_m[None].astype(np.float32))[None]
+    draft_m = None
+    if settings.draft_strength < 1.0:
+        if appearance is None:
+            raise ValueError("inpaint.draft_strength < 1 draws the tumor's draft from its appearance attributes: "
+                             "use an appearance-conditioned model (controlnet.appearance) or draft_strength 1")
+        host = (allowed[box] if allowed is not None else lab_roi > 0) & ~tum_roi
+        draft_hu = draft_tumor(ct_roi, tum_roi, host, spacing, appearance, np.random.default_rng([int(seed), 37]))
+        draft_m = torch.from_numpy(_resize(hu.scale(draft_hu), tuple(m), "trilinear"))[None, None]
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
                       inpaint_mask=torch.from_numpy(reg_m)[None, None], appearance=app_m, sampler=settings.sampler,
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend,
-                      appearance_guidance=settings.appearance_guidance)[0, 0].cpu().numpy()
+                      appearance_guidance=settings.appearance_guidance, draft=draft_m,
+                      draft_strength=settings.draft_strength)[0, 0].cpu().numpy()
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
     tex: dict[str, Any] = {"texture": "generated"}
@@ -191,6 +201,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     roi = out_ct[box]
     out_ct[box] = np.where(w > 0, w * gen_hu + (1 - w) * roi, roi).astype(np.float32)
     out_lab[tumor] = lesion_label
+    if draft_m is not None:
+        tex["draft_strength"] = settings.draft_strength
     info = {"roi": [[s.start for s in box], [s.stop for s in box]], "model_grid": m.tolist(), "seed": int(seed),
             "sampler": settings.sampler, "steps": settings.steps, "blend": settings.blend, **tex,
             "seconds": round(time.time() - t0, 3)}

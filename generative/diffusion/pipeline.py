@@ -282,7 +282,8 @@ class LatentDiffusionPipeline:
     def denoise(self, latent_shape: tuple[int, ...], cond: torch.Tensor | None, sampler: str, steps: int,
                 generator: torch.Generator, conditioning_scale: float = 1.0,
                 known: tuple[torch.Tensor, torch.Tensor] | None = None, cache_condition: bool = True,
-                cond_null: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+                cond_null: torch.Tensor | None = None, guidance: float = 1.0,
+                start: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
         """Run the sampler from pure noise; returns scaled latents (B, 4, d, h, w).
         The noise is drawn on CPU from ``generator`` so a seed gives the same sample on any device.
 
@@ -297,15 +298,24 @@ class LatentDiffusionPipeline:
 
         ``cond_null`` with ``guidance`` != 1: classifier-free guidance (Ho & Salimans 2022): the model
         runs on ``cond`` and ``cond_null`` in one batch and the prediction is null + guidance x (cond -
-        null), which pushes the sample further along what the condition changes."""
+        null), which pushes the sample further along what the condition changes.
+
+        ``start`` = (scaled latent of a guide image, strength in (0, 1]): SDEdit (Meng et al. 2022):
+        only the last ``round(strength x steps)`` steps run (at least one), from the guide carried to
+        the first of them with the same noise draw; strength 1 is the plain sampler."""
         s = make_sampler(sampler, self.spec.process, steps)
         x = torch.randn(latent_shape, generator=generator).to(self.device)
+        ts = list(s.timesteps)
+        if start is not None and start[1] < 1.0:
+            if not 0.0 < start[1] <= 1.0:
+                raise ValueError(f"start strength {start[1]} must lie in (0, 1]")
+            ts = ts[len(ts) - max(1, round(start[1] * len(ts))):]
+            x = s.noised(start[0].to(self.device).float(), x, ts[0])
         z_known = m_lat = eps_known = None
         if known is not None:
             z_known, m_lat = known[0].to(self.device).float(), known[1].to(self.device).float()
             eps_known = torch.randn(latent_shape, generator=generator).to(self.device)
-            x = m_lat * x + (1 - m_lat) * s.noised(z_known, eps_known, s.timesteps[0])
-        ts = list(s.timesteps)
+            x = m_lat * x + (1 - m_lat) * s.noised(z_known, eps_known, ts[0])
         guided = cond is not None and cond_null is not None and guidance != 1.0
         cond_in = torch.cat([cond, cond_null.to(cond)], 0) if guided else cond
         with contextlib.ExitStack() as stack:
@@ -356,7 +366,8 @@ class LatentDiffusionPipeline:
                shape: tuple[int, int, int] | None = None,
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
                mixed_precision: str = "auto", latent_blend: bool = False,
-               appearance_guidance: float = 1.0) -> torch.Tensor:
+               appearance_guidance: float = 1.0, draft: torch.Tensor | None = None,
+               draft_strength: float = 1.0) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1] (``spec.intensity.unscale`` gives HU).
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
@@ -371,6 +382,8 @@ class LatentDiffusionPipeline:
         ``appearance_guidance`` != 1: classifier-free guidance on the appearance attributes (a model trained
         with ``appearance_dropout``; the null condition keeps masks and image, drops the attributes);
         each step costs two model evaluations.
+        ``draft`` (B, 1, D, H, W) [0, 1] with ``draft_strength`` < 1: start from the encoded draft carried
+        to that noise level and run only that share of the steps (SDEdit; :mod:`generative.diffusion.draft`).
         Same seed, same inputs -> the same output.
         """
         g = torch.Generator().manual_seed(int(seed))
@@ -408,6 +421,11 @@ class LatentDiffusionPipeline:
                 m_lat = F.max_pool3d(inpaint_mask.float().to(self.device), down, stride=down)  # any generated voxel
                 if bool((m_lat < 1).any()):
                     known = (self.encode(image.float().to(self.device)).float(), m_lat)
+            start = None
+            if draft is not None and draft_strength < 1.0:
+                if tuple(draft.shape[2:]) != tuple(spatial):
+                    raise ValueError(f"draft of shape {tuple(draft.shape)} does not match the label's {tuple(spatial)}")
+                start = (self.encode(draft.float().to(self.device)).float(), float(draft_strength))
             lat = self.denoise(lat_shape, cond, sampler, steps, g, known=known, cond_null=cond_null,
-                               guidance=appearance_guidance)
+                               guidance=appearance_guidance, start=start)
             return self.decode(lat, tile)

@@ -1,0 +1,77 @@
+"""A rule-drawn draft of a tumor with given appearance attributes: where partial denoising starts.
+
+With ``inpaint.draft_strength`` s < 1 the sampler does not start the inpainted region from pure
+noise: the ROI with the tumor drawn in by :func:`draft_tumor` is encoded, carried to noise level s
+and denoised from there (SDEdit, Meng et al. 2022: guided image synthesis by starting the reverse
+process from a noised guide). The draft fixes what the short-trained ControlNet follows poorly (the
+tumor's mean HU against its organ, its rim, its internal spread, a sharp boundary), the model
+redraws the texture, the boundary and the surroundings. s = 1 is the plain sampler (the draft is
+not used); s near 0 returns the draft as the autoencoder reconstructs it.
+
+The draft inverts the definitions of :func:`cohort.appearance.measure_tumor` (same shell, ring and
+core), so measuring a draft gives back the attributes it was drawn with (tests/generative/
+test_diffusion_draft.py): the organ level is the mean of the organ shell 1.5-6 mm around the tumor,
+a ring just inside the boundary is offset from the core by ``rim_hu``, the whole tumor sits
+``contrast_hu`` from the organ, and smooth Gaussian texture tops the spread up to
+``heterogeneity_hu``; ``necrotic_fraction`` follows from mean and spread and is not imposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from cohort.appearance import AppearanceConfig
+
+#: sd (mm) of the Gaussian that smooths the draft's white-noise texture (real tumor texture is not white)
+TEXTURE_SIGMA_MM = 1.5
+
+
+def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],
+                attributes: dict[str, float], rng: np.random.Generator,
+                config: AppearanceConfig = AppearanceConfig()) -> np.ndarray:
+    """``ct_hu`` (float HU) with the voxels of ``tumor`` (bool, same grid) replaced by a tumor whose
+    contrast to the surrounding ``host`` organ, rim-core difference and HU sd are those of
+    ``attributes`` (missing or NaN ones count as 0). A new float32 array; the inputs are not modified.
+    Raises ValueError when the tumor is empty or no organ voxel surrounds it."""
+    if ct_hu.shape != tumor.shape or tumor.shape != host.shape:
+        raise ValueError(f"draft_tumor: ct {ct_hu.shape}, tumor {tumor.shape} and host {host.shape} must share a grid")
+    tumor = tumor.astype(bool)
+    if not tumor.any():
+        raise ValueError("draft_tumor: the tumor mask is empty")
+    sp = np.asarray(spacing, float)
+
+    def val(name: str) -> float:
+        v = float(attributes.get(name, 0.0) or 0.0)
+        return 0.0 if v != v else v
+
+    outside = ndimage.distance_transform_edt(~tumor, sampling=sp)
+    shell = host.astype(bool) & ~tumor & (outside > config.shell_near_mm) & (outside <= config.shell_far_mm)
+    if not shell.any():
+        shell = host.astype(bool) & ~tumor
+    if not shell.any():
+        raise ValueError("draft_tumor: no organ voxel around the tumor to measure its contrast against")
+    organ_hu = float(ct_hu[shell].mean())
+
+    depth = ndimage.distance_transform_edt(tumor, sampling=sp)[tumor]
+    dmax = float(depth.max())
+    profile = np.zeros(depth.shape)
+    if dmax >= 2 * sp.min():  # as measured: ring at depth <= rim_fraction x dmax, core beyond half of it
+        ring_edge = max(sp.min(), config.rim_fraction * dmax)
+        profile = np.clip((0.5 * dmax - depth) / max(0.5 * dmax - ring_edge, 1e-6), 0.0, 1.0)
+        ring, core = depth <= ring_edge, depth > 0.5 * dmax
+        if ring.any() and core.any():  # scale so that mean(ring) - mean(core) is exactly 1
+            span = profile[ring].mean() - profile[core].mean()
+            profile = profile / span if span > 0 else profile
+        profile = val("rim_hu") * profile
+    texture = rng.standard_normal(ct_hu.shape)
+    texture = ndimage.gaussian_filter(texture, TEXTURE_SIGMA_MM / sp)[tumor]
+    texture = (texture - texture.mean()) / max(float(texture.std()), 1e-6)
+    extra = val("heterogeneity_hu") ** 2 - float(profile.var())
+    values = profile + np.sqrt(max(extra, 0.0)) * texture
+    values = values - values.mean() + organ_hu + val("contrast_hu")
+    out = ct_hu.astype(np.float32, copy=True)
+    out[tumor] = values.astype(np.float32)
+    return out
