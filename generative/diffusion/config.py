@@ -232,6 +232,9 @@ class InpaintSettings:
     #: spread; :mod:`generative.diffusion.draft`) noised to this level, and run only this share of the steps
     #: (SDEdit); 1: from pure noise. Needs an appearance-conditioned model (the draft is drawn from the attributes)
     draft_strength: float = bounded(1.0, gt=0, le=1)
+    #: with a draft: add back what the autoencoder loses of it (its reconstruction residual: the sharp boundary
+    #: and texture a short-trained decoder smooths away), so the output keeps the draft's detail
+    draft_detail: bool = False
 
     def __post_init__(self) -> None:
         if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):

@@ -174,7 +174,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
                       steps=settings.steps, seed=seed, tile=settings.tile_latent,
                       mixed_precision=settings.mixed_precision, latent_blend=settings.latent_blend,
                       appearance_guidance=settings.appearance_guidance, draft=draft_m,
-                      draft_strength=settings.draft_strength)[0, 0].cpu().numpy()
+                      draft_strength=settings.draft_strength, draft_detail=settings.draft_detail)[0, 0].cpu().numpy()
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
     tex: dict[str, Any] = {"texture": "generated"}
@@ -203,6 +203,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     out_lab[tumor] = lesion_label
     if draft_m is not None:
         tex["draft_strength"] = settings.draft_strength
+        tex["draft_detail"] = settings.draft_detail
     info = {"roi": [[s.start for s in box], [s.stop for s in box]], "model_grid": m.tolist(), "seed": int(seed),
             "sampler": settings.sampler, "steps": settings.steps, "blend": settings.blend, **tex,
             "seconds": round(time.time() - t0, 3)}

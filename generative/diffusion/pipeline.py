@@ -367,7 +367,7 @@ class LatentDiffusionPipeline:
                sampler: str = "rflow", steps: int = 30, seed: int = 0, tile: int = 0,
                mixed_precision: str = "auto", latent_blend: bool = False,
                appearance_guidance: float = 1.0, draft: torch.Tensor | None = None,
-               draft_strength: float = 1.0) -> torch.Tensor:
+               draft_strength: float = 1.0, draft_detail: bool = False) -> torch.Tensor:
         """Generate an image (B, 1, D, H, W) in [0, 1] (``spec.intensity.unscale`` gives HU).
 
         label: the label map to condition on (ControlNet pipelines); image + inpaint_mask
@@ -384,6 +384,8 @@ class LatentDiffusionPipeline:
         each step costs two model evaluations.
         ``draft`` (B, 1, D, H, W) [0, 1] with ``draft_strength`` < 1: start from the encoded draft carried
         to that noise level and run only that share of the steps (SDEdit; :mod:`generative.diffusion.draft`).
+        ``draft_detail``: add back what the autoencoder loses of the draft (draft - decode(encode(draft))),
+        the detail (boundary, texture) a short-trained decoder smooths away, which is known for the draft.
         Same seed, same inputs -> the same output.
         """
         g = torch.Generator().manual_seed(int(seed))
@@ -428,4 +430,8 @@ class LatentDiffusionPipeline:
                 start = (self.encode(draft.float().to(self.device)).float(), float(draft_strength))
             lat = self.denoise(lat_shape, cond, sampler, steps, g, known=known, cond_null=cond_null,
                                guidance=appearance_guidance, start=start)
-            return self.decode(lat, tile)
+            out = self.decode(lat, tile)
+            if start is not None and draft_detail:
+                residual = draft.float().to(self.device) - self.decode(start[0], tile)
+                out = (out + residual).clamp(0, 1)
+            return out

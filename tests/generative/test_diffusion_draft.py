@@ -110,6 +110,10 @@ def test_strength_one_is_the_plain_sampler_and_lower_runs_that_share_of_steps(pi
     recon = pipe.decode(pipe.encode(draft))
     low = pipe.sample(lab, draft=draft, draft_strength=0.05, **kw)
     assert (low - recon).abs().mean() < (plain - recon).abs().mean()
+    # with the draft's autoencoder residual added back, the output at a low strength is the draft itself, nearly
+    detail = pipe.sample(lab, draft=draft, draft_strength=0.05, draft_detail=True, **kw)
+    assert (detail - draft).abs().mean() < 0.5 * (low - draft).abs().mean()
+    assert torch.equal(pipe.sample(lab, draft=draft, draft_strength=1.0, draft_detail=True, **kw), plain)
     with pytest.raises(ValueError, match="does not match"):
         pipe.sample(lab, draft=draft[..., :-4], draft_strength=0.5, **kw)
 
@@ -122,10 +126,10 @@ def test_the_synthesizer_draws_a_draft_records_it_and_a_mask_only_model_refuses(
 
     healthy = toy_abdomen_case("h", shape=(40, 36, 32), spacing=1.5, seed=5, tumor=False)
     settings = InpaintSettings(steps=4, roi_size=[32, 32, 32], margin_mm=1.5, appearance={"contrast_hu": -40.0},
-                               draft_strength=0.5)
+                               draft_strength=0.5, draft_detail=True)
     synth = DiffusionSynthesizer(pipe, settings)
     res = synth(healthy.ct, healthy.label, healthy.spacing, TumorSpec(organ="liver", size="small"), np.random.default_rng(0))
-    assert res.info["tumors"][0]["draft_strength"] == 0.5
+    assert res.info["tumors"][0]["draft_strength"] == 0.5 and res.info["tumors"][0]["draft_detail"] is True
     again = synth(healthy.ct, healthy.label, healthy.spacing, TumorSpec(organ="liver", size="small"), np.random.default_rng(0))
     assert np.array_equal(again.ct, res.ct)
     plain = DiffusionSynthesizer(pipe, InpaintSettings(steps=4, roi_size=[32, 32, 32], margin_mm=1.5,
