@@ -13,7 +13,11 @@ core), so measuring a draft gives back the attributes it was drawn with (tests/g
 test_diffusion_draft.py): the organ level is the mean of the organ shell 1.5-6 mm around the tumor,
 a ring just inside the boundary is offset from the core by ``rim_hu``, the whole tumor sits
 ``contrast_hu`` from the organ, and smooth Gaussian texture tops the spread up to
-``heterogeneity_hu``; ``necrotic_fraction`` follows from mean and spread and is not imposed.
+``heterogeneity_hu``; the organ voxels touching the tumor are pulled towards it until the step across
+the boundary is ``edge_hu_per_mm``; ``necrotic_fraction`` follows from mean and spread and is not imposed.
+
+``inpaint.draft_detail`` adds back what the autoencoder loses of the draft (its reconstruction residual):
+the boundary and texture a briefly trained decoder smooths away.
 """
 
 from __future__ import annotations
@@ -74,4 +78,16 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     values = values - values.mean() + organ_hu + val("contrast_hu")
     out = ct_hu.astype(np.float32, copy=True)
     out[tumor] = values.astype(np.float32)
+    # the edge: organ voxels touching the tumor (closer than the contrast shell) are pulled towards the tumor's
+    # boundary voxels until the HU step across the boundary is edge_hu_per_mm x spacing (a hard step is the most
+    # a draft can give: asks beyond it keep the step). Only voxels outside the tumor change, so its contrast,
+    # rim and spread stay as drawn
+    edge = val("edge_hu_per_mm")
+    inner = tumor & (ndimage.distance_transform_edt(tumor, sampling=sp) <= sp.min() * 1.01)
+    outer = host.astype(bool) & ~tumor & (outside <= sp.min() * 1.01)
+    if edge > 0 and outer.any():
+        step = float(out[inner].mean()) - float(out[outer].mean())
+        if abs(step) > edge * sp.mean():
+            beta = 1.0 - edge * sp.mean() / abs(step)
+            out[outer] = out[outer] + np.float32(beta * step)
     return out

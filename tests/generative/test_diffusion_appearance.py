@@ -119,6 +119,9 @@ def test_appearance_comparison_reports_spread_ks_early_contrast_types_and_contro
     assert a["attributes"]["contrast_hu"]["ks_synthetic_vs_heldout"] > 0.3
     assert a["spread_ratio"] == pytest.approx(np.std([80.0 + 5 * i for i in range(6)]) / np.std([60.0 + 10 * i for i in range(6)]))
     assert a["early_contrast_ratio"] == pytest.approx(20.0 / np.mean([abs(-40.0 + 10 * i) for i in range(6)]))
+    assert a["early_contrast_ratio_real"] == pytest.approx(1.0)  # identical real sets
+    lo, hi = a["early_contrast_ratio_ci"]  # the synthetic set is constant: all the spread is the held-out set's
+    assert lo < a["early_contrast_ratio"] < hi and hi - lo > 0.2
     assert a["types"]["synthetic"] == {"hyper": 3, "hypo": 3}
     assert a["control_error"]["contrast_hu"] == {"n": 6, "mean_abs_error": pytest.approx(10.0)}
     assert a["type_rule_agreement"] == {"n": 6, "agree": 1.0}

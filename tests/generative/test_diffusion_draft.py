@@ -33,7 +33,23 @@ def test_draft_measures_back_to_its_attributes(attrs):
     assert got["contrast_hu"] == pytest.approx(attrs["contrast_hu"], abs=0.5)
     assert got["heterogeneity_hu"] == pytest.approx(attrs["heterogeneity_hu"], rel=0.05, abs=1.0)
     assert got["rim_hu"] == pytest.approx(attrs["rim_hu"], abs=4.0)  # the texture adds noise to ring and core means
-    assert np.array_equal(out[~tumor], ct[~tumor])  # only the tumor changes
+    assert np.array_equal(out[~tumor], ct[~tumor])  # no edge asked: only the tumor changes
+
+
+@pytest.mark.parametrize("edge", [5.0, 12.0])
+def test_draft_edge_is_softened_to_the_asked_step_outside_the_tumor(edge):
+    ct, organ, tumor = _organ_and_tumor()
+    sp = (1.5, 1.5, 1.5)
+    attrs = {"contrast_hu": -60.0, "heterogeneity_hu": 10.0, "rim_hu": 0.0, "edge_hu_per_mm": edge}
+    out = draft_tumor(ct, tumor, organ & ~tumor, sp, attrs, np.random.default_rng(1))
+    got = measure_tumor(out, tumor, organ & ~tumor, sp)
+    assert got["edge_hu_per_mm"] == pytest.approx(edge, rel=1e-3)
+    assert got["contrast_hu"] == pytest.approx(-60.0, abs=0.5)  # the shell and the tumor keep their values
+    assert np.array_equal(out[tumor], draft_tumor(ct, tumor, organ & ~tumor, sp, {**attrs, "edge_hu_per_mm": 0.0},
+                                                  np.random.default_rng(1))[tumor])
+    sharp = measure_tumor(draft_tumor(ct, tumor, organ & ~tumor, sp, {**attrs, "edge_hu_per_mm": 500.0},
+                                      np.random.default_rng(1)), tumor, organ & ~tumor, sp)
+    assert sharp["edge_hu_per_mm"] == pytest.approx(60.0 / 1.5, rel=0.2)  # a hard step is the most it gives
 
 
 def test_draft_rim_larger_than_spread_still_hits_the_rim_and_mean():
