@@ -37,18 +37,19 @@ CONFIG = ROOT / "configs" / "generative" / "phantom.yaml"
 SAMPLE = ROOT / "configs" / "generative" / "sample_phantom.yaml"
 #: what the numbers show, written after looking at them and the montage
 GENERATOR_NOTE = (
-    "What it shows (session 4, the appearance-conditioned ControlNet on a 2x autoencoder, about 30 idle CPU minutes): "
-    "the synthetic tumors are now as varied as the held-out real ones in their mean HU (spread ratio 0.95; it was "
-    "15 against 30-35 HU, about 0.45, with the mask-only ControlNet and the 4x autoencoder), their contrast to the "
-    "organ matches (KS 0.17, the training real tumors' own KS against the held-out ones is 0.19), all five phantom "
-    "appearance types come out, asked hyperdense tumors come out hyperdense (8 of 8) and asked rim-enhancing ones "
-    "rim-enhancing in 4 of 8, and the Frechet distance to the held-out real tumors (59) is below the training real "
-    "tumors' own (102; 33-55 tumors per set in 32 dimensions, so read it as a comparison on the same sets). Not there "
-    "yet: the texture is smoother and the edges softer than real (heterogeneity 20 vs 27 HU, KS 0.39; edge 8.4 vs 14.2 "
-    "HU/mm, KS 0.46; rim KS 0.29), asked contrasts are followed to 16 HU on average and the darkest ask (-80 HU) "
-    "comes out at about -50 HU (the training tumors rarely go below -75), and early tumors are 25 % more contrasted "
-    "than real early ones. The autoencoder keeps 27.4 dB inside held-out tumor ROIs (25.2 dB over whole crops; 21.6 "
-    "at 4x) against the 28 asked. Every number rests on 8-55 tumors: see the sample sizes in the tables.")
+    "What it shows (session 8: the session-4 models, about 30 idle CPU minutes of training, sampled from rule-drawn "
+    "drafts: configs/generative/sample_phantom.yaml, draft_strength 0.3 with draft_detail; pure-noise sampling and "
+    "the other settings are compared in the \"Generator: drafts\" section): the synthetic tumors spread like the held-out "
+    "real ones (spread ratio 1.04), their contrast, rim, necrotic fraction and edges match (KS 0.19, 0.30, 0.18, "
+    "0.17; edges 16.3 against 14.2 HU/mm), asked contrasts from -80 to +40 HU are followed to 4.6 HU, asked "
+    "hyperdense tumors come out hyperdense (8 of 8) and asked rim-enhancing ones rim-enhancing in 6 of 8, and the "
+    "Frechet distance to the held-out real tumors (62) is below the training real tumors' own (102; 33-55 tumors "
+    "per set in 32 dimensions, so read it as a comparison on the same sets). Not there yet: the texture is "
+    "smoother than real (heterogeneity 20.8 vs 26.8 HU, KS 0.39; the drawn values alone score 0.29 against this "
+    "held-out set), early tumors are 1.33x as contrasted as the 15 held-out early ones (95 % CI 0.84-2.29; the "
+    "training real early tumors are 1.37x), and the autoencoder keeps 27.4 dB inside held-out tumor ROIs (25.2 dB "
+    "over whole crops; 21.6 at 4x) against the 28 asked. Every number rests on 8-55 tumors: see the sample sizes "
+    "in the tables; a KS below 0.31 is within the noise of two samples of 33 and 48.")
 COHORTS = {  # name: (site, n, tumor_fraction, seed)
     "real_train": ("A", 32, 1.0, 100),
     "real_heldout": ("A", 24, 1.0, 900),
