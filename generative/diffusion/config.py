@@ -235,6 +235,9 @@ class InpaintSettings:
     #: with a draft: add back what the autoencoder loses of it (its reconstruction residual: the sharp boundary
     #: and texture a short-trained decoder smooths away), so the output keeps the draft's detail
     draft_detail: bool = False
+    #: with a draft: part of the tumor's spread is the scan's own noise (copied from the organ around it), the
+    #: smooth texture tops it up; off: all of the spread is smooth texture
+    draft_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):

@@ -31,14 +31,51 @@ from cohort.appearance import AppearanceConfig
 
 #: sd (mm) of the Gaussian that smooths the draft's white-noise texture (real tumor texture is not white)
 TEXTURE_SIGMA_MM = 1.5
+#: the scan's noise is what lies above a Gaussian of this sd (mm), as in inpaint.texture "scanner"
+NOISE_SIGMA_MM = 1.0
+
+
+def scan_noise(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],
+               rng: np.random.Generator, sigma_mm: float = NOISE_SIGMA_MM, tries: int = 64) -> np.ndarray:
+    """The scan's own noise for the voxels of ``tumor`` (1-D, in ``tumor``'s voxel order): the high
+    frequencies of ``ct_hu`` (minus a Gaussian of ``sigma_mm``) copied from a shifted copy of the tumor that
+    lies in ``host`` eroded by 2 voxels (no organ edge is copied; the best of ``tries`` random shifts), the
+    voxels that land outside it drawn at random from the host's. Zeros when the host has no such voxel."""
+    sp = np.asarray(spacing, float)
+    ok = ndimage.binary_erosion(host.astype(bool), iterations=2)
+    idx = np.argwhere(tumor)
+    if not ok.any():
+        return np.zeros(len(idx), np.float32)
+    ct = ct_hu.astype(np.float32)
+    resid = ct - ndimage.gaussian_filter(ct, sigma_mm / sp)
+    lo, hi, shape = idx.min(0), idx.max(0), np.array(tumor.shape)
+    best, best_frac = None, -1.0
+    for _ in range(tries):
+        shift = rng.integers(-lo, shape - hi)
+        if not shift.any():
+            continue
+        frac = float(ok[tuple((idx + shift).T)].mean())
+        if frac > best_frac:
+            best, best_frac = shift, frac
+        if frac >= 0.98:
+            break
+    pool = resid[ok]
+    if best is None:
+        return rng.choice(pool, len(idx)).astype(np.float32)
+    src = tuple((idx + best).T)
+    vals, inside = resid[src].copy(), ok[src]
+    vals[~inside] = rng.choice(pool, int((~inside).sum()))
+    return vals.astype(np.float32)
 
 
 def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],
                 attributes: dict[str, float], rng: np.random.Generator,
-                config: AppearanceConfig = AppearanceConfig()) -> np.ndarray:
+                config: AppearanceConfig = AppearanceConfig(), noise: bool = False) -> np.ndarray:
     """``ct_hu`` (float HU) with the voxels of ``tumor`` (bool, same grid) replaced by a tumor whose
     contrast to the surrounding ``host`` organ, rim-core difference and HU sd are those of
-    ``attributes`` (missing or NaN ones count as 0). A new float32 array; the inputs are not modified.
+    ``attributes`` (missing or NaN ones count as 0). ``noise``: part of the spread is the scan's own noise
+    (:func:`scan_noise`, from the host organ), the smooth texture only tops it up; otherwise all of it is
+    smooth texture. A new float32 array; the inputs are not modified.
     Raises ValueError when the tumor is empty or no organ voxel surrounds it."""
     if ct_hu.shape != tumor.shape or tumor.shape != host.shape:
         raise ValueError(f"draft_tumor: ct {ct_hu.shape}, tumor {tumor.shape} and host {host.shape} must share a grid")
@@ -73,8 +110,13 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     texture = rng.standard_normal(ct_hu.shape)
     texture = ndimage.gaussian_filter(texture, TEXTURE_SIGMA_MM / sp)[tumor]
     texture = (texture - texture.mean()) / max(float(texture.std()), 1e-6)
-    extra = val("heterogeneity_hu") ** 2 - float(profile.var())
-    values = profile + np.sqrt(max(extra, 0.0)) * texture
+    grain = scan_noise(ct_hu, tumor, host, sp, rng).astype(np.float64) if noise else np.zeros(profile.shape)
+    if noise:  # the scan's noise first, as much of the asked spread as it can be; the smooth texture tops it up
+        budget = max(val("heterogeneity_hu") ** 2 - float(profile.var()), 0.0)
+        if grain.var() > budget:
+            grain = grain * np.sqrt(budget / grain.var()) if grain.var() > 0 else grain
+    extra = val("heterogeneity_hu") ** 2 - float(profile.var()) - float(grain.var())
+    values = profile + grain + np.sqrt(max(extra, 0.0)) * texture
     values = values - values.mean() + organ_hu + val("contrast_hu")
     out = ct_hu.astype(np.float32, copy=True)
     out[tumor] = values.astype(np.float32)

@@ -167,7 +167,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
             raise ValueError("inpaint.draft_strength < 1 draws the tumor's draft from its appearance attributes: "
                              "use an appearance-conditioned model (controlnet.appearance) or draft_strength 1")
         host = (allowed[box] if allowed is not None else lab_roi > 0) & ~tum_roi
-        draft_hu = draft_tumor(ct_roi, tum_roi, host, spacing, appearance, np.random.default_rng([int(seed), 37]))
+        draft_hu = draft_tumor(ct_roi, tum_roi, host, spacing, appearance, np.random.default_rng([int(seed), 37]),
+                               noise=settings.draft_noise)
         draft_m = torch.from_numpy(_resize(hu.scale(draft_hu), tuple(m), "trilinear"))[None, None]
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
                       inpaint_mask=torch.from_numpy(reg_m)[None, None], appearance=app_m, sampler=settings.sampler,
@@ -204,6 +205,7 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     if draft_m is not None:
         tex["draft_strength"] = settings.draft_strength
         tex["draft_detail"] = settings.draft_detail
+        tex["draft_noise"] = settings.draft_noise
     info = {"roi": [[s.start for s in box], [s.stop for s in box]], "model_grid": m.tolist(), "seed": int(seed),
             "sampler": settings.sampler, "steps": settings.steps, "blend": settings.blend, **tex,
             "seconds": round(time.time() - t0, 3)}

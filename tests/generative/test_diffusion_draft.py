@@ -172,3 +172,22 @@ def test_a_mask_only_model_cannot_draw_a_draft():
     with pytest.raises(ValueError, match="appearance-conditioned"):
         inpaint_tumor(p, healthy.ct, healthy.label, healthy.spacing, tumor, 21, 0,
                       InpaintSettings(steps=2, roi_size=[32, 32, 32], draft_strength=0.5))
+
+
+def test_draft_noise_takes_part_of_the_spread_from_the_scan():
+    ct, organ, tumor = _organ_and_tumor()  # organ noise sd 5 HU (white)
+    sp = (1.5, 1.5, 1.5)
+    host = organ & ~tumor
+    for het in (20.0, 3.0):  # above the scan's noise: topped up; below it: the noise is scaled down to fit
+        out = draft_tumor(ct, tumor, host, sp, {"contrast_hu": -30.0, "heterogeneity_hu": het}, np.random.default_rng(2),
+                          noise=True)
+        got = measure_tumor(out, tumor, host, sp)
+        assert got["heterogeneity_hu"] == pytest.approx(het, rel=0.05, abs=0.5)
+        assert got["contrast_hu"] == pytest.approx(-30.0, abs=0.5)
+    a = draft_tumor(ct, tumor, host, sp, {"heterogeneity_hu": 20.0}, np.random.default_rng(2), noise=True)
+    b = draft_tumor(ct, tumor, host, sp, {"heterogeneity_hu": 20.0}, np.random.default_rng(2), noise=False)
+    assert np.array_equal(a, draft_tumor(ct, tumor, host, sp, {"heterogeneity_hu": 20.0}, np.random.default_rng(2),
+                                         noise=True))
+    # with the scan's grain the tumor has more fine detail (neighbour differences) than smooth texture alone
+    fine = lambda x: float(np.abs(np.diff(np.where(tumor, x, np.nan), axis=0))[~np.isnan(np.diff(np.where(tumor, x, np.nan), axis=0))].mean())  # noqa: E731
+    assert fine(a) > fine(b)
