@@ -35,37 +35,45 @@ TEXTURE_SIGMA_MM = 1.5
 NOISE_SIGMA_MM = 1.0
 
 
-def scan_noise(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],
-               rng: np.random.Generator, sigma_mm: float = NOISE_SIGMA_MM, tries: int = 64) -> np.ndarray:
-    """The scan's own noise for the voxels of ``tumor`` (1-D, in ``tumor``'s voxel order): the high
-    frequencies of ``ct_hu`` (minus a Gaussian of ``sigma_mm``) copied from a shifted copy of the tumor that
-    lies in ``host`` eroded by 2 voxels (no organ edge is copied; the best of ``tries`` random shifts), the
-    voxels that land outside it drawn at random from the host's. Zeros when the host has no such voxel."""
-    sp = np.asarray(spacing, float)
-    ok = ndimage.binary_erosion(host.astype(bool), iterations=2)
-    idx = np.argwhere(tumor)
-    if not ok.any():
-        return np.zeros(len(idx), np.float32)
-    ct = ct_hu.astype(np.float32)
-    resid = ct - ndimage.gaussian_filter(ct, sigma_mm / sp)
-    lo, hi, shape = idx.min(0), idx.max(0), np.array(tumor.shape)
+def copy_from_donor(field: np.ndarray, where: np.ndarray, donor: np.ndarray, rng: np.random.Generator,
+                    tries: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Values of ``field`` for the voxels of ``where`` (1-D, in their voxel order) copied from a shifted copy
+    of ``where`` that lies in ``donor`` (the best of ``tries`` random shifts, the first that lies 98 % in it);
+    voxels that land outside the donor take values drawn at random from it. Returns (values, which came from
+    the shifted copy, the shift or None). ``donor`` must hold a voxel."""
+    idx = np.argwhere(where)
+    lo, hi, shape = idx.min(0), idx.max(0), np.array(where.shape)
     best, best_frac = None, -1.0
     for _ in range(tries):
         shift = rng.integers(-lo, shape - hi)
         if not shift.any():
             continue
-        frac = float(ok[tuple((idx + shift).T)].mean())
+        frac = float(donor[tuple((idx + shift).T)].mean())
         if frac > best_frac:
             best, best_frac = shift, frac
         if frac >= 0.98:
             break
-    pool = resid[ok]
+    pool = field[donor]
     if best is None:
-        return rng.choice(pool, len(idx)).astype(np.float32)
+        return rng.choice(pool, len(idx)), np.zeros(len(idx), bool), None
     src = tuple((idx + best).T)
-    vals, inside = resid[src].copy(), ok[src]
+    vals, inside = field[src].copy(), donor[src]
     vals[~inside] = rng.choice(pool, int((~inside).sum()))
-    return vals.astype(np.float32)
+    return vals, inside, best
+
+
+def scan_noise(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],
+               rng: np.random.Generator, sigma_mm: float = NOISE_SIGMA_MM) -> np.ndarray:
+    """The scan's own noise for the voxels of ``tumor`` (1-D, in ``tumor``'s voxel order): the high
+    frequencies of ``ct_hu`` (minus a Gaussian of ``sigma_mm``) copied from the host organ eroded by 2 voxels
+    (no organ edge is copied; :func:`copy_from_donor`). Zeros when the host has no such voxel."""
+    sp = np.asarray(spacing, float)
+    ok = ndimage.binary_erosion(host.astype(bool), iterations=2)
+    if not ok.any():
+        return np.zeros(int(tumor.sum()), np.float32)
+    ct = ct_hu.astype(np.float32)
+    resid = ct - ndimage.gaussian_filter(ct, sigma_mm / sp)
+    return copy_from_donor(resid, tumor, ok, rng)[0].astype(np.float32)
 
 
 def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing: Sequence[float],

@@ -33,7 +33,7 @@ from cohort import labels as L
 from cohort.appearance import draw_appearance, host_mask, measure_tumor, normalise, size_class
 from cohort.lesions import max_axial_diameter_mm
 from generative.diffusion.config import DiffusionMakerConfig, InpaintSettings
-from generative.diffusion.draft import draft_tumor
+from generative.diffusion.draft import copy_from_donor, draft_tumor
 from generative.diffusion.pipeline import LatentDiffusionPipeline
 from generative.registry import organ_type
 from generative.tumors.base import (
@@ -94,25 +94,8 @@ def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor:
     resid = real.astype(np.float32) - ndimage.gaussian_filter(real.astype(np.float32), sig)
     gen_hf = gen.astype(np.float32) - ndimage.gaussian_filter(gen.astype(np.float32), sig)
     idx = np.argwhere(where)
-    lo, hi, shape = idx.min(0), idx.max(0), np.array(where.shape)
-    best, best_frac = None, -1.0
-    for _ in range(tries):
-        shift = rng.integers(-lo, shape - hi)
-        if not shift.any():
-            continue
-        frac = float(ok[tuple((idx + shift).T)].mean())
-        if frac > best_frac:
-            best, best_frac = shift, frac
-        if frac >= 0.98:
-            break
-    pool = resid[ok]
-    if best is None:
-        vals, inside = rng.choice(pool, len(idx)), np.zeros(len(idx), bool)
-    else:
-        src = tuple((idx + best).T)
-        vals, inside = resid[src].copy(), ok[src]
-        vals[~inside] = rng.choice(pool, int((~inside).sum()))
-    sd_real = float(pool.std())
+    vals, inside, best = copy_from_donor(resid, where, ok, rng, tries)
+    sd_real = float(resid[ok].std())
     sd_gen = float(gen_hf[where & ndimage.binary_erosion(where, iterations=1)].std()) if where.sum() > 27 else 0.0
     gain = float(np.sqrt(max(0.0, sd_real ** 2 - sd_gen ** 2)) / sd_real) if sd_real > 0 else 0.0
     out = gen.astype(np.float32).copy()
