@@ -38,18 +38,19 @@ SAMPLE = ROOT / "configs" / "generative" / "sample_phantom.yaml"
 #: what the numbers show, written after looking at them and the montage
 GENERATOR_NOTE = (
     "What it shows (session 8: the session-4 models, about 30 idle CPU minutes of training, sampled from rule-drawn "
-    "drafts: configs/generative/sample_phantom.yaml, draft_strength 0.3 with draft_detail; pure-noise sampling and "
-    "the other settings are compared in the \"Generator: drafts\" section): the synthetic tumors spread like the held-out "
-    "real ones (spread ratio 1.04), their contrast, rim, necrotic fraction and edges match (KS 0.19, 0.30, 0.18, "
-    "0.17; edges 16.3 against 14.2 HU/mm), asked contrasts from -80 to +40 HU are followed to 4.6 HU, asked "
-    "hyperdense tumors come out hyperdense (8 of 8) and asked rim-enhancing ones rim-enhancing in 6 of 8, and the "
-    "Frechet distance to the held-out real tumors (62) is below the training real tumors' own (102; 33-55 tumors "
-    "per set in 32 dimensions, so read it as a comparison on the same sets). Not there yet: the texture is "
-    "smoother than real (heterogeneity 20.8 vs 26.8 HU, KS 0.39; the drawn values alone score 0.29 against this "
-    "held-out set), early tumors are 1.33x as contrasted as the 15 held-out early ones (95 % CI 0.84-2.29; the "
-    "training real early tumors are 1.37x), and the autoencoder keeps 27.4 dB inside held-out tumor ROIs (25.2 dB "
-    "over whole crops; 21.6 at 4x) against the 28 asked. Every number rests on 8-55 tumors: see the sample sizes "
-    "in the tables; a KS below 0.31 is within the noise of two samples of 33 and 48.")
+    "drafts: configs/generative/sample_phantom.yaml, draft_strength 0.3 with draft_detail and draft_noise; "
+    "pure-noise sampling and the other settings are compared in the \"Generator: drafts\" section): the synthetic "
+    "tumors spread like the held-out real ones (spread ratio 1.04), every attribute's KS against them is 0.29 or "
+    "less (contrast 0.19, heterogeneity 0.26, rim 0.29, necrotic 0.16, edge 0.20; the two-sample critical value "
+    "at 33 and 48 tumors is 0.31, so none is a detectable difference), asked contrasts from -80 to +40 HU are "
+    "followed to 4.6 HU, asked hyperdense tumors come out hyperdense (8 of 8) and asked rim-enhancing ones "
+    "rim-enhancing in 6 of 8, and the Frechet distance to the held-out real tumors (62) is below the training real "
+    "tumors' own (102; 33-55 tumors per set in 32 dimensions, so read it as a comparison on the same sets). Not "
+    "there yet: early tumors are 1.33x as contrasted as the 15 held-out early ones (95 % CI 0.84-2.29; the "
+    "training real early tumors, which the synthetic ones follow to 3 %, are themselves 1.37x), and the autoencoder "
+    "keeps 27.4 dB inside held-out tumor ROIs (25.2 dB over whole crops; 21.6 at 4x) against the 28 asked. The "
+    "synthetic texture is still smoother than real (heterogeneity 21.8 vs 26.8 HU). Every number rests on 8-55 "
+    "tumors: see the sample sizes in the tables.")
 COHORTS = {  # name: (site, n, tumor_fraction, seed)
     "real_train": ("A", 32, 1.0, 100),
     "real_heldout": ("A", 24, 1.0, 900),
