@@ -87,7 +87,7 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     Raises ValueError when the tumor is empty or no organ voxel surrounds it."""
     if ct_hu.shape != tumor.shape or tumor.shape != host.shape:
         raise ValueError(f"draft_tumor: ct {ct_hu.shape}, tumor {tumor.shape} and host {host.shape} must share a grid")
-    tumor = tumor.astype(bool)
+    tumor, host = tumor.astype(bool), host.astype(bool)
     if not tumor.any():
         raise ValueError("draft_tumor: the tumor mask is empty")
     sp = np.asarray(spacing, float)
@@ -97,14 +97,15 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
         return 0.0 if v != v else v
 
     outside = ndimage.distance_transform_edt(~tumor, sampling=sp)
-    shell = host.astype(bool) & ~tumor & (outside > config.shell_near_mm) & (outside <= config.shell_far_mm)
+    shell = host & ~tumor & (outside > config.shell_near_mm) & (outside <= config.shell_far_mm)
     if not shell.any():
-        shell = host.astype(bool) & ~tumor
+        shell = host & ~tumor
     if not shell.any():
         raise ValueError("draft_tumor: no organ voxel around the tumor to measure its contrast against")
     organ_hu = float(ct_hu[shell].mean())
 
-    depth = ndimage.distance_transform_edt(tumor, sampling=sp)[tumor]
+    depth_map = ndimage.distance_transform_edt(tumor, sampling=sp)  # mm to the outside, 0 outside
+    depth = depth_map[tumor]
     dmax = float(depth.max())
     profile = np.zeros(depth.shape)
     if dmax >= 2 * sp.min():  # as measured: ring at depth <= rim_fraction x dmax, core beyond half of it
@@ -121,8 +122,8 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     grain = scan_noise(ct_hu, tumor, host, sp, rng).astype(np.float64) if noise else np.zeros(profile.shape)
     if noise:  # the scan's noise first, as much of the asked spread as it can be; the smooth texture tops it up
         budget = max(val("heterogeneity_hu") ** 2 - float(profile.var()), 0.0)
-        if grain.var() > budget:
-            grain = grain * np.sqrt(budget / grain.var()) if grain.var() > 0 else grain
+        if grain.var() > budget:  # budget >= 0, so the grain has a spread to scale
+            grain = grain * np.sqrt(budget / grain.var())
     extra = val("heterogeneity_hu") ** 2 - float(profile.var()) - float(grain.var())
     values = profile + grain + np.sqrt(max(extra, 0.0)) * texture
     values = values - values.mean() + organ_hu + val("contrast_hu")
@@ -133,8 +134,8 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     # a draft can give: asks beyond it keep the step). Only voxels outside the tumor change, so its contrast,
     # rim and spread stay as drawn
     edge = val("edge_hu_per_mm")
-    inner = tumor & (ndimage.distance_transform_edt(tumor, sampling=sp) <= sp.min() * 1.01)
-    outer = host.astype(bool) & ~tumor & (outside <= sp.min() * 1.01)
+    inner = tumor & (depth_map <= sp.min() * 1.01)
+    outer = host & ~tumor & (outside <= sp.min() * 1.01)
     if edge > 0 and outer.any():
         step = float(out[inner].mean()) - float(out[outer].mean())
         if abs(step) > edge * sp.mean():

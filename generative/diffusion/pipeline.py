@@ -307,7 +307,7 @@ class LatentDiffusionPipeline:
         x = torch.randn(latent_shape, generator=generator).to(self.device)
         ts = list(s.timesteps)
         if start is not None and start[1] < 1.0:
-            if not 0.0 < start[1] <= 1.0:
+            if start[1] <= 0.0:
                 raise ValueError(f"start strength {start[1]} must lie in (0, 1]")
             ts = ts[len(ts) - max(1, round(start[1] * len(ts))):]
             x = s.noised(start[0].to(self.device).float(), x, ts[0])
