@@ -144,13 +144,13 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
         tum_m = _resize(tum_roi.astype(np.float32), tuple(m), "nearest") > 0.5
         vals = normalise(appearance, pipe.spec.appearance)
         app_m = torch.from_numpy(vals[:, None, None, None] * tum_m[None].astype(np.float32))[None]
+    organ_roi = allowed[box] if allowed is not None else lab_roi > 0
     draft_m = None
     if settings.draft_strength < 1.0:
         if appearance is None:
             raise ValueError("inpaint.draft_strength < 1 draws the tumor's draft from its appearance attributes: "
                              "use an appearance-conditioned model (controlnet.appearance) or draft_strength 1")
-        host = (allowed[box] if allowed is not None else lab_roi > 0) & ~tum_roi
-        draft_hu = draft_tumor(ct_roi, tum_roi, host, spacing, appearance, np.random.default_rng([int(seed), 37]),
+        draft_hu = draft_tumor(ct_roi, tum_roi, organ_roi & ~tum_roi, spacing, appearance, np.random.default_rng([int(seed), 37]),
                                noise=settings.draft_noise)
         draft_m = torch.from_numpy(_resize(hu.scale(draft_hu), tuple(m), "trilinear"))[None, None]
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
@@ -162,7 +162,6 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
     gen_hu = hu.unscale(_resize(gen, tuple(n), "trilinear"))
 
     tex: dict[str, Any] = {"texture": "generated"}
-    organ_roi = allowed[box] if allowed is not None else lab_roi > 0
     if settings.blend == "tumor":
         keep = ndimage.distance_transform_edt(~tum_roi, sampling=spacing) <= settings.blend_mm
         w = feather_weight(keep, spacing, settings.blend_mm)
