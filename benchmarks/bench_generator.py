@@ -3,6 +3,8 @@
     python benchmarks/bench_generator.py --part data      # phantoms: 32 real (tumors), 72 held-out real (24 before session 8), 24 healthy
     python benchmarks/bench_generator.py --part train     # autoencoder -> diffusion -> ControlNet (configs/generative/phantom.yaml)
     python benchmarks/bench_generator.py --part sample    # 20-case synthetic cohort (configs/generative/sample_phantom.yaml)
+    python benchmarks/bench_generator.py --part calibrate # draft calibration from a cohort of another seed (its own samples)
+    python benchmarks/bench_generator.py --part sample --sample-set inpaint.draft_calibration=$TUMORGEN_BENCH_DIR/draft_calibration.json
     python benchmarks/bench_generator.py --part eval      # tumorgen generator eval with the held-out real tumors
     python benchmarks/bench_generator.py --report         # rewrite the generator-quality section of RESULTS.md
 
@@ -139,6 +141,25 @@ def part_sample(args) -> None:
         print(name, results[name], flush=True)
     store("sample", {**results, "machine": machine(), "spec": str(SAMPLE.relative_to(ROOT)),
                      "sample_set": list(args.sample_set)})
+
+
+#: the calibration cohort: 2 cases per healthy phantom with drawn attributes, another seed than the judged cohort
+CALIBRATION_SEED = 1
+
+
+def part_calibrate(args) -> None:
+    """Sample the calibration cohort (spec seed CALIBRATION_SEED; synthetic samples only, no real tumor) and fit
+    the draft calibration (generative.diffusion.calibration) to WORK / draft_calibration.json."""
+    from generative.diffusion.calibration import calibrate_cohort
+    from generative.diffusion.models import pipeline_hash
+
+    model = WORK / "generator" / "controlnet" / "model"
+    run = _sample(WORK / "synthetic" / "calibration", ["cases_per_source=2", f"seed={CALIBRATION_SEED}"], args)
+    cal = calibrate_cohort(WORK / "synthetic" / "calibration", pipeline_hash(model))
+    cal.write(WORK / "draft_calibration.json")
+    fits = {a: vars(f) for a, f in cal.fits.items()}
+    print("calibration", run, json.dumps(fits), flush=True)
+    store("calibrate", {"sample": run, "seed": CALIBRATION_SEED, "fits": fits, "machine": machine()})
 
 
 def _rows(cohort: Path) -> list[dict]:
@@ -288,7 +309,7 @@ def write_report() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["data", "train", "sample", "eval", "json"], action="append", default=[])
+    p.add_argument("--part", choices=["data", "train", "calibrate", "sample", "eval", "json"], action="append", default=[])
     p.add_argument("--report", action="store_true")
     p.add_argument("--ae-steps", type=int, default=2000)
     p.add_argument("--diffusion-steps", type=int, default=1500)
@@ -300,7 +321,7 @@ def main() -> None:
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     for part in args.part:
-        {"data": part_data, "train": part_train, "sample": part_sample, "eval": part_eval,
+        {"data": part_data, "train": part_train, "calibrate": part_calibrate, "sample": part_sample, "eval": part_eval,
          "json": lambda a: write_phantom_json()}[part](args)
     if args.report:
         write_report()

@@ -238,10 +238,17 @@ class InpaintSettings:
     #: with a draft: part of the tumor's spread is the scan's own noise (copied from the organ around it), the
     #: smooth texture tops it up; off: all of the spread is smooth texture
     draft_noise: bool = False
+    #: with a draft: a draft calibration of this model (``tumorgen generator calibrate``;
+    #: :mod:`generative.diffusion.calibration`): each draft is drawn with the attributes whose output, by the
+    #: model's measured behaviour, comes out as asked (the rim a boundary blur would lift, the contrast it
+    #: would shrink); "" draws the draft with the asked attributes
+    draft_calibration: str = ""
 
     def __post_init__(self) -> None:
         if self.appearance and (bad := [a for a in self.appearance if a not in CONDITION_ATTRIBUTES]):
             raise ValueError(f"appearance: unknown attribute(s) {bad}; choose from {list(CONDITION_ATTRIBUTES)}")
+        if self.draft_calibration and self.draft_strength >= 1.0:
+            raise ValueError("inpaint.draft_calibration corrects the draft's attributes: it needs draft_strength < 1")
 
 
 @dataclass

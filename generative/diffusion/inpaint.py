@@ -108,12 +108,15 @@ def scanner_texture(gen: np.ndarray, real: np.ndarray, where: np.ndarray, donor:
 def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.ndarray, spacing,
                   tumor: np.ndarray, lesion_label: int, seed: int, settings: InpaintSettings,
                   allowed: np.ndarray | None = None,
-                  appearance: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                  appearance: dict[str, float] | None = None,
+                  draft_appearance: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Generate CT for one tumor mask (bool (X, Y, Z)) and blend it in.
 
     ``allowed`` (bool (X, Y, Z)): the only voxels whose HU may change (the organ plus the tumor,
     as the CA and rule makers do); the feathered blend is cut at its edge. None: the whole ROI.
     ``appearance``: attribute -> value (cohort.appearance) for an appearance-conditioned pipeline.
+    ``draft_appearance``: the attributes the draft is drawn with when they differ from ``appearance``
+    (a draft calibration's; :mod:`generative.diffusion.calibration`); the ControlNet keeps ``appearance``.
     Returns (ct float32 HU, label uint8, info) with new arrays; inputs are not modified.
     """
     t0 = time.time()
@@ -150,7 +153,8 @@ def inpaint_tumor(pipe: LatentDiffusionPipeline, ct_hu: np.ndarray, label: np.nd
         if appearance is None:
             raise ValueError("inpaint.draft_strength < 1 draws the tumor's draft from its appearance attributes: "
                              "use an appearance-conditioned model (controlnet.appearance) or draft_strength 1")
-        draft_hu = draft_tumor(ct_roi, tum_roi, organ_roi & ~tum_roi, spacing, appearance, np.random.default_rng([int(seed), 37]),
+        draft_hu = draft_tumor(ct_roi, tum_roi, organ_roi & ~tum_roi, spacing, draft_appearance or appearance,
+                               np.random.default_rng([int(seed), 37]),
                                noise=settings.draft_noise)
         draft_m = torch.from_numpy(_resize(hu.scale(draft_hu), tuple(m), "trilinear"))[None, None]
     gen = pipe.sample(torch.from_numpy(lab_m)[None, None], image=torch.from_numpy(img_m)[None, None],
@@ -220,17 +224,32 @@ class DiffusionSynthesizer:
             raise ValueError("tumor inpainting needs a ControlNet pipeline trained with controlnet.inpaint: true")
         self.pipe, self.settings, self.model_hash = pipeline, settings or InpaintSettings(), model_hash
         self.mask_provider = mask_provider
+        self.calibration = None
+        if self.settings.draft_calibration:
+            from generative.diffusion.calibration import DraftCalibration
 
-    def _appearance(self, tumor: np.ndarray, spacing, organ: str, seed: int) -> tuple[dict | None, dict]:
-        """The attributes to generate ``tumor`` with (None for a mask-only model) and their provenance.
-        Drawn from their own stream (``seed``), so the tumor's placement does not depend on them."""
+            self.calibration = DraftCalibration.read(self.settings.draft_calibration)
+            if model_hash and self.calibration.model_hash != model_hash:
+                raise ValueError(f"{self.settings.draft_calibration}: this draft calibration was fitted for the model "
+                                 f"{self.calibration.model_hash[:12]}, not this one ({model_hash[:12]}): calibrate "
+                                 "this model's own samples (`tumorgen generator calibrate`)")
+
+    def _appearance(self, tumor: np.ndarray, spacing, organ: str, seed: int) -> tuple[dict | None, dict | None, dict]:
+        """The attributes to generate ``tumor`` with (None for a mask-only model), those to draw its draft with
+        (None: the same), and their provenance. Drawn from their own stream (``seed``), so the tumor's
+        placement does not depend on them."""
         if not self.pipe.spec.appearance:
-            return None, {}
+            return None, None, {}
         d = max_axial_diameter_mm(tumor, spacing)
         values, source = draw_appearance(self.pipe.appearance_table, organ_type(organ), size_class(d),
                                          np.random.default_rng([int(seed), 23]), self.settings.appearance,
                                          self.pipe.spec.appearance)
-        return values, {"requested": values, **source}
+        prov = {"requested": values, **source}
+        if self.calibration is None:
+            return values, None, prov
+        drafted = self.calibration.draft_values(values, d)
+        return values, drafted, {**prov, "draft": {k: round(v, 3) for k, v in drafted.items()},
+                                 "draft_calibration": self.settings.draft_calibration}
 
     def _measured(self, ct: np.ndarray, lab: np.ndarray, tumor: np.ndarray, lesion: int, spacing, prov: dict) -> dict:
         """Provenance of the appearance: what was asked or drawn, and what the output measures."""
@@ -247,9 +266,9 @@ class DiffusionSynthesizer:
         if not tumor.any():
             raise SynthesisError(f"the tumor mask does not overlap the {organ}")
         lesion = L.lesion_index_for(organ)
-        values, prov = self._appearance(tumor, spacing, organ, seed)
+        values, drafted, prov = self._appearance(tumor, spacing, organ, seed)
         ct, lab, info = inpaint_tumor(self.pipe, ct_hu, label, spacing, tumor, lesion, seed, self.settings,
-                                      allowed=organ_mask(label, organ), appearance=values)
+                                      allowed=organ_mask(label, organ), appearance=values, draft_appearance=drafted)
         recs = tumor_records(tumor, lesion, spacing, organ, self.name, seed=seed, sampler=self.settings.sampler,
                              steps=self.settings.steps, model_hash=self.model_hash,
                              **self._measured(ct, lab, tumor, lesion, spacing, prov))
@@ -283,9 +302,9 @@ class DiffusionSynthesizer:
             if not tumor.any():
                 raise SynthesisError(f"no room for a {size} tumor in the {spec.organ}")
             seed = int(rng.integers(0, 2**31 - 1))
-            values, prov = self._appearance(tumor, spacing, spec.organ, seed)
+            values, drafted, prov = self._appearance(tumor, spacing, spec.organ, seed)
             ct, lab, info = inpaint_tumor(self.pipe, ct, lab, spacing, tumor, lesion, seed, self.settings,
-                                          allowed=organ, appearance=values)
+                                          allowed=organ, appearance=values, draft_appearance=drafted)
             info["size"] = size
             infos.append(info)
             records += tumor_records(tumor, lesion, spacing, spec.organ, self.name, size=size if isinstance(size, str) else None,

@@ -1,4 +1,4 @@
-"""`tumorgen generator eval`: quality numbers of a trained generator."""
+"""`tumorgen generator eval`: quality numbers of a trained generator; `tumorgen generator calibrate`: its draft calibration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tumorgen.commands._common import console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("generator", help="inspect the diffusion generator (eval)")
+    p = subparsers.add_parser("generator", help="inspect the diffusion generator (eval, calibrate)")
     sub = p.add_subparsers(dest="generator_command", metavar="SUBCOMMAND")
     e = sub.add_parser(
         "eval",
@@ -27,6 +27,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--recon-crops", type=int, default=8)
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_eval)
+    c = sub.add_parser(
+        "calibrate",
+        help="fit the draft calibration of a model from a cohort it sampled (generative.diffusion.calibration)",
+        description="Reads the tumor provenance of SYNTHETIC (sampled by MODEL with inpaint.draft_strength < 1): per "
+                    "tumor the attributes its draft was drawn with and those its output measures; fits per attribute "
+                    "the model's bias (measured ~ drafted, contrast and contrast/diameter) and writes it to OUT. Use "
+                    "it with --set inpaint.draft_calibration=OUT when sampling with MODEL. Sample the calibration "
+                    "cohort with another seed than the cohort you will judge.",
+    )
+    c.add_argument("--model", required=True, type=Path, help="the ControlNet pipeline folder the samples came from")
+    c.add_argument("--synthetic", required=True, type=Path, metavar="COHORT", help="a cohort sampled by MODEL")
+    c.add_argument("--out", required=True, type=Path, metavar="FILE", help="the calibration JSON to write")
+    c.add_argument("--attributes", nargs="+", default=None, metavar="NAME",
+                   help="attributes to calibrate (default: contrast_hu rim_hu)")
+    c.set_defaults(func=run_calibrate)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -42,3 +57,28 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     print(rep.markdown())
     return 1 if rep.failed else 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from cohort.errors import BatchReport, CohortError
+    from generative.diffusion.calibration import FEATURES, calibrate_cohort
+    from generative.diffusion.models import pipeline_hash
+
+    if not (args.model / "controlnet").is_dir():
+        console.print(f"[red]error:[/red] {args.model}: not a ControlNet pipeline folder (no controlnet/ in it)")
+        return 2
+    report = BatchReport()
+    try:
+        cal = calibrate_cohort(args.synthetic, pipeline_hash(args.model), tuple(args.attributes or FEATURES), report)
+    except (CohortError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    cal.write(args.out)
+    for a, f in cal.fits.items():
+        console.print(f"{a}: {f.n} tumors; measured - drafted {f.bias_before:+.2f} (rms {f.rmse_before:.2f}); "
+                      f"after the fit rms {f.rmse_fit:.2f}; coefficients {dict(zip(f.features, f.coef))}")
+    console.print(f"wrote {args.out}")
+    if report.failed:
+        console.print(report.summary())
+        return 1
+    return 0
