@@ -13,7 +13,8 @@ core), so measuring a draft gives back the attributes it was drawn with (tests/g
 test_diffusion_draft.py): the organ level is the mean of the organ shell 1.5-6 mm around the tumor,
 a ring just inside the boundary is offset from the core by ``rim_hu``, the whole tumor sits
 ``contrast_hu`` from the organ, and smooth Gaussian texture tops the spread up to
-``heterogeneity_hu``; the organ voxels touching the tumor are pulled towards it until the step across
+``heterogeneity_hu`` (the ring is then shifted so that the texture leaves the ring-core difference
+exactly ``rim_hu``: on small real tumor shapes the texture alone moved it by 5-6 HU sd); the organ voxels touching the tumor are pulled towards it until the step across
 the boundary is ``edge_hu_per_mm``; ``necrotic_fraction`` follows from mean and spread and is not imposed.
 
 ``inpaint.draft_detail`` adds back what the autoencoder loses of the draft (its reconstruction residual):
@@ -108,6 +109,7 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
     depth = depth_map[tumor]
     dmax = float(depth.max())
     profile = np.zeros(depth.shape)
+    ring_core = None
     if dmax >= 2 * sp.min():  # as measured: ring at depth <= rim_fraction x dmax, core beyond half of it
         ring_edge = max(sp.min(), config.rim_fraction * dmax)
         profile = np.clip((0.5 * dmax - depth) / max(0.5 * dmax - ring_edge, 1e-6), 0.0, 1.0)
@@ -115,6 +117,7 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
         if ring.any() and core.any():  # scale so that mean(ring) - mean(core) is exactly 1
             span = profile[ring].mean() - profile[core].mean()
             profile = profile / span if span > 0 else profile
+            ring_core = (ring, core)
         profile = val("rim_hu") * profile
     texture = rng.standard_normal(ct_hu.shape)
     texture = ndimage.gaussian_filter(texture, TEXTURE_SIGMA_MM / sp)[tumor]
@@ -126,6 +129,9 @@ def draft_tumor(ct_hu: np.ndarray, tumor: np.ndarray, host: np.ndarray, spacing:
             grain = grain * np.sqrt(budget / grain.var())
     extra = val("heterogeneity_hu") ** 2 - float(profile.var()) - float(grain.var())
     values = profile + grain + np.sqrt(max(extra, 0.0)) * texture
+    if ring_core is not None:  # the texture moved the ring's and the core's means: set their difference back to rim_hu
+        ring, core = ring_core
+        values[ring] += val("rim_hu") - (float(values[ring].mean()) - float(values[core].mean()))
     values = values - values.mean() + organ_hu + val("contrast_hu")
     out = ct_hu.astype(np.float32, copy=True)
     out[tumor] = values.astype(np.float32)
