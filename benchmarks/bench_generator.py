@@ -143,8 +143,9 @@ def part_sample(args) -> None:
                      "sample_set": list(args.sample_set)})
 
 
-#: the calibration cohort: 2 cases per healthy phantom with drawn attributes, another seed than the judged cohort
+#: the calibration cohort: 4 cases per healthy phantom with drawn attributes, another seed than the judged cohort
 CALIBRATION_SEED = 1
+CALIBRATION_CASES = 4
 
 
 def part_calibrate(args) -> None:
@@ -154,12 +155,13 @@ def part_calibrate(args) -> None:
     from generative.diffusion.models import pipeline_hash
 
     model = WORK / "generator" / "controlnet" / "model"
-    run = _sample(WORK / "synthetic" / "calibration", ["cases_per_source=2", f"seed={CALIBRATION_SEED}"], args)
+    run = _sample(WORK / "synthetic" / "calibration", [f"cases_per_source={CALIBRATION_CASES}",
+                                                       f"seed={CALIBRATION_SEED}"], args)
     cal = calibrate_cohort(WORK / "synthetic" / "calibration", pipeline_hash(model))
     cal.write(WORK / "draft_calibration.json")
-    fits = {a: vars(f) for a, f in cal.fits.items()}
-    print("calibration", run, json.dumps(fits), flush=True)
-    store("calibrate", {"sample": run, "seed": CALIBRATION_SEED, "fits": fits, "machine": machine()})
+    print("calibration", run, json.dumps(cal.summary), flush=True)
+    store("calibrate", {"sample": run, "seed": CALIBRATION_SEED, "cases_per_source": CALIBRATION_CASES, "k": cal.k,
+                        "summary": cal.summary, "machine": machine()})
 
 
 def _rows(cohort: Path) -> list[dict]:

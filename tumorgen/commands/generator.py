@@ -31,16 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibrate",
         help="fit the draft calibration of a model from a cohort it sampled (generative.diffusion.calibration)",
         description="Reads the tumor provenance of SYNTHETIC (sampled by MODEL with inpaint.draft_strength < 1): per "
-                    "tumor the attributes its draft was drawn with and those its output measures; fits per attribute "
-                    "the model's bias (measured ~ drafted, contrast and contrast/diameter) and writes it to OUT. Use "
-                    "it with --set inpaint.draft_calibration=OUT when sampling with MODEL. Sample the calibration "
-                    "cohort with another seed than the cohort you will judge.",
+                    "tumor the attributes its draft was drawn with and those its output measures, and writes them "
+                    "with their residuals to OUT; sampling with --set inpaint.draft_calibration=OUT drafts each tumor "
+                    "with the asked attributes minus the median residual of the K calibration tumors nearest to them. "
+                    "Prints the leave-one-out check. Sample the calibration cohort with another seed than the cohort "
+                    "you will judge, at least 2 K tumors.",
     )
     c.add_argument("--model", required=True, type=Path, help="the ControlNet pipeline folder the samples came from")
     c.add_argument("--synthetic", required=True, type=Path, metavar="COHORT", help="a cohort sampled by MODEL")
     c.add_argument("--out", required=True, type=Path, metavar="FILE", help="the calibration JSON to write")
     c.add_argument("--attributes", nargs="+", default=None, metavar="NAME",
                    help="attributes to calibrate (default: contrast_hu rim_hu)")
+    c.add_argument("--k", type=int, default=None, help="neighbours per correction (default 12)")
     c.set_defaults(func=run_calibrate)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -61,7 +63,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from cohort.errors import BatchReport, CohortError
-    from generative.diffusion.calibration import FEATURES, calibrate_cohort
+    from generative.diffusion.calibration import ATTRIBUTES, K, calibrate_cohort
     from generative.diffusion.models import pipeline_hash
 
     if not (args.model / "controlnet").is_dir():
@@ -69,14 +71,16 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return 2
     report = BatchReport()
     try:
-        cal = calibrate_cohort(args.synthetic, pipeline_hash(args.model), tuple(args.attributes or FEATURES), report)
+        cal = calibrate_cohort(args.synthetic, pipeline_hash(args.model), tuple(args.attributes or ATTRIBUTES),
+                               args.k or K, report)
     except (CohortError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
     cal.write(args.out)
-    for a, f in cal.fits.items():
-        console.print(f"{a}: {f.n} tumors; measured - drafted {f.bias_before:+.2f} (rms {f.rmse_before:.2f}); "
-                      f"after the fit rms {f.rmse_fit:.2f}; coefficients {dict(zip(f.features, f.coef))}")
+    for a, f in cal.summary.items():
+        console.print(f"{a}: {f['n']} tumors; measured - drafted: mean {f['bias_before']:+.2f}, median |.| "
+                      f"{f['median_abs_before']:.2f}; corrected (leave-one-out): mean {f['loo_bias_after']:+.2f}, "
+                      f"median |.| {f['loo_median_abs_after']:.2f}")
     console.print(f"wrote {args.out}")
     if report.failed:
         console.print(report.summary())
