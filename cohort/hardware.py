@@ -163,6 +163,31 @@ def resolve_precision(requested: str, device: str | torch.device | None = None, 
     return p
 
 
+#: the smallest side (voxels) a 3D feature map may have for CPU bf16 training: on torch 2.14.1 with AVX512-BF16,
+#: Conv3d's weight gradient under bf16 autocast comes out NaN in 5-27 % of calls when an input side is 2 voxels
+#: (kernel 3, padding 1; sides 1, 3, 4, 5 and 8 never did in 40-200 calls each; measured in session 9,
+#: benchmarks/bench_bf16_small_conv.py)
+CPU_BF16_MIN_SIDE = 3
+
+
+def guard_small_feature_maps(precision: Precision, smallest_side: int | None, what: str = "") -> Precision:
+    """``precision`` unless it is bf16 on a CPU and a network's smallest 3D feature map has a side of 2
+    voxels (:data:`CPU_BF16_MIN_SIDE`): then fp32 with a warning when bf16 came from ``auto``, and a
+    ValueError when it was asked for. ``smallest_side``: the smallest side of any feature map a convolution
+    of the trained networks sees (None: unknown, nothing changes)."""
+    if (smallest_side is None or precision.device != "cpu" or precision.value != "bf16"
+            or not 1 < smallest_side < CPU_BF16_MIN_SIDE):
+        return precision
+    where = f"{what}: " if what else ""
+    why = (f"the networks' smallest feature map has a side of {smallest_side} voxels, and CPU bf16 3D convolutions "
+           f"return NaN weight gradients at that size (torch {torch.__version__})")
+    if precision.requested == "bf16":
+        raise ValueError(f"{where}mixed_precision=bf16 on this CPU: {why}. Use larger crops (every side "
+                         f">= {CPU_BF16_MIN_SIDE} voxels at the lowest level) or mixed_precision: no")
+    _warn_once(what, "auto-small", f"{where}precision fp32 instead of bf16: {why}")
+    return Precision(precision.requested, "no", "cpu", f"auto: CPU {cpu_kind()}, but {why} -> fp32")
+
+
 def _warn_once(what: str, requested: str, message: str) -> None:
     if (what, requested) in _warned:
         return

@@ -30,7 +30,7 @@ from diffusers.training_utils import EMAModel
 
 from cohort.config import load_config, save_config, to_dict
 from cohort.errors import CohortError
-from cohort.hardware import Precision, resolve_precision, use_channels_last
+from cohort.hardware import Precision, guard_small_feature_maps, resolve_precision, use_channels_last
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
@@ -106,6 +106,38 @@ def train_stage(stage: str, config: GenerativeConfig | str | Path, run_dir: str 
     return train(run, volumes, resume)
 
 
+def smallest_feature_map(cfg: GenerativeConfig) -> int | None:
+    """The smallest side (voxels) of a 3D feature map the stage's trained networks convolve, found by running
+    them once on a zero crop (autoencoder stage: the autoencoder and the discriminator) or from the latent
+    size (the UNet and ControlNet stages: crop / the autoencoder's downsampling / 2 per UNet level below the
+    first; the ControlNet's condition encoder stays at or above the latent size). None when the networks cannot
+    take the crop at all."""
+    crop = [int(c) for c in cfg.data.crop_size]
+    if cfg.stage == "autoencoder" and cfg.autoencoder.pretrained:
+        return min(crop)  # nothing is trained
+    if cfg.stage == "autoencoder":
+        models = build_stage_models(cfg)
+        sides: list[int] = []
+        hooks = [m.register_forward_hook(lambda mod, i, o: sides.append(min(i[0].shape[2:])))
+                 for net in models.values() if net is not None for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 1, *crop)
+                for net in models.values():
+                    if net is not None:
+                        net(x)
+        except (RuntimeError, ValueError):  # a crop the networks cannot take: training will say so itself
+            return None
+        finally:
+            for h in hooks:
+                h.remove()
+        return min(sides) if sides else min(crop)
+    from generative.diffusion.models import load_autoencoder
+
+    down = load_autoencoder(Path(cfg.init_from) / "autoencoder").downsample
+    return min(c // down for c in crop) // 2 ** (len(cfg.unet.channels) - 1)
+
+
 def open_run(stage: str, config: GenerativeConfig | str | Path, run_dir: str | Path | None, resume: bool,
              overrides, overwrite: bool, progress: bool) -> Run:
     """Config (precision resolved for this machine), accelerator, seed and run folder."""
@@ -117,6 +149,8 @@ def open_run(stage: str, config: GenerativeConfig | str | Path, run_dir: str | P
         torch.set_num_threads(cfg.train.num_threads)
     # "auto" becomes bf16 or fp32 for this machine; the resolved value is what config.yaml records
     precision = resolve_precision(cfg.train.mixed_precision, "cpu" if cfg.train.cpu else None, f"train {stage}")
+    if precision.device == "cpu" and precision.value == "bf16":
+        precision = guard_small_feature_maps(precision, smallest_feature_map(cfg), f"train {stage}")
     cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision.value))
     t = cfg.train
     acc = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum, cpu=t.cpu,
@@ -272,7 +306,9 @@ def _loop(run: Run, trained, ema, state: TrainState, micro_step) -> dict:
                     loss, logs = micro_step(rng, gen)
                 logs["loss"] = float(loss.detach())
                 if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(f"{run.stage}: loss is {logs['loss']} at step {state.step} (lower train.lr?)")
+                    hint = ("lower train.lr, or train.mixed_precision=no: CPU bf16 kernels are younger than fp32's"
+                            if run.precision.device == "cpu" and run.precision.value == "bf16" else "lower train.lr?")
+                    raise FloatingPointError(f"{run.stage}: loss is {logs['loss']} at step {state.step} ({hint})")
             if acc.sync_gradients:
                 if ema is not None:
                     ema.step(acc.unwrap_model(trained).parameters())

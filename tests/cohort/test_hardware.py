@@ -124,3 +124,46 @@ def test_channels_last_choice(setting, device, precision, expected):
 def test_unknown_memory_format_is_an_error():
     with pytest.raises(ValueError, match="memory_format: 'nhwc'"):
         H.use_channels_last("nhwc", "cpu")
+
+
+def test_cpu_bf16_falls_back_to_fp32_for_feature_maps_with_a_side_of_two(monkeypatch, caplog):
+    _cpu(monkeypatch, "AVX512", avx512=True, avx512_bf16=True)
+    auto = H.resolve_precision("auto", "cpu")
+    assert auto.value == "bf16"
+    for side in (None, 1, 3, 8):  # unknown, or sizes whose gradients were always finite
+        assert H.guard_small_feature_maps(auto, side) is auto
+    with pytest.warns(RuntimeWarning, match="side of 2 voxels"):
+        p = H.guard_small_feature_maps(auto, 2, "train diffusion")
+    assert (p.value, p.requested, p.device) == ("no", "auto", "cpu") and "-> fp32" in p.reason
+    asked = H.resolve_precision("bf16", "cpu")
+    with pytest.raises(ValueError, match="mixed_precision=bf16 on this CPU: .*side of 2 voxels.*mixed_precision: no"):
+        H.guard_small_feature_maps(asked, 2, "train unet")
+    fp32 = H.resolve_precision("no", "cpu")
+    assert H.guard_small_feature_maps(fp32, 2) is fp32
+    cuda = H.Precision("auto", "bf16", "cuda", "auto: a GPU")
+    assert H.guard_small_feature_maps(cuda, 2) is cuda  # the CPU kernels' problem only
+
+
+def test_smallest_feature_map_of_each_generator_stage(tmp_path):
+    from dataclasses import replace
+
+    from cohort.config import config_dir, load_config
+    from generative.diffusion.config import GenerativeConfig
+    from generative.diffusion.training import build_pipeline
+    from generative.train import smallest_feature_map
+
+    def cfg(stage, crop, *sets):
+        c = load_config(GenerativeConfig, config_dir() / "demo" / "generative_tiny.yaml",
+                        [f"data.crop_size=[{crop},{crop},{crop}]", *sets])
+        return replace(c, stage=stage)
+
+    # the autoencoder stage runs its networks once: the discriminator's last layers are the smallest
+    assert smallest_feature_map(cfg("autoencoder", 16)) == 3 and smallest_feature_map(cfg("autoencoder", 32)) == 7
+    assert smallest_feature_map(cfg("autoencoder", 8)) is None  # a crop the discriminator cannot take
+    torch.manual_seed(0)
+    build_pipeline(cfg("diffusion", 16)).save_pretrained(tmp_path / "model")
+    down = 2 ** (len(cfg("diffusion", 16).autoencoder.channels) - 1)
+    for stage in ("diffusion", "controlnet"):
+        for crop in (16, 32):
+            got = smallest_feature_map(cfg(stage, crop, f"init_from={tmp_path / 'model'}"))
+            assert got == crop // down // 2  # the UNet's second level
