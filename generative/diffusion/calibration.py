@@ -109,7 +109,7 @@ class DraftCalibration:
     def read(cls, path: str | Path) -> DraftCalibration:
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(f"{p}: draft calibration not found (make one with `tumorgen generator calibrate`)")
+            raise ValueError(f"{p}: draft calibration not found (make one with `tumorgen generator calibrate`)")
         try:
             d = read_json(p)
         except CohortError as e:

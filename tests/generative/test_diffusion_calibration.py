@@ -93,7 +93,7 @@ def test_round_trip_and_read_errors_name_the_file(tmp_path):
     assert back.model_hash == "a" * 64 and back.fitted_on == "somewhere" and back.summary == cal.summary
     for asked, d in [({"contrast_hu": -50.0, "rim_hu": 5.0}, 12.0), ({"contrast_hu": 20.0, "rim_hu": 60.0}, 30.0)]:
         assert back.draft_values(asked, d) == pytest.approx(cal.draft_values(asked, d), abs=1e-3)
-    with pytest.raises(FileNotFoundError, match="missing.json: draft calibration not found"):
+    with pytest.raises(ValueError, match="missing.json: draft calibration not found"):
         DraftCalibration.read(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
@@ -121,7 +121,7 @@ def test_rows_come_from_the_provenance_draft_first():
 # ---- end to end: sample, calibrate with the CLI, sample with the calibration -----------------------------
 
 @pytest.mark.slow
-def test_calibrate_cli_then_sampling_draws_calibrated_drafts(tmp_path, monkeypatch):
+def test_calibrate_cli_then_sampling_draws_calibrated_drafts(tmp_path, capsys):
     from cohort.layouts import write_case
     from generative.diffusion import sample as S
     from generative.diffusion.config import SampleSpec
@@ -174,6 +174,12 @@ def test_calibrate_cli_then_sampling_draws_calibrated_drafts(tmp_path, monkeypat
     with pytest.raises(ValueError, match="fitted for the model 000000000000, not this one"):
         S.sample_cohort(tmp_path / "healthy", tmp_path / "model", spec(8, draft_calibration=str(other)), tmp_path / "x",
                         rank=0, world_size=1, progress=False, device="cpu")
+    capsys.readouterr()
+    assert main(["sample", "--healthy", str(tmp_path / "healthy"), "--model", str(tmp_path / "model"), "--out",
+                 str(tmp_path / "y"), "--quiet", "--set", "inpaint.draft_strength=0.25",
+                 "--set", f"inpaint.draft_calibration={tmp_path / 'nope.json'}"]) == 2
+    err = capsys.readouterr()
+    assert "nope.json: draft calibration not found" in (err.out + err.err).replace("\n", "")
     with pytest.raises(ValueError, match="needs draft_strength < 1"):
         spec(8, draft_calibration=str(out), draft_strength=1.0)
     # the CLI names a missing folder and too small a cohort, and writes nothing
