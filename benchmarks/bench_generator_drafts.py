@@ -13,6 +13,11 @@ TUMORGEN_BENCH_DIR and a copy of benchmarks/ so the records do not overwrite eac
 against the held-out real tumors is what a generator that reproduced every drawn attribute exactly
 would score (the floor the sampled attributes set, against this held-out set). Writes
 benchmarks/results/generator_draft_phantom.json and the "drafts" section of RESULTS.md.
+
+``--section calibration`` collects the draft-calibration runs of session 9 instead (the models retrained
+with the 3000-step autoencoder; runs with and without ``inpaint.draft_calibration``, before and after the
+draft's exact rim, and a second sampling seed) into benchmarks/results/generator_calibration_phantom.json
+and the "calibration" section.
 """
 
 from __future__ import annotations
@@ -24,9 +29,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-OUT_JSON = ROOT / "benchmarks" / "results" / "generator_draft_phantom.json"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN, END = "<!-- drafts:begin -->", "<!-- drafts:end -->"
+#: section -> (results JSON, title, what the runs are: the section's first paragraph)
+SECTIONS = {
+    "drafts": (ROOT / "benchmarks" / "results" / "generator_draft_phantom.json",
+               "Generator: drafts (SDEdit from a rule-drawn tumor; generative.diffusion.draft)",
+               "The session-4 models of the generator benchmark (no retraining), sampled by "
+               "`bench_generator.py --part sample --part eval --sample-set inpaint.draft_strength=S "
+               "[--sample-set inpaint.draft_detail=true]`; `python benchmarks/bench_generator_drafts.py` (its docstring "
+               "has the command) collects the runs. 48 drawn synthetic tumors against 33 held-out real ones, 8 per "
+               "asked appearance; the two-sample KS critical value at these sizes is 0.31 (alpha 0.05)."),
+    "calibration": (ROOT / "benchmarks" / "results" / "generator_calibration_phantom.json",
+                    "Generator: draft calibration (generative.diffusion.calibration)",
+                    "The session-9 models of the generator benchmark (autoencoder 3000 steps, UNet 1000, ControlNet "
+                    "2000), sampled as configs/generative/sample_phantom.yaml says (draft 0.3 + detail + scan noise) "
+                    "with and without `--sample-set inpaint.draft_calibration=<calibration>`: the calibration is "
+                    "`bench_generator.py --part calibrate` (96 tumors sampled with spec seed 1, synthetic only); the "
+                    "judged cohorts use seed 0 (and 2 for the replicate). `python benchmarks/bench_generator_drafts.py "
+                    "--section calibration --run ...` collects the runs. 48 drawn synthetic tumors against 109 "
+                    "held-out real ones, 8 per asked appearance; the two-sample KS critical value at these sizes is "
+                    "0.24 (alpha 0.05)."),
+}
 ATTRS = ("contrast_hu", "heterogeneity_hu", "rim_hu", "necrotic_fraction", "edge_hu_per_mm")
 
 
@@ -67,13 +90,14 @@ def _raw_results(phantom_json: Path) -> dict | None:
     return None
 
 
-def section(res: dict) -> str:
-    lines = [BEGIN, "## Generator: drafts (SDEdit from a rule-drawn tumor; generative.diffusion.draft)", "",
-             "The session-4 models of the generator benchmark (no retraining), sampled by "
-             "`bench_generator.py --part sample --part eval --sample-set inpaint.draft_strength=S "
-             "[--sample-set inpaint.draft_detail=true]`; `python benchmarks/bench_generator_drafts.py` (its docstring "
-             "has the command) collects the runs. 48 drawn synthetic tumors against 33 held-out real ones, 8 per "
-             f"asked appearance; the two-sample KS critical value at these sizes is 0.31 (alpha 0.05). {res['machine']}.",
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def section(res: dict, name: str = "drafts") -> str:
+    _, title, intro = SECTIONS[name]
+    begin, end = markers(name)
+    lines = [begin, f"## {title}", "", f"{intro} {res['machine']}.",
              "", "| sampling | KS contrast | KS heterogeneity | KS rim | KS necrotic | KS edge | spread | early contrast "
              "ratio (95 % CI) | FD | control error (HU): -80 / -40 / 0 / +40, mean | asked hyper / rim typed so | s per case |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -99,7 +123,7 @@ def section(res: dict) -> str:
                   + ", ".join(f"{k} {v:.2f}" for k, v in fl["measured_over_asked"].items() if v is not None) + "."]
     if res.get("note"):
         lines += ["", res["note"]]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
@@ -110,6 +134,7 @@ def main() -> None:
     p.add_argument("--floor-run", default="", help="the label of the run --drawn belongs to")
     p.add_argument("--heldout", type=Path)
     p.add_argument("--note", default="")
+    p.add_argument("--section", choices=sorted(SECTIONS), default="drafts")
     args = p.parse_args()
     from benchmarks._report import machine_line, write_section
     from cohort.io import write_json
@@ -128,8 +153,8 @@ def main() -> None:
     res = {"runs": runs, "machine": machine_line(), "note": args.note}
     if args.drawn and args.heldout:
         res["floor"] = {"run": args.floor_run, **drawn_floor(args.drawn, args.heldout)}
-    write_json(OUT_JSON, res)
-    write_section(RESULTS_MD, BEGIN, END, section(res))
+    write_json(SECTIONS[args.section][0], res)
+    write_section(RESULTS_MD, *markers(args.section), section(res, args.section))
 
 
 if __name__ == "__main__":
