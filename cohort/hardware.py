@@ -170,6 +170,28 @@ def resolve_precision(requested: str, device: str | torch.device | None = None, 
 CPU_BF16_MIN_SIDE = 3
 
 
+def smallest_conv_side(runs) -> int | None:
+    """The smallest side (voxels) of any input a ``torch.nn.Conv3d`` sees when each ``(network, input)`` of
+    ``runs`` is run once (no gradients). None when a network cannot take its input (its own training will say
+    why) or has no 3D convolution."""
+    sides: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: sides.append(int(min(i[0].shape[2:]))))
+             for net, _ in runs for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    modes = [net.training for net, _ in runs]
+    try:
+        with torch.no_grad():
+            for net, x in runs:
+                net.eval()(x)  # eval: batch statistics of a one-crop batch are not needed for shapes
+    except (RuntimeError, ValueError):
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+        for (net, _), mode in zip(runs, modes):
+            net.train(mode)
+    return min(sides) if sides else None
+
+
 def guard_small_feature_maps(precision: Precision, smallest_side: int | None, what: str = "") -> Precision:
     """``precision`` unless it is bf16 on a CPU and a network's smallest 3D feature map has a side of 2
     voxels (:data:`CPU_BF16_MIN_SIDE`): then fp32 with a warning when bf16 came from ``auto``, and a

@@ -30,7 +30,13 @@ from diffusers.training_utils import EMAModel
 
 from cohort.config import load_config, save_config, to_dict
 from cohort.errors import CohortError
-from cohort.hardware import Precision, guard_small_feature_maps, resolve_precision, use_channels_last
+from cohort.hardware import (
+    Precision,
+    guard_small_feature_maps,
+    resolve_precision,
+    smallest_conv_side,
+    use_channels_last,
+)
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
@@ -116,22 +122,8 @@ def smallest_feature_map(cfg: GenerativeConfig) -> int | None:
     if cfg.stage == "autoencoder" and cfg.autoencoder.pretrained:
         return min(crop)  # nothing is trained
     if cfg.stage == "autoencoder":
-        models = build_stage_models(cfg)
-        sides: list[int] = []
-        hooks = [m.register_forward_hook(lambda mod, i, o: sides.append(min(i[0].shape[2:])))
-                 for net in models.values() if net is not None for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
-        try:
-            with torch.no_grad():
-                x = torch.zeros(1, 1, *crop)
-                for net in models.values():
-                    if net is not None:
-                        net(x)
-        except (RuntimeError, ValueError):  # a crop the networks cannot take: training will say so itself
-            return None
-        finally:
-            for h in hooks:
-                h.remove()
-        return min(sides) if sides else min(crop)
+        x = torch.zeros(1, 1, *crop)
+        return smallest_conv_side([(net, x) for net in build_stage_models(cfg).values() if net is not None])
     from generative.diffusion.models import load_autoencoder
 
     down = load_autoencoder(Path(cfg.init_from) / "autoencoder").downsample

@@ -31,7 +31,13 @@ from accelerate.utils import set_seed
 
 from cohort.config import save_config
 from cohort.errors import CohortError
-from cohort.hardware import Precision, resolve_precision, use_channels_last
+from cohort.hardware import (
+    Precision,
+    guard_small_feature_maps,
+    resolve_precision,
+    smallest_conv_side,
+    use_channels_last,
+)
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from cohort.runs import add_rerun_arguments, check_run_dir, clear_run
@@ -153,6 +159,11 @@ def _open_run(config: SegConfig, run_dir: Path, resume: bool, overwrite: bool, s
         except ImportError:
             tracker = None
     precision = resolve_precision(cfg.train.mixed_precision, None, "segmentation train")
+    if precision.device == "cpu" and precision.value == "bf16":  # CPU bf16 convolutions fail on 2-voxel feature maps
+        net = build_network(cfg.network.name, network_kwargs(cfg.network, ClassMap(tuple(cfg.classes)).num_channels,
+                                                             cfg.data.patch_size))
+        precision = guard_small_feature_maps(
+            precision, smallest_conv_side([(net, torch.zeros(1, 1, *cfg.data.patch_size))]), "segmentation train")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=precision.value))
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
                       log_with=tracker, project_dir=str(run_dir))

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from cohort.config import load_config, save_config
 from cohort.errors import BatchReport, CohortError
-from cohort.hardware import Precision, resolve_precision
+from cohort.hardware import Precision, guard_small_feature_maps, resolve_precision, smallest_conv_side
 from cohort.io import write_json
 from cohort.progress import StepProgress
 from generative.quality.config import FilterConfig, SyntheticCohort
@@ -223,9 +223,13 @@ class EarlyStopping:
         return self.bad >= self.patience
 
 
-def prepare_run(tc) -> tuple[Precision, Accelerator]:
-    """Resolve the precision, start the accelerator, set the thread count and seed every global RNG (tc.seed)."""
+def prepare_run(tc, probe=None) -> tuple[Precision, Accelerator]:
+    """Resolve the precision, start the accelerator, set the thread count and seed every global RNG (tc.seed).
+    ``probe``: () -> [(network, input), ...], run once when the precision is CPU bf16 to find the smallest
+    feature map (:func:`cohort.hardware.guard_small_feature_maps`)."""
     precision = resolve_precision(tc.mixed_precision, "cpu" if tc.cpu else None, "filter train")
+    if probe is not None and precision.device == "cpu" and precision.value == "bf16":
+        precision = guard_small_feature_maps(precision, smallest_conv_side(probe()), "filter train")
     accelerator = Accelerator(cpu=tc.cpu, mixed_precision=precision.value)
     if tc.torch_threads > 0:
         torch.set_num_threads(tc.torch_threads)
@@ -523,7 +527,8 @@ def train_discriminator(real_dirs: Sequence[str | Path], synthetic_dirs: Sequenc
     synthetic = synthetic_sources(synthetic_dirs, cfg)
     if not synthetic:
         raise CohortError(None, "no synthetic cohort given (--synthetic NAME=PATH or train.synthetic in the config)")
-    precision, accelerator = prepare_run(tc)
+    s = cfg.crop.size
+    precision, accelerator = prepare_run(tc, lambda: [(TumorDiscriminator(**asdict(cfg.model)), torch.zeros(1, 2, s, s, s))])
 
     # 2. data: every tumor crop, labelled by the cohort it came from, split by patient, drawn class-balanced.
     # One generator serves the sampler and the BatchNorm shuffles of step 4, so their draws interleave.

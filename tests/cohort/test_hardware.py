@@ -167,3 +167,43 @@ def test_smallest_feature_map_of_each_generator_stage(tmp_path):
         for crop in (16, 32):
             got = smallest_feature_map(cfg(stage, crop, f"init_from={tmp_path / 'model'}"))
             assert got == crop // down // 2  # the UNet's second level
+
+
+def test_smallest_conv_side_runs_the_networks_once():
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Conv3d(4, 4, 3, stride=2, padding=1),
+                              torch.nn.Conv3d(4, 4, 3, padding=1))
+    assert H.smallest_conv_side([(net, torch.zeros(1, 1, 16, 8, 12))]) == 4  # the last conv sees 8 x 4 x 6
+    other = torch.nn.Conv3d(1, 2, 3)
+    assert H.smallest_conv_side([(net, torch.zeros(1, 1, 16, 16, 16)), (other, torch.zeros(1, 1, 5, 5, 5))]) == 5
+    assert H.smallest_conv_side([(net, torch.zeros(1, 3, 8, 8, 8))]) is None  # wrong channels: cannot run
+    assert H.smallest_conv_side([(torch.nn.Linear(2, 2), torch.zeros(1, 2))]) is None
+    assert all(not m._forward_hooks for m in net.modules())  # the hooks are gone
+
+
+def test_segmentation_and_filter_training_avoid_cpu_bf16_on_two_voxel_feature_maps(monkeypatch, tmp_path):
+    import dataclasses
+
+    from cohort.config import config_dir, load_config
+    from generative.quality.config import FilterConfig
+    from generative.quality.train import prepare_run
+    from segmentation.train import _open_run
+    from tests.segmentation.helpers import tiny_config
+
+    _cpu(monkeypatch, "AVX512", avx512=True, avx512_bf16=True)
+    cfg = tiny_config([{"name": "real", "path": str(tmp_path)}])
+    deep = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, blocks_down=[1, 1, 1, 1], blocks_up=[1, 1, 1]))
+    with pytest.warns(RuntimeWarning, match="side of 2 voxels"):
+        run = _open_run(deep, tmp_path / "seg", False, False, None, False)
+    assert run.precision.value == "no" and run.cfg.train.mixed_precision == "no"
+    fc = load_config(FilterConfig, config_dir() / "generative" / "filter_tiny.yaml", ["model.channels=[8,16,32,64]"])  # 16 -> 2 at the last level
+    from dataclasses import asdict
+
+    from accelerate.state import AcceleratorState
+
+    from generative.quality.discriminator import TumorDiscriminator
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.warns(RuntimeWarning, match="side of 2 voxels"):
+        precision, _ = prepare_run(fc.train, lambda: [(TumorDiscriminator(**asdict(fc.model)), torch.zeros(1, 2, 16, 16, 16))])
+    assert precision.value == "no"
+    AcceleratorState._reset_state(reset_partial_state=True)
