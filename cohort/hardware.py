@@ -107,6 +107,11 @@ class Precision:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.value)
 
     @property
+    def cpu_bf16(self) -> bool:
+        """bf16 autocast on a CPU (the case :func:`guard_small_feature_maps` checks)."""
+        return self.device == "cpu" and self.value == "bf16"
+
+    @property
     def label(self) -> str:
         return {"no": "fp32"}.get(self.value, self.value)
 
@@ -197,8 +202,7 @@ def guard_small_feature_maps(precision: Precision, smallest_side: int | None, wh
     voxels (:data:`CPU_BF16_MIN_SIDE`): then fp32 with a warning when bf16 came from ``auto``, and a
     ValueError when it was asked for. ``smallest_side``: the smallest side of any feature map a convolution
     of the trained networks sees (None: unknown, nothing changes)."""
-    if (smallest_side is None or precision.device != "cpu" or precision.value != "bf16"
-            or not 1 < smallest_side < CPU_BF16_MIN_SIDE):
+    if smallest_side is None or not precision.cpu_bf16 or not 1 < smallest_side < CPU_BF16_MIN_SIDE:
         return precision
     where = f"{what}: " if what else ""
     why = (f"the networks' smallest feature map has a side of {smallest_side} voxels, and CPU bf16 3D convolutions "

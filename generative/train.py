@@ -141,7 +141,7 @@ def open_run(stage: str, config: GenerativeConfig | str | Path, run_dir: str | P
         torch.set_num_threads(cfg.train.num_threads)
     # "auto" becomes bf16 or fp32 for this machine; the resolved value is what config.yaml records
     precision = resolve_precision(cfg.train.mixed_precision, "cpu" if cfg.train.cpu else None, f"train {stage}")
-    if precision.device == "cpu" and precision.value == "bf16":
+    if precision.cpu_bf16:
         precision = guard_small_feature_maps(precision, smallest_feature_map(cfg), f"train {stage}")
     cfg = replace(cfg, train=replace(cfg.train, mixed_precision=precision.value))
     t = cfg.train
@@ -299,7 +299,7 @@ def _loop(run: Run, trained, ema, state: TrainState, micro_step) -> dict:
                 logs["loss"] = float(loss.detach())
                 if not math.isfinite(logs["loss"]):
                     hint = ("lower train.lr, or train.mixed_precision=no: CPU bf16 kernels are younger than fp32's"
-                            if run.precision.device == "cpu" and run.precision.value == "bf16" else "lower train.lr?")
+                            if run.precision.cpu_bf16 else "lower train.lr?")
                     raise FloatingPointError(f"{run.stage}: loss is {logs['loss']} at step {state.step} ({hint})")
             if acc.sync_gradients:
                 if ema is not None:

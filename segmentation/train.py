@@ -73,9 +73,7 @@ def train_segmentation(config: SegConfig, run_dir: str | Path, resume: bool = Fa
         val_cache = build_cache([split.val], cfg.data, desc="caching validation cases", show=show and run.main)[0]
     sizes, weights = [len(c) for c in cache], E.source_weights(cfg.sources)
     # 3. model, loss, optimizer, schedule
-    cm = ClassMap(tuple(cfg.classes))
-    net_kwargs = network_kwargs(cfg.network, cm.num_channels, cfg.data.patch_size)
-    net = build_network(cfg.network.name, net_kwargs)
+    net, net_kwargs = _network(cfg)
     if run.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
     opt = E.make_optimizer(net.parameters(), t)
@@ -140,6 +138,12 @@ class _Run:
         return self.acc.is_main_process
 
 
+def _network(cfg: SegConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The config's network, newly initialised, and its constructor arguments (saved with the model)."""
+    kwargs = network_kwargs(cfg.network, ClassMap(tuple(cfg.classes)).num_channels, cfg.data.patch_size)
+    return build_network(cfg.network.name, kwargs), kwargs
+
+
 def _open_run(config: SegConfig, run_dir: Path, resume: bool, overwrite: bool, synthesizer: Any, show: bool) -> _Run:
     """Validated config (precision resolved for this machine), run folder, accelerator, seed, tracker."""
     cfg = validate(config, run_dir)
@@ -159,11 +163,10 @@ def _open_run(config: SegConfig, run_dir: Path, resume: bool, overwrite: bool, s
         except ImportError:
             tracker = None
     precision = resolve_precision(cfg.train.mixed_precision, None, "segmentation train")
-    if precision.device == "cpu" and precision.value == "bf16":  # CPU bf16 convolutions fail on 2-voxel feature maps
-        net = build_network(cfg.network.name, network_kwargs(cfg.network, ClassMap(tuple(cfg.classes)).num_channels,
-                                                             cfg.data.patch_size))
+    if precision.cpu_bf16:  # CPU bf16 convolutions fail on 2-voxel feature maps
         precision = guard_small_feature_maps(
-            precision, smallest_conv_side([(net, torch.zeros(1, 1, *cfg.data.patch_size))]), "segmentation train")
+            precision, smallest_conv_side([(_network(cfg)[0], torch.zeros(1, 1, *cfg.data.patch_size))]),
+            "segmentation train")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=precision.value))
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
                       log_with=tracker, project_dir=str(run_dir))

@@ -228,7 +228,7 @@ def prepare_run(tc, probe=None) -> tuple[Precision, Accelerator]:
     ``probe``: () -> [(network, input), ...], run once when the precision is CPU bf16 to find the smallest
     feature map (:func:`cohort.hardware.guard_small_feature_maps`)."""
     precision = resolve_precision(tc.mixed_precision, "cpu" if tc.cpu else None, "filter train")
-    if probe is not None and precision.device == "cpu" and precision.value == "bf16":
+    if probe is not None and precision.cpu_bf16:
         precision = guard_small_feature_maps(precision, smallest_conv_side(probe()), "filter train")
     accelerator = Accelerator(cpu=tc.cpu, mixed_precision=precision.value)
     if tc.torch_threads > 0:
